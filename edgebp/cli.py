@@ -1,0 +1,103 @@
+"""The ``edgebp`` command line.
+
+Sub-commands live beside the code they drive and are imported only when invoked, so that
+``edgebp run`` (the streaming runtime) never imports torch. A command is listed only when its
+module exists in this installation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+
+import click
+
+# name -> "module:attribute". Keep this the only registry of commands.
+COMMANDS: dict[str, str] = {
+    "data": "edgebp.commands:data_group",
+    "grade": "edgebp.metrics_cli:grade_command",
+    "train": "edgebp.train.cli:train_command",
+    "evaluate": "edgebp.train.evaluate_cli:evaluate_command",
+    "export": "edgebp.export.cli:export_command",
+    "run": "edgebp.runtime.cli:run_command",
+    "sim": "edgebp.firmware_sim.cli:sim_command",
+    "budget": "edgebp.firmware_sim.budget_cli:budget_command",
+    "bench": "edgebp.bench.cli:bench_command",
+}
+
+
+def _module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n, target in self.lazy.items() if _module_exists(target.split(":")[0]))
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            if not _module_exists(module):
+                return None
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+class CliError(click.ClickException):
+    """A one-line error for the user; exit code 2 (bad input) unless given."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgebp")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """edgebp: cuffless, continuous blood pressure from PPG/ECG, from training to the wearable.
+
+    \b
+    Example:
+        edgebp data synth --subjects 4 --minutes 2 --out cohort/
+        edgebp data inspect cohort/
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    """Entry point: known errors become one line and a non-zero exit, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        click.echo(f"Error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+    except (ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        click.echo(f"Error: {msg}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Wearable device simulator and microcontroller budget check. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Streaming runtime: serial protocol, streaming preprocessing and inference. Never imports torch."""
