@@ -1,0 +1,196 @@
+"""int8 through ONNX Runtime's own quantizer (never a home-made one).
+
+- CPU form: static QDQ, uint8 activations, int8 per-channel weights, MinMax calibration on
+  training windows; Softmax left in float (quantized Softmax costs 20-30 % of int8 time here).
+  LSTM models get dynamic int8 instead (weights int8, activations quantized on the fly).
+- TensorRT form: symmetric int8 activations and weights (zero point 0), float bias, QDQ only
+  (no QLinear*/Integer/DynamicQuantize ops), which TensorRT's explicit quantization expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+
+log = logging.getLogger(__name__)
+
+INT8_OP_PREFIXES = ("QLinear", "ConvInteger", "MatMulInteger", "DynamicQuantize", "QGemm", "QAttention")
+TRT_FORBIDDEN_PREFIXES = ("QLinear", "ConvInteger", "MatMulInteger", "DynamicQuantize", "QGemm", "QAttention")
+
+
+class WindowReader(CalibrationDataReader):
+    """Feeds calibration windows (N, C, T) one batch at a time."""
+
+    def __init__(self, input_name: str, windows: np.ndarray, batch: int = 16):
+        self.input_name, self.windows, self.batch = input_name, windows.astype(np.float32), batch
+        self.k = 0
+
+    def get_next(self):
+        if self.k >= len(self.windows):
+            return None
+        b = self.windows[self.k : self.k + self.batch]
+        self.k += self.batch
+        return {self.input_name: b}
+
+    def rewind(self) -> None:
+        self.k = 0
+
+
+def calibration_hash(windows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(windows, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _op_types(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _preprocess(src: Path, dst: Path) -> Path:
+    """ORT's recommended pre-processing (shape inference, graph optimisation) before quantizing."""
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        return dst
+    except Exception as exc:  # noqa: BLE001 - quantizing the raw graph still works
+        log.info("quant_pre_process skipped for %s (%s)", src.name, exc)
+        return src
+
+
+def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, softmax_float: bool = True) -> dict:
+    """Static QDQ int8 for ORT on CPU (or dynamic int8 when the graph holds an LSTM)."""
+    ops = _op_types(fp32_path)
+    tmp = out_path.with_suffix(".pre.onnx")
+    src = _preprocess(fp32_path, tmp)
+    if "LSTM" in ops or "GRU" in ops:
+        quantize_dynamic(str(src), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
+        mode = "dynamic (LSTM: int8 weights, activations quantized at run time)"
+    else:
+        name = onnx.load(str(src)).graph.input[0].name
+        exclude = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Softmax"] if softmax_float else []
+        quantize_static(
+            str(src), str(out_path), WindowReader(name, windows),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=True, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+        )
+        mode = f"static QDQ (u8 activations, s8 per-channel weights, MinMax on {len(windows)} windows; {len(exclude)} Softmax left in float)"
+    if tmp.exists():
+        tmp.unlink()
+    return {"path": str(out_path), "mode": mode, "calibration_windows": int(len(windows)), "calibration_sha256": calibration_hash(windows)}
+
+
+def quantize_int8_tensorrt(fp32_path: Path, out_path: Path, windows: np.ndarray) -> dict:
+    """Symmetric int8 QDQ (zero point 0), float bias: the ONNX form TensorRT wants."""
+    ops = _op_types(fp32_path)
+    if "LSTM" in ops:
+        # TensorRT quantizes LSTMs itself from an fp32 graph; the QDQ form only covers conv/matmul
+        log.info("%s holds an LSTM: the TensorRT int8 form keeps it in float", fp32_path.name)
+    name = onnx.load(str(fp32_path)).graph.input[0].name
+    quantize_static(
+        str(fp32_path), str(out_path), WindowReader(name, windows),
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )
+    return {"path": str(out_path), "mode": "symmetric int8 QDQ, zero point 0, float bias, Conv/MatMul/Gemm"}
+
+
+def int8_kernels_check(int8_path: Path, optimized_out: Path) -> dict:
+    """Does ORT really run integer kernels? Optimise the graph as ORT does and list its ops."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(optimized_out)
+    ort.InferenceSession(str(int8_path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(optimized_out)).graph.node]
+    int_ops = sorted({o for o in ops if o.startswith(INT8_OP_PREFIXES)})
+    float_ops = sorted({o for o in ops if o in ("Conv", "MatMul", "Gemm", "LSTM", "ConvTranspose")})
+    optimized_out.unlink(missing_ok=True)
+    return {"integer_ops": int_ops, "float_compute_ops_left": float_ops, "runs_int8": bool(int_ops)}
+
+
+def tensorrt_rule_check(path: Path) -> dict:
+    """CPU-side check that a graph is in the form TensorRT's explicit quantization accepts."""
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    problems = []
+    for n in m.graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            problems.append(f"{n.name or n.op_type}: non-standard domain {n.domain!r}")
+        if n.op_type.startswith(TRT_FORBIDDEN_PREFIXES):
+            problems.append(f"{n.name or n.op_type}: {n.op_type} is not accepted by TensorRT")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
+            zp = onnx.numpy_helper.to_array(inits[n.input[2]])
+            if zp.dtype != np.int8:
+                problems.append(f"{n.name}: zero point is {zp.dtype}, TensorRT needs int8")
+            elif np.any(zp != 0):
+                problems.append(f"{n.name}: non-zero zero point (TensorRT needs symmetric quantization)")
+        if n.op_type == "Conv" and len(n.input) > 2 and n.input[2] in inits:
+            if inits[n.input[2]].data_type != onnx.TensorProto.FLOAT:
+                problems.append(f"{n.name}: bias is not float")
+    return {"ok": not problems, "problems": problems[:20], "n_problems": len(problems)}
+
+
+def polygraphy_lint(path: Path) -> dict:
+    """``polygraphy check lint`` where Polygraphy is installed (ONNX-only; works on a CPU)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    exe = shutil.which("polygraphy") or str(Path(sys.executable).parent / "polygraphy")
+    if not Path(exe).exists():
+        return {"ran": False, "reason": "polygraphy is not installed"}
+    with tempfile.TemporaryDirectory() as td:
+        report = Path(td) / "lint.json"
+        proc = subprocess.run([exe, "check", "lint", str(path), "-o", str(report)], capture_output=True, text=True, timeout=300)
+        summary = {}
+        if report.exists():
+            try:
+                summary = json.loads(report.read_text()).get("summary", {})
+            except json.JSONDecodeError:
+                summary = {}
+    return {"ran": True, "exit_code": proc.returncode, "summary": summary, "tail": proc.stdout.strip().splitlines()[-3:] + proc.stderr.strip().splitlines()[-3:]}
+
+
+def sqnr_worst_layers(fp32_path: Path, int8_path: Path, windows: np.ndarray, top: int = 5) -> list[dict]:
+    """Per-tensor SQNR (dB) of the worst layers, with ORT's qdq_loss_debug helpers."""
+    import tempfile
+
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    name = onnx.load(str(fp32_path)).graph.input[0].name
+    with tempfile.TemporaryDirectory() as td:
+        f_aug, q_aug = Path(td) / "f.onnx", Path(td) / "q.onnx"
+        modify_model_output_intermediate_tensors(str(fp32_path), str(f_aug))
+        modify_model_output_intermediate_tensors(str(int8_path), str(q_aug))
+        fa = collect_activations(str(f_aug), WindowReader(name, windows[:16]))
+        qa = collect_activations(str(q_aug), WindowReader(name, windows[:16]))
+    match = create_activation_matching(qa, fa)
+    err = compute_activation_error(match)
+    rows = []
+    for tensor, e in err.items():
+        v = e.get("xmodel_err")
+        if v is not None and np.isfinite(v):
+            rows.append({"tensor": tensor, "sqnr_db": float(v)})
+    rows.sort(key=lambda r: r["sqnr_db"])
+    return rows[:top]

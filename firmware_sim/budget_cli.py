@@ -1,0 +1,78 @@
+"""``edgebp budget``: does a model fit a microcontroller (flash, RAM, compute)?"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from edgebp.cli import CliError
+from edgebp.firmware_sim.budget import budget_format, bundle_resolve, mcu_check, onnx_budget
+from edgebp.firmware_sim.mcu_profiles import MCU_PROFILES, mcu_profiles_select
+
+log = logging.getLogger(__name__)
+
+
+def _shape_parse(text: str) -> tuple[str, list[int]]:
+    name, sep, dims = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, [int(d) for d in dims.lower().split("x")]
+    except ValueError:
+        raise CliError(f"--input-shape {text!r}: expected NAME=DxDxD, e.g. x=1x2x500") from None
+
+
+@click.command(
+    "budget",
+    help=f"""Check a model against microcontroller budgets: flash, RAM and compute.
+
+\b
+MODEL is an .onnx file (fp32 or int8, QDQ or QOperator) or an export bundle directory
+(manifest.json names the int8 ONNX, the sampling rate, hop and state inputs).
+Reports weight bytes (flash), peak activation bytes over the execution order and
+persistent state bytes (RAM), MACs per inference and per second (inferences/s = fs/hop),
+and per MCU the duty cycle = cycles/s / clock, with PASS/FAIL per resource. The model
+may use 50 % of RAM, 50 % of flash and 50 % of the CPU (see docs/firmware-sim.md).
+
+\b
+MCU profiles: {", ".join(MCU_PROFILES)} (or 'all', or a comma-separated list).
+
+\b
+Examples:
+    edgebp budget model_int8.onnx --fs 125 --hop 125 --window 625 --mcu all
+    edgebp budget bundle/ --mcu nrf52832 --json
+""",
+)
+@click.argument("model", type=click.Path(exists=True, dir_okay=True))
+@click.option("--mcu", default="all", show_default=True, help="MCU profile name(s), comma-separated, or 'all'.")
+@click.option("--fs", type=float, default=None, help="Sampling rate of the model input (Hz); overrides the bundle's.")
+@click.option("--hop", type=int, default=None, help="Samples between inferences; overrides the bundle's.")
+@click.option("--window", type=int, default=None,
+              help="Length substituted for symbolic time dimensions (samples); batch is always 1.")
+@click.option("--state-input", "state_inputs", multiple=True,
+              help="Name of an input carrying streaming state (repeatable; default: inputs named state*).")
+@click.option("--input-shape", "input_shapes", multiple=True, help="Explicit input shape NAME=DxDxD (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, as_json):
+    """Check a model against microcontroller budgets."""
+    profiles = mcu_profiles_select(mcu)
+    onnx_path, meta = bundle_resolve(model)
+    fs = fs if fs is not None else meta.get("fs")
+    hop = hop if hop is not None else meta.get("hop")
+    window = window if window is not None else meta.get("window", hop)
+    states = list(state_inputs) or meta.get("state_inputs") or None
+    shapes = dict(_shape_parse(s) for s in input_shapes) or None
+    if fs is not None and fs <= 0:
+        raise CliError(f"--fs must be positive, got {fs}")
+    if hop is not None and hop <= 0:
+        raise CliError(f"--hop must be positive, got {hop}")
+    budget = onnx_budget(onnx_path, fs=fs, hop=hop, window=window, state_inputs=states, input_shapes=shapes)
+    checks = [mcu_check(budget, p) for p in profiles]
+    if as_json:
+        out = {"budget": budget.to_dict(), "checks": [c.to_dict() for c in checks],
+               "profiles": {p.name: p.to_dict() for p in profiles}}
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(budget_format(budget, checks))

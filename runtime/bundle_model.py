@@ -1,0 +1,61 @@
+"""A bundle as a scorable model: the ONNX Runtime counterpart of a training run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from edgebp.evaluation import ModelGeometry
+from edgebp.runtime.backends import OrtBackend
+from edgebp.runtime.bundle import Bundle, BundleError, bundle_load
+
+VARIANT_FILES = {"fp32": "fp32", "int8": "int8", "pruned": "pruned"}
+
+
+class BundleModel:
+    """Run a bundle's fp32, int8 or pruned model through ONNX Runtime on whole windows.
+
+    It offers what ``edgebp evaluate`` needs from a run directory: ``runner``,
+    ``geometry()``, ``inputs``, ``norm``, ``split``, ``config`` and ``describe()``.
+    """
+
+    def __init__(self, bundle: Bundle, variant: str = "int8", threads: int = 1):
+        if variant not in VARIANT_FILES:
+            raise ValueError(f"variant {variant!r} is not valid; choose one of: {', '.join(VARIANT_FILES)}")
+        self.bundle = bundle
+        self.variant = variant
+        m = bundle.manifest
+        self.backend = OrtBackend(bundle.file(VARIANT_FILES[variant]), threads=threads)
+        self.inputs = tuple(m["inputs"])
+        self.norm = m["normalisation"]
+        self.split = m.get("split") or {"train": [], "val": [], "test": []}
+        rc = dict(m["model"].get("run_config") or {})
+        rc.setdefault("data", "synth")
+        rc.setdefault("synth_subjects", 32)
+        rc.setdefault("synth_minutes", 3.0)
+        rc.setdefault("seed", 0)
+        rc.setdefault("max_minutes", 0.0)
+        self.config = SimpleNamespace(**rc)
+
+    @classmethod
+    def open(cls, path: str | Path, variant: str = "int8", threads: int = 1) -> "BundleModel":
+        return cls(bundle_load(path), variant=variant, threads=threads)
+
+    def geometry(self) -> ModelGeometry:
+        m = self.bundle.manifest
+        return ModelGeometry(output=m["output"], window=m["window"], fs=float(m["fs"]), delay=m["delay"],
+                             causal=bool(m["causal"]), receptive_field=m["receptive_field"], norm=self.norm)
+
+    def runner(self, x: np.ndarray) -> np.ndarray:
+        name = self.backend.input_names[0]
+        return self.backend.run({name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def describe(self) -> dict:
+        m = self.bundle.manifest
+        return {"kind": "bundle", "path": str(self.bundle.path), "variant": self.variant, "model": m["model"]["name"],
+                "preset": m["model"]["preset"], "inputs": list(m["inputs"]), "params": m["model"].get("params")}
+
+
+__all__ = ["BundleModel", "BundleError"]

@@ -1,0 +1,57 @@
+"""The training configuration: one typed object, unknown keys rejected, saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgebp.config_base import StrictConfig, check_choice
+
+INPUT_CHOICES = ("ecg", "ppg")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig(StrictConfig):
+    """Everything that decides a training run. ``edgebp train --config FILE`` reads a JSON/TOML
+    file of these keys; command-line options override it."""
+
+    model: str = "edge-tcn"
+    preset: str = "edge"
+    inputs: tuple[str, ...] = ()  # empty: the model's default inputs
+    data: str = "synth"  # "synth", a directory of WFDB records, or UCI part_N.mat files
+    fs: float = 125.0
+    epochs: int = 12
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    clip_norm: float = 1.0
+    patience: int = 4  # early stopping on the validation loss
+    seed: int = 0
+    device: str = "auto"
+    window_s: float = 8.0  # training window for causal models; window models use their own
+    stride_s: float = 2.0
+    max_windows_per_record: int = 400
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    synth_subjects: int = 32
+    synth_minutes: float = 3.0
+    max_minutes: float = 0.0  # 0: whole records; otherwise cap each record (quick runs)
+    amp: bool = True  # mixed precision, used on CUDA only
+    time_budget_s: float = 0.0  # 0: no limit; stop after the epoch that crosses it
+
+    def validate(self) -> None:
+        from edgebp.train.zoo import MODEL_NAMES
+
+        check_choice(self.model, MODEL_NAMES, "model")
+        check_choice(self.preset, ("edge", "paper"), "preset")
+        check_choice(self.device, DEVICE_CHOICES, "device")
+        for name in self.inputs:
+            check_choice(name, INPUT_CHOICES, "inputs")
+        if not 10.0 <= self.fs <= 1000.0:
+            raise ValueError(f"fs: {self.fs} Hz is not a plausible model rate (10..1000)")
+        for key in ("epochs", "batch_size", "grad_accum", "max_windows_per_record", "synth_subjects"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if not (0 < self.val_frac < 0.5 and 0 < self.test_frac < 0.5):
+            raise ValueError("val_frac and test_frac must each be within (0, 0.5)")

@@ -1,0 +1,242 @@
+"""From records to model-ready arrays: preprocessing, quality gating, splits and windows.
+
+Inputs pass through :func:`edgebp.processing.chain.preprocess_record`, the very chain the
+streaming runtime runs chunk by chunk, so a device sees exactly what the model was trained on.
+Only samples where the inputs and the ABP reference are usable (quality masks) are trained
+on or scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import edgebp
+from edgebp.record import Record
+
+log = logging.getLogger(__name__)
+
+# Unusable stretches are widened by this margin (s): filter and resampler transients
+# around a gap must not be learned as if they were physiology.
+MASK_MARGIN_S = 0.5
+
+
+@dataclass
+class PreparedRecord:
+    """One record at the model rate: inputs (C, n), ABP (n,) mmHg and the usable-sample mask."""
+
+    record_id: str
+    subject_id: str
+    X: np.ndarray
+    abp: np.ndarray
+    usable: np.ndarray
+    fs: float
+    median_map: float = float("nan")
+    source: str = ""
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def usable_fraction(self) -> float:
+        return float(self.usable.mean()) if len(self.usable) else 0.0
+
+
+def cache_dir() -> Path:
+    """``$EDGEBP_CACHE`` or ``~/.cache/edgebp``."""
+    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp"))
+
+
+def data_source_path(data: str, synth_subjects: int = 32, synth_minutes: float = 3.0, seed: int = 0) -> Path:
+    """Resolve ``--data``: ``synth`` (the built-in cohort, cached) or a path."""
+    if data == "synth":
+        from edgebp.synth import synth_cohort_cached
+
+        return Path(synth_cohort_cached(synth_subjects, synth_minutes, seed=seed))
+    path = Path(data)
+    if not path.exists():
+        raise FileNotFoundError(2, "no such file or directory (--data)", str(path))
+    return path
+
+
+def _mask_to_rate(mask: np.ndarray, fs_in: float, fs_out: float, n_out: int) -> np.ndarray:
+    idx = np.minimum((np.arange(n_out) * fs_in / fs_out).astype(np.int64), len(mask) - 1)
+    return mask[idx] if len(mask) else np.zeros(n_out, dtype=bool)
+
+
+def _widen_bad(usable: np.ndarray, margin: int) -> np.ndarray:
+    if margin <= 0 or usable.all():
+        return usable
+    bad = (~usable).astype(np.int64)
+    c = np.concatenate([[0], np.cumsum(bad)])
+    n = len(usable)
+    i = np.arange(n)
+    lo = np.maximum(i - margin, 0)
+    hi = np.minimum(i + margin + 1, n)
+    return (c[hi] - c[lo]) == 0
+
+
+def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0) -> tuple[PreparedRecord | None, str]:
+    """Preprocess one record for the model; returns ``(prepared, "")`` or ``(None, reason)``."""
+    from edgebp.processing.beats import abp_beats
+    from edgebp.processing.chain import preprocess_record
+    from edgebp.processing.quality import abp_quality, ecg_quality, ppg_quality
+
+    missing = [c for c in (*inputs, "abp") if not record.has(c)]
+    if missing:
+        return None, f"no {'/'.join(missing)} channel"
+    X, abp = preprocess_record(record, inputs=inputs, fs_out=fs)
+    n = X.shape[1]
+    usable = np.isfinite(X).all(axis=0) & np.isfinite(abp)
+    usable &= abp_quality(abp, fs).mask[:n]
+    for name in inputs:
+        ch = record.get(name)
+        if name == "ppg":
+            ecg = record.get("ecg") if record.has("ecg") else None
+            q = ppg_quality(ch.signal, ch.fs, ecg=None if ecg is None else ecg.signal, ecg_fs=None if ecg is None else ecg.fs)
+        else:
+            q = ecg_quality(ch.signal, ch.fs)
+        usable &= _mask_to_rate(np.asarray(q.mask, bool), ch.fs, fs, n)
+    usable = _widen_bad(usable, int(MASK_MARGIN_S * fs))
+    if usable.sum() < 10 * fs:
+        return None, f"less than 10 s usable ({usable.sum() / fs:.1f} s)"
+    b = abp_beats(np.where(usable, abp, np.nan), fs)
+    valid = np.asarray(b.valid, bool)
+    med = float(np.median(np.asarray(b.map)[valid])) if valid.any() else float("nan")
+    return (
+        PreparedRecord(
+            record_id=record.record_id,
+            subject_id=str(record.subject_id),
+            X=X.astype(np.float32),
+            abp=abp.astype(np.float32),
+            usable=usable,
+            fs=fs,
+            median_map=med,
+            source=record.source,
+        ),
+        "",
+    )
+
+
+def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: float) -> str:
+    from edgebp.processing.chain import CHAIN_PRESETS
+
+    try:
+        presets = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in CHAIN_PRESETS.items()}
+    except Exception:  # noqa: BLE001 - the key only needs to change when presets change
+        presets = repr(CHAIN_PRESETS)
+    stat = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(path.glob("*"))[:2000]] if path.is_dir() else [(path.name, path.stat().st_size)]
+    blob = json.dumps([str(path.resolve()), inputs, fs, max_minutes, edgebp.__version__, presets, stat], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_minutes: float = 0.0, use_cache: bool = True, progress=None) -> tuple[list[PreparedRecord], list[tuple[str, str]]]:
+    """Read and prepare every record under ``path``; returns (prepared, skipped with reasons).
+
+    Prepared arrays are cached under :func:`cache_dir` keyed by the data, inputs, rate and the
+    preprocessing presets, so repeated runs skip the work.
+    """
+    from edgebp.io import read_records
+
+    key = _cache_key(Path(path), tuple(inputs), fs, max_minutes)
+    cfile = cache_dir() / "prepared" / f"{key}.npz"
+    if use_cache and cfile.exists():
+        try:
+            return _cache_load(cfile)
+        except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt, not fatal
+            log.warning("prepared-data cache %s unreadable (%s); rebuilding", cfile, exc)
+    prepared, skipped = [], []
+    for k, rec in enumerate(read_records(path)):
+        if max_minutes > 0:
+            rec = _record_crop(rec, max_minutes * 60.0)
+        p, why = record_prepare(rec, tuple(inputs), fs)
+        if p is None:
+            skipped.append((rec.record_id, why))
+        else:
+            prepared.append(p)
+        if progress is not None:
+            progress(k + 1, rec.record_id, why or "ok")
+    if use_cache and prepared:
+        _cache_save(cfile, prepared, skipped)
+    return prepared, skipped
+
+
+def _record_crop(rec: Record, seconds: float) -> Record:
+    from edgebp.record import Channel
+
+    chans = [Channel(c.name, c.signal[: int(seconds * c.fs)], c.fs, c.units, c.label, c.lead) for c in rec.channels]
+    return Record(rec.record_id, chans, rec.subject_id, rec.source)
+
+
+def _cache_save(cfile: Path, prepared: list[PreparedRecord], skipped: list[tuple[str, str]]) -> None:
+    cfile.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    meta = []
+    for i, p in enumerate(prepared):
+        arrays[f"X{i}"], arrays[f"abp{i}"], arrays[f"u{i}"] = p.X, p.abp, p.usable
+        meta.append({"record_id": p.record_id, "subject_id": p.subject_id, "fs": p.fs, "median_map": p.median_map, "source": p.source})
+    arrays["meta"] = np.frombuffer(json.dumps({"records": meta, "skipped": skipped}).encode(), dtype=np.uint8)
+    tmp = cfile.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, cfile)
+
+
+def _cache_load(cfile: Path) -> tuple[list[PreparedRecord], list[tuple[str, str]]]:
+    with np.load(cfile, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        out = [
+            PreparedRecord(m["record_id"], m["subject_id"], z[f"X{i}"], z[f"abp{i}"], z[f"u{i}"], m["fs"], m["median_map"], m["source"])
+            for i, m in enumerate(meta["records"])
+        ]
+    return out, [tuple(s) for s in meta["skipped"]]
+
+
+def windows_index(prepared: list[PreparedRecord], window: int, stride: int, max_per_record: int, seed: int, min_usable: float = 1.0) -> np.ndarray:
+    """``(k, 2)`` array of (record index, start) for windows whose samples are usable.
+
+    ``min_usable`` is the share of usable samples a window needs (1.0: all of them).
+    At most ``max_per_record`` windows per record (a deterministic random subset), so long
+    records do not outweigh short ones.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r, p in enumerate(prepared):
+        n = len(p.usable)
+        if n < window:
+            continue
+        starts = np.arange(0, n - window + 1, stride)
+        c = np.concatenate([[0], np.cumsum(p.usable)])
+        share = (c[starts + window] - c[starts]) / window
+        starts = starts[share >= min_usable - 1e-9]
+        if len(starts) > max_per_record:
+            starts = np.sort(rng.choice(starts, max_per_record, replace=False))
+        rows.extend((r, int(s)) for s in starts)
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def norm_stats_fit(prepared: list[PreparedRecord]) -> dict[str, float]:
+    """Target normalisation and naive-baseline figures from the TRAINING records only."""
+    from edgebp.processing.beats import abp_beats
+
+    vals = np.concatenate([p.abp[p.usable] for p in prepared]) if prepared else np.zeros(1)
+    sbp, dbp = [], []
+    for p in prepared:
+        b = abp_beats(np.where(p.usable, p.abp, np.nan).astype(np.float64), p.fs)
+        v = np.asarray(b.valid, bool)
+        sbp.append(np.asarray(b.sbp)[v])
+        dbp.append(np.asarray(b.dbp)[v])
+    sbp_a = np.concatenate(sbp) if sbp else np.zeros(0)
+    dbp_a = np.concatenate(dbp) if dbp else np.zeros(0)
+    return {
+        "abp_mean": float(np.mean(vals)),
+        "abp_std": float(max(np.std(vals), 1e-3)),
+        "sbp_mean": float(np.mean(sbp_a)) if len(sbp_a) else float("nan"),
+        "sbp_std": float(np.std(sbp_a)) if len(sbp_a) else float("nan"),
+        "dbp_mean": float(np.mean(dbp_a)) if len(dbp_a) else float("nan"),
+        "dbp_std": float(np.std(dbp_a)) if len(dbp_a) else float("nan"),
+        "n_train_beats": int(len(sbp_a)),
+    }

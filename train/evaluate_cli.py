@@ -1,0 +1,159 @@
+"""``edgebp evaluate``: score a run (or an exported bundle) on held-out records."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgebp.cli import CliError
+
+log = logging.getLogger(__name__)
+
+
+def model_open(path: str, variant: str):
+    """A run directory (torch) or an exported bundle (ONNX Runtime): both give the same
+    ``runner``, ``geometry()``, ``inputs``, ``norm``, ``split``, ``config`` and ``describe()``."""
+    from edgebp.train.predict import RunDir, is_run_dir
+
+    p = Path(path)
+    if path != "default" and is_run_dir(p):
+        if variant != "fp32":
+            raise CliError(f"--variant {variant}: a run directory holds the fp32 torch model only; export a bundle for {variant}")
+        return RunDir(p)
+    if path == "default" or (p / "manifest.json").exists():
+        from edgebp.runtime.bundle_model import BundleModel
+
+        return BundleModel.open(path, variant=variant)
+    raise CliError(f"{path}: neither a run directory (best.pt) nor a bundle (manifest.json)")
+
+
+def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int | None = None, progress: bool = True) -> tuple[dict, list, dict]:
+    """Score ``src`` on ``data``'s ``split`` records; returns (report, scored records, data info)."""
+    from edgebp.evaluation import calibrate_offsets, records_score, score_report
+    from edgebp.train.data import data_source_path, dataset_prepare
+
+    cfg = src.config
+    data = data or cfg.data
+    path = data_source_path(data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
+    prepared, skipped = dataset_prepare(path, tuple(src.inputs), float(src.geometry().fs), cfg.max_minutes)
+    if split == "test":
+        wanted = set(src.split["test"])
+        chosen = [p for p in prepared if p.record_id in wanted]
+        if not chosen:
+            raise CliError(f"{data}: none of the run's {len(wanted)} test records is in this data; use --split all for other data")
+    else:
+        trained = set(src.split["train"]) | set(src.split["val"])
+        chosen = [p for p in prepared if p.record_id not in trained] if data == cfg.data else prepared
+    geo = src.geometry()
+
+    def _prog(k, rid):
+        if progress:
+            click.echo(f"\rscoring {k}/{len(chosen)} {rid}".ljust(60), nl=False, err=True)
+
+    scored = records_score(src.runner, chosen, geo, hop=hop, progress=_prog)
+    if progress:
+        click.echo("", err=True)
+    calib = None
+    if calibrate > 0:
+        scored, calib = calibrate_offsets(scored, calibrate)
+    unit = "window" if geo.output == "values" else "beat"
+    report = score_report(scored, src.norm, calib, unit=unit)
+    report["model"] = src.describe()
+    report["data"] = {"source": data, "split": split, "records": [p.record_id for p in chosen], "skipped": len(skipped)}
+    report["calibration_s"] = calibrate
+    return report, scored, {"prepared": {p.record_id: p for p in chosen}}
+
+
+def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, title: str) -> list[Path]:
+    """report.md, report.html, metrics.json and the plots."""
+    from edgebp.metrics import format_report_table
+    from edgebp.plot.clinical import plot_bland_altman, plot_error_cdf, plot_scatter, plot_waveforms
+    from edgebp.plot.report import report_write
+    from edgebp.scoring import BeatPairs
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    allp = BeatPairs.concat([s.pairs for s in scored])
+    sections = [{"heading": "Summary", "text": f"Model: {json.dumps(report['model'])}\n\nAnalysis unit: {report['analysis_unit']}", "table": None, "figure": None, "figure_name": ""},
+                {"heading": "Clinical table", "text": "```\n" + format_report_table(report) + "\n```", "table": None, "figure": None, "figure_name": ""}]
+    if len(allp):
+        for key in ("sbp", "dbp"):
+            sections.append({"heading": f"Bland-Altman {key.upper()}", "text": "", "table": None,
+                             "figure": plot_bland_altman(getattr(allp, f"pred_{key}"), getattr(allp, f"ref_{key}"), label=key.upper()), "figure_name": f"bland_altman_{key}.png"})
+            sections.append({"heading": f"Predicted vs reference {key.upper()}", "text": "", "table": None,
+                             "figure": plot_scatter(getattr(allp, f"pred_{key}"), getattr(allp, f"ref_{key}"), label=key.upper()), "figure_name": f"scatter_{key}.png"})
+        err = np.concatenate([allp.pred_sbp - allp.ref_sbp])
+        sections.append({"heading": "Cumulative |error| (SBP) with the BHS thresholds", "text": "", "table": None,
+                         "figure": plot_error_cdf(err, label="SBP"), "figure_name": "error_cdf_sbp.png"})
+        errd = allp.pred_dbp - allp.ref_dbp
+        sections.append({"heading": "Cumulative |error| (DBP) with the BHS thresholds", "text": "", "table": None,
+                         "figure": plot_error_cdf(errd, label="DBP"), "figure_name": "error_cdf_dbp.png"})
+    for s in scored:
+        if s.pred_wave is None:
+            continue
+        p = info["prepared"][s.record_id]
+        good = np.flatnonzero(np.isfinite(s.pred_wave) & p.usable)
+        if len(good) < int(10 * p.fs):
+            continue
+        a = good[len(good) // 2]
+        sl = slice(a, a + int(8 * p.fs))
+        t = np.arange(sl.start, min(sl.stop, len(p.abp))) / p.fs
+        ppg = p.X[list(report["model"]["inputs"]).index("ppg"), sl] if "ppg" in report["model"]["inputs"] else None
+        ecg = p.X[list(report["model"]["inputs"]).index("ecg"), sl] if "ecg" in report["model"]["inputs"] else None
+        sections.append({"heading": f"Example waveform: {s.record_id}", "text": "", "table": None,
+                         "figure": plot_waveforms(t, p.abp[sl], s.pred_wave[sl], ppg=ppg, ecg=ecg), "figure_name": f"waveform_{s.record_id}.png"})
+    return report_write(out_dir, title, sections)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return str(o)
+
+
+@click.command(name="evaluate")
+@click.argument("model_path", metavar="RUN_DIR|BUNDLE")
+@click.option("--data", default=None, help="'synth' or a path; default: the data the model was trained on.")
+@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True, help="test: the run's held-out records; all: every record not used for training.")
+@click.option("--variant", type=click.Choice(["fp32", "int8", "pruned"]), default="fp32", show_default=True, help="For a bundle: which exported model to run through ONNX Runtime.")
+@click.option("--calibrate", type=float, default=0.0, help="Seconds of per-subject calibration at the start of each record (0: calibration-free).")
+@click.option("--hop", type=int, default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate_command(model_path, data, split, variant, calibrate, hop, report_dir, as_json):
+    """Score a trained run or an exported bundle on held-out records, beside the naive baselines.
+
+    Per-beat SBP/DBP are read from the predicted waveform with the same beat detector as the
+    reference labels. Reports ME, SD, MAE, BHS, AAMI, IEEE 1708, per reading and per subject,
+    the reference-BP distribution check, and MASE with a record-bootstrap 95 % interval.
+
+    \b
+    Example:
+        edgebp evaluate runs/default --report runs/default/report
+        edgebp evaluate runs/cbpe --calibrate 60 --json
+    """
+    from edgebp.metrics import format_report_table
+
+    src = model_open(model_path, variant)
+    report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json)
+    if report_dir:
+        report_plots_write(report, scored, info, Path(report_dir), f"edgebp evaluate: {src.describe().get('model')}")
+    if as_json:
+        click.echo(json.dumps(report, default=_json_default))
+    else:
+        click.echo(format_report_table(report))
+        mb = report["mase_bootstrap"]
+        click.echo(f"MASE vs naive mean: SBP {mb['sbp']['mase']:.3f} [{mb['sbp']['ci95'][0]:.3f}, {mb['sbp']['ci95'][1]:.3f}], "
+                   f"DBP {mb['dbp']['mase']:.3f} [{mb['dbp']['ci95'][0]:.3f}, {mb['dbp']['ci95'][1]:.3f}] (95 % record bootstrap, {mb['sbp']['n_records']} records)")
+        if report_dir:
+            click.echo(f"report written to {report_dir}")

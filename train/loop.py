@@ -1,0 +1,322 @@
+"""The training loop: AdamW, one-cycle schedule, accumulation, clipping, early stopping, AMP on
+CUDA, deterministic seeds, checkpoints, resume, and DDP under torchrun (rank 0 writes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+import edgebp
+from edgebp.train.config import TrainConfig
+from edgebp.train.data import PreparedRecord, data_source_path, dataset_prepare, norm_stats_fit, windows_index
+from edgebp.train.splits import records_group, split_groups
+from edgebp.train.zoo import model_build, model_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_setup(device: str) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_pick(choice: str, local_rank: int = 0) -> str:
+    if choice == "auto":
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device: cuda requested but no CUDA device is available (use --device cpu)")
+        return f"cuda:{local_rank}"
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class WindowDataset(Dataset):
+    """Windows of (inputs, target, loss mask) cut from prepared records."""
+
+    def __init__(self, prepared: list[PreparedRecord], index: np.ndarray, window: int, output: str, norm: dict, delay: int = 0, warmup: int = 0):
+        self.prepared, self.index, self.window = prepared, index, window
+        self.output, self.norm, self.delay, self.warmup = output, norm, delay, warmup
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int):
+        r, s = self.index[k]
+        p = self.prepared[r]
+        W = self.window
+        x = np.nan_to_num(p.X[:, s : s + W]).astype(np.float32)
+        if self.output == "values":
+            from edgebp.processing.beats import abp_beats
+
+            seg = np.where(p.usable[s : s + W], p.abp[s : s + W], np.nan).astype(np.float64)
+            b = abp_beats(seg, p.fs)
+            v = np.asarray(b.valid, bool)
+            if v.any():
+                sbp, dbp = float(np.median(np.asarray(b.sbp)[v])), float(np.median(np.asarray(b.dbp)[v]))
+                y = np.array([(sbp - self.norm["sbp_mean"]) / self.norm["sbp_std"], (dbp - self.norm["dbp_mean"]) / self.norm["dbp_std"]], np.float32)
+                m = np.ones(2, np.float32)
+            else:
+                y, m = np.zeros(2, np.float32), np.zeros(2, np.float32)
+            return x, y, m
+        # point-wise target: the model's output at t estimates ABP at t - delay
+        a = s - self.delay
+        tgt = p.abp[max(a, 0) : a + W]
+        use = p.usable[max(a, 0) : a + W]
+        if a < 0:
+            tgt = np.concatenate([np.zeros(-a, np.float32), tgt])
+            use = np.concatenate([np.zeros(-a, bool), use])
+        y = ((tgt - self.norm["abp_mean"]) / self.norm["abp_std"]).astype(np.float32)[None, :]
+        m = use.astype(np.float32)[None, :]
+        m[:, : self.warmup] = 0.0
+        return x, np.nan_to_num(y), m
+
+
+def _masked_l1(pred: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return (torch.abs(pred - y) * m).sum() / m.sum().clamp_min(1.0)
+
+
+def loss_compute(model, x, y, m, name: str) -> torch.Tensor:
+    """The model's training loss (deep supervision for the UNets, ABP + gradient for INN-PAR)."""
+    if hasattr(model, "forward_train"):
+        outs = model.forward_train(x)
+        if isinstance(outs, (list, tuple)) and outs and isinstance(outs[0], (list, tuple)):
+            return sum(w * _masked_l1(o, y, m) for o, w in outs) / sum(w for _, w in outs)
+        if isinstance(outs, (list, tuple)):
+            weights = getattr(model, "deep_supervision_weights", [1.0] * len(outs))
+            return sum(w * _masked_l1(o, y, m) for o, w in zip(outs, weights)) / sum(weights)
+        return _masked_l1(outs, y, m)
+    if hasattr(model, "forward_full"):
+        abp, grad = model.forward_full(x)
+        # the target gradient by the same fixed [-1, 0, 1] kernel the model uses for its input
+        gy = torch.nn.functional.pad(y, (1, 1), mode="replicate")
+        gy = gy[..., 2:] - gy[..., :-2]
+        gm = m * torch.nn.functional.pad(m, (1, 1))[..., 2:] * torch.nn.functional.pad(m, (1, 1))[..., :-2]
+        return _masked_l1(abp, y, m) + _masked_l1(grad, gy, gm)
+    return _masked_l1(model(x), y, m)
+
+
+def model_geometry(model, name: str, cfg: TrainConfig) -> tuple[int, int, int]:
+    """(training window, causal warm-up samples, delay) for a model."""
+    spec = model_spec(name)
+    delay = int(getattr(model, "delay", spec.delay) or 0)
+    if spec.causal and spec.output == "waveform":
+        rf = int(getattr(model, "receptive_field", 0) or 0)
+        window = int(round(cfg.window_s * cfg.fs))
+        window = max(window, 2 * rf)
+        return window, rf, delay
+    return int(getattr(model, "window", spec.window)), 0, delay
+
+
+def _split_records(prepared: list[PreparedRecord], cfg: TrainConfig) -> dict[str, list[str]]:
+    ids = [p.record_id for p in prepared]
+    synthetic = all(p.record_id.startswith("synth-") for p in prepared)
+    groups = ids if synthetic else records_group(ids, [p.median_map for p in prepared])
+    idx = split_groups(groups, cfg.val_frac, cfg.test_frac, cfg.seed)
+    return {k: [ids[i] for i in v] for k, v in idx.items()} | {"groups": dict(zip(ids, groups))}
+
+
+def _progress_line(text: str, final: bool = False) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + text.ljust(100) + ("\n" if final else ""))
+    elif final:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train one model as ``cfg`` says and write the run directory; returns a summary dict."""
+    out_dir = Path(out_dir)
+    device = device_pick(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    di = dist_setup(device)
+    seed_everything(cfg.seed)
+    spec = model_spec(cfg.model)
+    inputs = tuple(cfg.inputs) or tuple(spec.default_inputs)
+    bad = [c for c in inputs if c not in spec.allowed_inputs]
+    if bad:
+        raise ValueError(f"inputs: {cfg.model} accepts {', '.join(spec.allowed_inputs)}, not {', '.join(bad)}")
+
+    t0 = time.time()
+    src = data_source_path(cfg.data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
+    if di.main:
+        log.info("preparing data from %s (inputs %s)", src, ",".join(inputs))
+    prepared, skipped = dataset_prepare(src, inputs, cfg.fs, cfg.max_minutes)
+    if len(prepared) < 3:
+        raise ValueError(f"{src}: only {len(prepared)} record(s) have usable {'+'.join(inputs)}+abp; need at least 3 for a subject-wise split")
+    split = _split_records(prepared, cfg)
+    by_id = {p.record_id: p for p in prepared}
+    train_p = [by_id[i] for i in split["train"]]
+    val_p = [by_id[i] for i in split["val"]]
+    norm = norm_stats_fit(train_p)
+
+    model = model_build(cfg.model, cfg.preset, in_channels=len(inputs))
+    window, warmup, delay = model_geometry(model, cfg.model, cfg)
+    stride = max(1, int(round(cfg.stride_s * cfg.fs))) if spec.causal else max(1, window // 2)
+    tr_idx = windows_index(train_p, window + delay, stride, cfg.max_windows_per_record, cfg.seed)
+    va_idx = windows_index(val_p, window + delay, stride, max(50, cfg.max_windows_per_record // 4), cfg.seed + 1)
+    tr_idx[:, 1] += delay
+    va_idx[:, 1] += delay
+    if len(tr_idx) == 0 or len(va_idx) == 0:
+        raise ValueError(f"{src}: no usable {window}-sample windows in the training or validation split")
+    train_ds = WindowDataset(train_p, tr_idx, window, spec.output, norm, delay, warmup)
+    val_ds = WindowDataset(val_p, va_idx, window, spec.output, norm, delay, warmup)
+
+    model.to(device)
+    per_rank_batch = max(1, cfg.batch_size // di.world)
+    sampler = DistributedSampler(train_ds, num_replicas=di.world, rank=di.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(train_ds, batch_size=per_rank_batch, sampler=sampler, drop_last=True, num_workers=0)
+    val_loader = DataLoader(val_ds, batch_size=max(64, per_rank_batch), shuffle=False, num_workers=0)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if di.world > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(loader) // cfg.grad_accum)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15)
+    use_amp = cfg.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_val, bad_epochs = 0, math.inf, 0
+    if resume and (out_dir / "last.pt").exists():
+        ck = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, best_val, bad_epochs = ck["epoch"] + 1, ck["best_val"], ck["bad_epochs"]
+        if di.main:
+            log.info("resumed from %s at epoch %d", out_dir / "last.pt", start_epoch)
+
+    if di.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (out_dir / "split.json").write_text(json.dumps({**split, "skipped": skipped, "seed": cfg.seed, "unit": "record (treated as subject; likely same-patient records grouped)"}, indent=2))
+        (out_dir / "norm.json").write_text(json.dumps(norm, indent=2))
+    meta = {
+        "edgebp_version": edgebp.__version__,
+        "model": cfg.model,
+        "preset": cfg.preset,
+        "inputs": list(inputs),
+        "fs": cfg.fs,
+        "window": window,
+        "delay": delay,
+        "warmup": warmup,
+        "output": spec.output,
+        "data_source": str(src) if cfg.data != "synth" else "synth",
+    }
+    params = sum(p.numel() for p in model.parameters())
+    if di.main:
+        log.info("model %s/%s: %d parameters; %d train / %d val windows of %d samples; %d train, %d val, %d test records",
+                 cfg.model, cfg.preset, params, len(train_ds), len(val_ds), window, len(split["train"]), len(split["val"]), len(split["test"]))
+
+    history = []
+    metrics_f = out_dir / "metrics.jsonl"
+    if di.main and not resume and metrics_f.exists():
+        metrics_f.unlink()
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        ddp_model.train()
+        tot, cnt, te = 0.0, 0, time.time()
+        opt.zero_grad(set_to_none=True)
+        nb = len(loader)
+        for b, (x, y, m) in enumerate(loader):
+            x, y, m = x.to(device), y.to(device), m.to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                loss = loss_compute(ddp_model.module if di.world > 1 and hasattr(model, "forward_train") else ddp_model, x, y, m, cfg.model)
+            scaler.scale(loss / cfg.grad_accum).backward()
+            if (b + 1) % cfg.grad_accum == 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                if sched.last_epoch + 1 < sched.total_steps:
+                    sched.step()
+            tot += float(loss.detach()) * len(x)
+            cnt += len(x)
+            if show_progress and di.main:
+                done = int(30 * (b + 1) / nb)
+                _progress_line(f"epoch {epoch + 1}/{cfg.epochs} [{'=' * done}{' ' * (30 - done)}] {b + 1}/{nb} loss {tot / cnt:.4f}")
+        train_loss = tot / max(cnt, 1)
+        if di.world > 1:
+            t = torch.tensor([tot, cnt], dtype=torch.float64)
+            dist.all_reduce(t)
+            train_loss = float(t[0] / t[1])
+        val_loss = evaluate_loss(model, val_loader, device, cfg.model)
+        rec = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - te, 2)}
+        history.append(rec)
+        improved = val_loss < best_val - 1e-6
+        best_val = min(best_val, val_loss)
+        bad_epochs = 0 if improved else bad_epochs + 1
+        if di.main:
+            with metrics_f.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            if show_progress:
+                _progress_line(f"epoch {epoch + 1}/{cfg.epochs} train {train_loss:.4f} val {val_loss:.4f}{' *' if improved else ''} ({rec['seconds']:.1f} s)", final=True)
+            ck = {"state_dict": model.state_dict(), "config": cfg.to_dict(), "norm": norm, "split": {k: split[k] for k in ("train", "val", "test")}, "meta": meta, "epoch": epoch, "best_val": best_val, "bad_epochs": bad_epochs}
+            if improved:
+                torch.save(ck, out_dir / "best.pt")
+            torch.save({**ck, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, out_dir / "last.pt")
+        if bad_epochs >= cfg.patience:
+            if di.main:
+                log.info("early stop: no validation improvement for %d epochs", cfg.patience)
+            break
+        if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s:
+            if di.main:
+                log.info("time budget of %.0f s reached after epoch %d", cfg.time_budget_s, epoch + 1)
+            break
+    if di.world > 1:
+        dist.barrier()
+    summary = {"run_dir": str(out_dir), "params": params, "epochs_run": len(history), "best_val_loss": best_val, "history": history, "seconds": round(time.time() - t0, 1), **meta}
+    if di.main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def evaluate_loss(model, loader, device: str, name: str) -> float:
+    model.eval()
+    tot, cnt = 0.0, 0
+    for x, y, m in loader:
+        x, y, m = x.to(device), y.to(device), m.to(device)
+        tot += float(loss_compute(model, x, y, m, name)) * len(x)
+        cnt += len(x)
+    model.train()
+    if dist.is_initialized():
+        t = torch.tensor([tot, cnt], dtype=torch.float64)
+        dist.all_reduce(t)
+        tot, cnt = float(t[0]), int(t[1])
+    return tot / max(cnt, 1)
