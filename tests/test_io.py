@@ -422,3 +422,26 @@ def test_dispatch_errors(tmp_path, shared_data):
     with raises_read_error(mixed, "fs=125", "states"):
         read_record(mixed, fs=125)
     assert read_record(mixed, fs=62.4725 * 2).record_id == "mixedsignals"  # agrees with ABP's rate
+
+
+def test_wfdb_variable_layout_multisegment(tmp_path):
+    """MIMIC-style variable layout: a signal absent from a segment is NaN there, and a channel
+    absent from every segment is kept as an all-NaN channel (not an error, not dropped)."""
+    n1, n2 = 250, 125
+    ecg1, abp1 = np.sin(np.arange(n1) / 5.0), 80.0 + np.arange(n1) % 40
+    wfdb.wrsamp("lay_s1", fs=125, units=["mV", "mmHg"], sig_name=["II", "ABP"],
+                p_signal=np.column_stack([ecg1, abp1]), fmt=["16", "16"], write_dir=str(tmp_path))
+    wfdb.wrsamp("lay_s2", fs=125, units=["mV"], sig_name=["II"],
+                p_signal=np.sin(np.arange(n2) / 5.0)[:, None], fmt=["16"], write_dir=str(tmp_path))
+    (tmp_path / "lay_layout.hea").write_text(
+        "lay_layout 3 125 0\n~ 0 200/mV 16 0 0 0 0 II\n~ 0 1/mmHg 16 0 0 0 0 ABP\n~ 0 1/NU 16 0 0 0 0 PLETH\n"
+    )
+    (tmp_path / "lay.hea").write_text(f"lay/3 3 125 {n1 + n2}\nlay_layout 0\nlay_s1 {n1}\nlay_s2 {n2}\n")
+    rec = read_record(tmp_path / "lay")
+    assert rec.names == ["ecg", "abp", "ppg"]
+    abp = rec.get("abp").signal
+    assert len(abp) == n1 + n2 and np.isnan(abp[n1:]).all()
+    np.testing.assert_allclose(abp[:n1], abp1, atol=0.01)
+    assert np.isnan(rec.get("ppg").signal).all()
+    # Listing the directory gives the one record, not its layout or segments.
+    assert [r.record_id for r in read_records(tmp_path)] == ["lay"]

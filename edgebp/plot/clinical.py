@@ -25,7 +25,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edgebp.metrics import BHS_REQUIREMENTS_PCT, BHS_THRESHOLDS_MMHG, bp_pairs_finite
+from edgebp.metrics import BHS_REQUIREMENTS_PCT, BHS_THRESHOLDS_MMHG, bhs_grade, bp_pairs_finite
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def plot_scatter(pred: Any, ref: Any, ax: Axes | None = None, label: str = "SBP"
     return fig
 
 
-def plot_error_cdf(pred: Any, ref: Any, ax: Axes | None = None, label: str = "SBP") -> Figure:
+def plot_error_cdf(pred: Any, ref: Any = None, ax: Axes | None = None, label: str = "SBP") -> Figure:
     """Cumulative share of ``|estimate - reference|`` with the BHS thresholds and requirements.
 
     Vertical lines at 5, 10 and 15 mmHg (gids ``"bhs_5"``, ``"bhs_10"``, ``"bhs_15"``); for each
@@ -157,13 +157,29 @@ def plot_error_cdf(pred: Any, ref: Any, ax: Axes | None = None, label: str = "SB
     etc.). The curve (gid ``"cdf"``) starts at (0, 0) and then steps through the sorted
     ``|error|`` values: y = 100 * k / n at the k-th smallest.
 
+    Parameters
+    ----------
+    pred, ref : array-like
+        Estimates and references (mmHg). With ``ref=None``, ``pred`` is taken to be the errors
+        (``estimate - reference``) themselves.
+    ax : matplotlib Axes, optional
+        Draw here instead of on a new Figure.
+    label : str
+        The quantity ("SBP", "DBP", "MAP").
+
     Examples
     --------
     >>> fig = plot_error_cdf([121.0, 118.0, 133.0], [120.0, 120.0, 130.0])
-    >>> [float(ln.get_xdata()[0]) for ln in fig.axes[0].lines if ln.get_gid() in ("bhs_5", "bhs_10", "bhs_15")]
+    >>> [float(ln.get_xdata()[0]) for ln in fig.axes[0].lines
+    ...  if ln.get_gid() in ("bhs_5", "bhs_10", "bhs_15")]
     [5.0, 10.0, 15.0]
+    >>> fig = plot_error_cdf([1.0, -3.0, 12.0], label="DBP")  # errors only
     """
-    p, r, n_bad = _pairs(pred, ref, "plot_error_cdf")
+    if ref is None:
+        errors = np.asarray(pred, dtype=np.float64).ravel()
+        p, r, n_bad = _pairs(errors, np.zeros_like(errors), "plot_error_cdf")
+    else:
+        p, r, n_bad = _pairs(pred, ref, "plot_error_cdf")
     fig, ax = _axes(ax)
     a = np.sort(np.abs(p - r))
     n = a.size
@@ -181,8 +197,8 @@ def plot_error_cdf(pred: Any, ref: Any, ax: Axes | None = None, label: str = "SB
     ax.set_ylim(0.0, 101.0)
     ax.set_xlabel(f"|estimate - reference| {label} (mmHg)")
     ax.set_ylabel("cumulative share of readings (%)")
-    ax.set_title(f"{label}: within 5/10/15 mmHg {shares[0]:.0f}/{shares[1]:.0f}/{shares[2]:.0f} %"
-                 f"{_excluded_note(n_bad)}", fontsize=9)
+    ax.set_title(f"{label}: within 5/10/15 mmHg {shares[0]:.0f}/{shares[1]:.0f}/{shares[2]:.0f} %, "
+                 f"BHS grade {bhs_grade(p - r)}{_excluded_note(n_bad)}", fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig

@@ -54,12 +54,15 @@ def _slug(text: str) -> str:
 
 
 def _figure_file(section: dict, index: int) -> str:
-    name = section.get("figure_name") or f"fig{index + 1:02d}-{_slug(section['heading'])}"
-    if not isinstance(name, str) or not _SAFE_NAME.match(name):
-        raise ValueError(
-            f"section {index} ({section['heading']!r}): figure_name {name!r} must be a plain file "
-            "name (letters, digits, '.', '_', '-'; no directories)"
-        )
+    given = section.get("figure_name") or f"fig{index + 1:02d}-{_slug(section['heading'])}"
+    if not isinstance(given, str):
+        raise ValueError(f"section {index} ({section['heading']!r}): figure_name must be a string")
+    name = given
+    if not _SAFE_NAME.match(name):
+        # A record id with '/' or spaces must not abort a long evaluation, nor write outside
+        # out_dir: keep letters, digits, '.', '_', '-' and never start with a dot.
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._-") or f"fig{index + 1:02d}"
+        logger.warning("figure_name %r is not a plain file name; writing %r", given, name)
     return name if name.lower().endswith(".png") else name + ".png"
 
 
@@ -188,14 +191,16 @@ def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    names: dict[str, int] = {}
+    names: dict[int, str] = {}
+    owner: dict[str, int] = {}
     for i, sec in enumerate(sections):
         if sec.get("figure") is not None:
             name = _figure_file(sec, i)
-            if name.lower() in names:
+            if name.lower() in owner:
                 raise ValueError(f"section {i} ({sec['heading']!r}): figure file {name!r} is also used "
-                                 f"by section {names[name.lower()]}")
-            names[name.lower()] = i
+                                 f"by section {owner[name.lower()]}")
+            owner[name.lower()] = i
+            names[i] = name
 
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
@@ -214,7 +219,7 @@ def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi:
             body.append(_html_table(table))
         fig = sec.get("figure")
         if fig is not None:
-            name = _figure_file(sec, i)
+            name = names[i]
             path = out / name
             fig.savefig(path, dpi=dpi, format="png")
             figures.append(path)

@@ -589,9 +589,17 @@ def _band_sos(fs: float, low: float, high: float, order: int = 2) -> np.ndarray:
 
 
 @njit(cache=True)
-def _pt_detect(mwi, fs, refr, t_learn):
+def _slope_at(slope, i, w):
+    a = max(0, i - w)
+    b = min(slope.shape[0], i + w + 1)
+    return np.max(slope[a:b])
+
+
+@njit(cache=True)
+def _pt_detect(mwi, slope, fs, refr, t_learn):
     """Pan-Tompkins-style decision on the integrated energy: adaptive signal/noise levels,
-    refractory period, search-back at half threshold when a beat seems missed."""
+    refractory period, T-wave rejection, search-back at half threshold when a beat seems
+    missed."""
     n = mwi.shape[0]
     # local maxima, at most one per refractory period (the larger wins)
     cand = np.empty(n, dtype=np.int64)
@@ -620,10 +628,17 @@ def _pt_detect(mwi, fs, refr, t_learn):
     p = 0
     last = -refr
     last_cand_idx = -1  # index in cand of the last accepted peak
+    w = max(1, int(0.075 * fs))
+    t_win = int(0.36 * fs)
+    last_slope = 0.0
     for c in range(m):
         i = cand[c]
         thr1 = npki + 0.25 * (spki - npki)
-        if mwi[i] >= thr1 and i - last >= refr:
+        is_t = False
+        if p > 0 and i - last < t_win:
+            # within 360 ms of a QRS, a wave with less than half its steepest slope is a T wave
+            is_t = _slope_at(slope, i, w) < 0.5 * last_slope
+        if mwi[i] >= thr1 and i - last >= refr and not is_t:
             if p > 0:
                 rr = i - last
                 # search back: a gap of more than 1.66 RR may hide a weaker beat
@@ -647,6 +662,7 @@ def _pt_detect(mwi, fs, refr, t_learn):
             spki = 0.125 * mwi[i] + 0.875 * spki
             last = i
             last_cand_idx = c
+            last_slope = _slope_at(slope, i, w)
         else:
             npki = 0.125 * mwi[i] + 0.875 * npki
             # a long silence (lead change, gain step) lowers the signal level again
@@ -699,7 +715,7 @@ def ecg_findpeaks(ecg: np.ndarray, fs: float) -> np.ndarray:
     mwi = np.convolve(e, np.ones(w) / w, mode="same")
     mwi[~np.isfinite(bp)] = 0.0
     refr = max(1, int(round(0.2 * fs)))
-    det = _pt_detect(mwi, float(fs), refr, int(10 * fs))
+    det = _pt_detect(mwi, np.abs(d), float(fs), refr, int(10 * fs))
     if len(det) == 0:
         return det
     wide = np.nan_to_num(_filtfilt_runs(x, _band_sos(fs, 1.0, 30.0)), nan=0.0)

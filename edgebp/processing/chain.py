@@ -14,8 +14,9 @@ same output as one call on the whole record, bit for bit):
 
 Gaps (NaN) are carried through as NaN at their (delay-compensated) position; no stage is
 poisoned by them. :attr:`Preprocessor.delay` is the delay of the output in output samples: the
-resampler's exact integer delay + the filter's group delay at 1 Hz (an approximation: an IIR
-filter's delay depends on frequency) + 1 with the gradient.
+resampler's exact integer delay + the group delay at 1 Hz of the filter and of the running
+mean removal (a small lead) + 1 with the gradient. The IIR part is an approximation: its delay
+depends on frequency.
 
 Examples
 --------
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 NORM_METHODS = ("running", "none")
 FS_RANGE = (0.1, 100_000.0)
+DELAY_FREQ_HZ = 1.0  # the IIR stages' delay is quoted at a typical heart rate
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,8 @@ class Preprocessor:
     Attributes
     ----------
     delay : float
-        Output delay in output samples: resampler (exact) + filter group delay at 1 Hz
-        (approximate) + 1 with the gradient.
+        Output delay in output samples: resampler (exact) + group delay at 1 Hz of the filter
+        and the running mean removal (approximate) + 1 with the gradient.
     n_channels : int
         1, or 2 with the gradient.
 
@@ -253,8 +255,10 @@ class Preprocessor:
         self.norm = RunningNorm(config.fs_out, config.norm_tau_s) if config.norm == "running" else None
         self.gradient = StreamGradient() if config.gradient else None
         self.n_channels = 2 if self.gradient is not None else 1
-        filter_delay = 0.0 if self.filter is None else self.filter.group_delay(config.fs_out, 1.0)
-        self.delay = float(self.resampler.delay_out) + filter_delay + (self.gradient.delay if self.gradient else 0)
+        filter_delay = 0.0 if self.filter is None else self.filter.group_delay(config.fs_out, DELAY_FREQ_HZ)
+        norm_delay = 0.0 if self.norm is None else self.norm.group_delay(DELAY_FREQ_HZ)
+        grad_delay = 0 if self.gradient is None else self.gradient.delay
+        self.delay = float(self.resampler.delay_out) + filter_delay + norm_delay + grad_delay
 
     def __repr__(self) -> str:
         return f"Preprocessor({self.config!r})"

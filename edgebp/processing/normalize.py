@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.signal
 from numba import njit
 
 VAR_FLOOR = 1e-12
@@ -89,6 +90,17 @@ class RunningNorm:
         self.alpha = 1.0 - math.exp(-1.0 / (self.tau_s * self.fs))
         # once 1/k < alpha the count no longer matters: cap it so the state stays bounded
         self.count_cap = float(math.ceil(1.0 / self.alpha) + 1)
+
+    def group_delay(self, freq: float = 1.0) -> float:
+        """Group delay in samples at ``freq`` Hz of the steady-state mean removal (negative: a lead).
+
+        Linearised (the slowly varying scale ignored), ``x - mean`` is the filter
+        ``(1 - a)(1 - z^-1) / (1 - (1 - a) z^-1)``.
+        """
+        b = (1.0 - self.alpha) * np.array([1.0, -1.0])
+        a = np.array([1.0, -(1.0 - self.alpha)])
+        _, gd = scipy.signal.group_delay((b, a), w=[float(freq)], fs=self.fs)
+        return float(gd[0])
 
     def init_state(self) -> np.ndarray:
         """``[mean, var, count]`` before any sample."""

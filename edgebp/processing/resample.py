@@ -16,7 +16,7 @@ from edgebp.record import Channel, Record
 
 # The smallest denominator whose ratio is within RATIO_TOL of the request wins: 1e-6 is 3.6 ms
 # of drift per hour. The polyphase filter has ~20 * max(up, down) taps but each output sample
-# uses only ~20 * max(up, down) / up of them, so even 12500/24989 (mixedsignals' 249.89 Hz ECG
+# uses only ~20 * max(up, down) / up of them, so even 3409/6815 (mixedsignals' 249.89 Hz ECG
 # to 125 Hz) costs little; MAX_DENOMINATOR bounds the filter's memory.
 RATIO_TOL = 1e-6
 MAX_DENOMINATOR = 100_000
@@ -36,7 +36,7 @@ def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     >>> resample_ratio(360, 125)
     (25, 72)
     >>> resample_ratio(62.4725 * 4, 125)
-    (12500, 24989)
+    (3409, 6815)
     """
     target = float(fs_out) / float(fs_in)
     exact = Fraction(target)
@@ -79,7 +79,7 @@ def signal_resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     Parameters
     ----------
     x : array_like
-        1-D signal, NaN marks missing samples.
+        1-D signal; NaN (or inf) marks missing samples.
     fs_in, fs_out : float
         Input and output rates in Hz.
 
@@ -115,7 +115,7 @@ def signal_resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     if fs_in == fs_out:
         return x.copy()
 
-    gaps = np.isnan(x)
+    gaps = ~np.isfinite(x)  # an inf is no more a sample than a NaN: both become a gap
     if gaps.all():
         return np.full(n_out, np.nan)
     if gaps.any():

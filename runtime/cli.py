@@ -1,0 +1,95 @@
+"""``edgebp run``: stream a device's samples through a bundle and emit BP continuously."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import click
+
+from edgebp.cli import CliError
+
+
+def _channel_map(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise CliError(f"--channel-map {text!r}: expected FIELD=NAME pairs, e.g. ir=ppg,red=ppg_red")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@click.command(name="run")
+@click.argument("bundle", required=False, default="default")
+@click.option("--stream", "stream", default=None, help="A serial log file, or - for standard input.")
+@click.option("--follow", is_flag=True, help="Keep reading a file that is still growing (like tail -f; survives truncation).")
+@click.option("--port", default=None, help="A serial port (e.g. /dev/ttyUSB0 or a pseudo-terminal).")
+@click.option("--baud", type=int, default=115200, show_default=True, help="Serial port speed.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "text", "binary", "max3010x", "csv"]), default="auto", show_default=True, help="Stream encoding (auto-detected for edgebp's own).")
+@click.option("--fs", type=float, default=None, help="Sampling rate of a third-party log with no header (never guessed).")
+@click.option("--channel-map", default=None, help="Map a log's fields to channels, e.g. ir=ppg,red=ppg_red.")
+@click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch"]), default="ort", show_default=True, help="Inference backend.")
+@click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
+@click.option("--hop", type=int, default=None, help="Window models: run every HOP samples (1 = the seeds' point-wise paradigm).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None, help="Cuff readings CSV (time,sbp,dbp) for a per-user offset.")
+@click.option("--out", "out_path", default=None, help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
+@click.option("--idle-timeout", type=float, default=None, help="With --follow or --port: stop after this many seconds without data.")
+def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, calibration, out_path, summary_json, idle_timeout):
+    """Run a bundle on a device stream: point-wise ABP with validity, and beat SBP/DBP/MAP.
+
+    BUNDLE defaults to the bundle shipped in the package (an int8 edge-tcn trained and
+    exported by edgebp itself; see its manifest). Input: a file, a growing file, a serial
+    port, or standard input, in edgebp's text or binary protocol (docs/serial-protocol.md)
+    or a third-party log with --fs and --channel-map. At the end (and on Ctrl-C) a summary:
+    samples in / parsed / rejected / missing, outputs, valid share, latency, real-time factor.
+
+    \b
+    Example:
+        edgebp sim --source synth:3 --minutes 1 --out serial.log --truth truth.csv
+        edgebp run --stream serial.log --out bp.csv
+        edgebp run bundles/mine --port /dev/pts/5 --out bp.jsonl
+    """
+    from edgebp.runtime import sources
+    from edgebp.runtime.bundle import BundleError, bundle_load
+    from edgebp.runtime.engine import Calibration
+    from edgebp.runtime.protocol import StreamDecoder
+    from edgebp.runtime.run import OutputWriter, stream_process, summary_text
+
+    if sum(x is not None for x in (stream, port)) != 1:
+        raise CliError("give exactly one input: --stream FILE (or -) or --port DEV")
+    try:
+        b = bundle_load(bundle)
+    except BundleError as exc:
+        raise CliError(str(exc)) from exc
+    stop = threading.Event()
+    if port:
+        chunks = sources.iter_serial(port, baud=baud, stop=stop, idle_timeout_s=idle_timeout) if "idle_timeout_s" in sources.iter_serial.__code__.co_varnames else sources.iter_serial(port, baud=baud, stop=stop)
+    elif stream == "-":
+        chunks = sources.iter_stdin()
+    elif follow:
+        chunks = sources.iter_follow(stream, stop=stop, idle_timeout_s=idle_timeout)
+    else:
+        chunks = sources.iter_file(stream)
+    decoder = StreamDecoder(fmt=fmt, fs=fs, channel_map=_channel_map(channel_map))
+    cal = Calibration.from_csv(calibration) if calibration else None
+    m = b.manifest
+    header = [f"edgebp run: bundle={b.path} model={m['model']['name']}/{m['model']['preset']} variant={variant} backend={backend}",
+              f"inputs={','.join(m['inputs'])} model_fs={m['fs']} delay={m['delay']} units=mmHg",
+              f"calibration: {'per-user offset from ' + calibration if calibration else 'none (calibration-free)'}"]
+    writer = OutputWriter(out_path, header)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal, writer=writer)
+    finally:
+        writer.close()
+        signal.signal(signal.SIGINT, old)
+    click.echo(summary_text(summary), err=out_path is None)
+    if summary_json:
+        with open(summary_json, "w") as f:
+            json.dump(summary, f, indent=2, default=float)

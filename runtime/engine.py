@@ -1,0 +1,355 @@
+"""The streaming runtime: device samples in, point-wise ABP and beat events out, incrementally.
+
+Per stream: the bundle's preprocessing chain per input channel (the same numba kernels the
+model was trained through), a flat/clipped-input gate, the model (window models: a ring
+buffer run every ``hop`` samples emitting the newest ``hop`` values; streamable models: the
+external-state ONNX stepped chunk by chunk with its state carried, O(1) work per sample),
+de-normalisation, an optional cuff-calibration offset, and the beat detector on the predicted
+waveform. No torch anywhere on this path.
+
+Timing: output index ``k`` (model rate) estimates ABP at model index ``k - delay``; its time
+is ``(k - delay - resampler_delay) / fs`` seconds after the first device sample, the same
+time axis as the device's own samples, so outputs line up with a truth file.
+
+Accounting: every device sample is parsed, rejected (decoder reasons) or missing (gaps,
+inserted as NaN so the time axis stays right); every model-rate output carries ``valid`` and,
+when invalid, one reason: ``warmup``, ``gap``, ``flat``, ``clipped``, ``reset``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgebp.processing.beats import Beats, BeatDetector
+from edgebp.processing.chain import ChainConfig, Preprocessor
+from edgebp.runtime.backends import backend_open
+from edgebp.runtime.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset")
+R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET = range(6)
+
+
+@dataclass
+class OutputBlock:
+    """Point-wise outputs of one step: times (s), ABP (mmHg, NaN when invalid), validity, reasons."""
+
+    t: np.ndarray
+    abp: np.ndarray
+    valid: np.ndarray
+    reason: np.ndarray
+    beats: list = field(default_factory=list)  # dicts: t, sbp, dbp, map
+
+    @classmethod
+    def empty(cls) -> "OutputBlock":
+        z = np.zeros(0)
+        return cls(z, z, np.zeros(0, bool), np.zeros(0, np.int8), [])
+
+
+@dataclass
+class Calibration:
+    """Per-user cuff readings (time s, SBP, DBP) applied as an offset once the model has a
+    predicted beat near each reading's time."""
+
+    times: np.ndarray
+    sbp: np.ndarray
+    dbp: np.ndarray
+    offset_sbp: float | None = None
+    offset_dbp: float | None = None
+    applied_at: float | None = None
+
+    @classmethod
+    def from_csv(cls, path: str) -> "Calibration":
+        import csv
+
+        rows = []
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            need = {"time", "sbp", "dbp"}
+            if reader.fieldnames is None or not need <= set(reader.fieldnames):
+                raise ValueError(f"{path}: calibration CSV needs the columns time,sbp,dbp (has: {', '.join(reader.fieldnames or [])})")
+            for line, r in enumerate(reader, start=2):
+                try:
+                    rows.append((float(r["time"]), float(r["sbp"]), float(r["dbp"])))
+                except ValueError:
+                    raise ValueError(f"{path}: line {line}: time, sbp and dbp must be numbers") from None
+        if not rows:
+            raise ValueError(f"{path}: no calibration readings")
+        a = np.asarray(rows)
+        return cls(a[:, 0], a[:, 1], a[:, 2])
+
+    def describe(self) -> str:
+        if self.offset_sbp is None:
+            return f"{len(self.times)} cuff reading(s) given; offset not yet applied"
+        return f"offset SBP {self.offset_sbp:+.1f} / DBP {self.offset_dbp:+.1f} mmHg from {len(self.times)} cuff reading(s), applied from t={self.applied_at:.1f} s"
+
+
+class StreamRuntime:
+    """One device stream through one bundle.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        A verified bundle (:func:`edgebp.runtime.bundle.bundle_load`).
+    device_fs : float
+        The device's sampling rate (from the stream header or ``--fs``).
+    channel_index : dict
+        Bundle input name -> column of the decoded sample values.
+    backend, variant : str
+        ``ort``/``tensorrt``/``torch`` and ``fp32``/``int8``.
+    hop : int, optional
+        Window models: samples between runs (default: the manifest's).
+    """
+
+    def __init__(self, bundle: Bundle, device_fs: float, channel_index: dict[str, int], backend: str = "ort",
+                 variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
+                 flat_s: float = 2.0):
+        m = bundle.manifest
+        self.bundle, self.m = bundle, m
+        self.inputs = list(m["inputs"])
+        missing = [c for c in self.inputs if c not in channel_index]
+        if missing:
+            raise ValueError(f"the stream has no {', '.join(missing)} channel needed by the model (it has: {', '.join(channel_index) or 'none'}); use --channel-map")
+        self.channel_index = channel_index
+        self.fs_dev = float(device_fs)
+        self.fs = float(m["fs"])
+        self.norm = m["normalisation"]
+        self.delay = int(m["delay"])
+        self.calibration = calibration
+        self.streamable = bool(m.get("streaming")) and m["causal"]
+        self.window = int(m["window"])
+        self.hop = int(hop or m["hop"])
+        if not self.streamable and not 1 <= self.hop <= self.window:
+            raise ValueError(f"--hop {self.hop} must be within 1..{self.window} (the model window)")
+        self.rf = max(int(m["receptive_field"]), 1)
+        self.values_model = m["output"] == "values"
+        # the model files
+        if self.streamable:
+            key = m["streaming"]["file_keys"].get(variant)
+            if key is None:
+                raise ValueError(f"variant {variant!r}: this bundle's streaming model exists as {', '.join(m['streaming']['file_keys'])}")
+            self.backend = backend_open(backend, bundle.file(key), threads=threads, precision=variant)
+            self.chunk = int(m["streaming"]["chunk"])
+            self.state_names = [s["name"] for s in m["streaming"]["states"]]
+            self.state_shapes = [tuple(s["shape"]) for s in m["streaming"]["states"]]
+        else:
+            self.backend = backend_open(backend, bundle.file(variant) if backend != "torch" else m["model"].get("run_dir", ""), threads=threads, precision=variant)
+            self.chunk = self.hop
+        self.in_name = self.backend.input_names[0]
+        # preprocessing per input
+        self.pre = {c: Preprocessor(ChainConfig.from_dict({**m["preprocessing"][c], "fs_in": self.fs_dev, "fs_out": self.fs})) for c in self.inputs}
+        self.res_delay = next(iter(self.pre.values())).resampler.delay_out
+        self.flat_n = max(2, int(round(flat_s * self.fs_dev)))
+        self.beat_det = BeatDetector(self.fs)
+        self.t_base = 0.0  # device time (s) of the first sample since the last device reset
+        self._cal_acc: list = []
+        self.reset()
+        self.stats = {"outputs": 0, "valid": 0, "reasons": {r: 0 for r in REASONS if r != "ok"}, "beats": 0,
+                      "model_calls": 0, "step_latency_s": [], "resets": 0}
+
+    # ----------------------------------------------------------------- state
+    def reset(self) -> None:
+        """Start over (device reset): fresh preprocessing, model and beat states."""
+        self.pre_state = {c: p.init_state() for c, p in self.pre.items()}
+        self.k = 0  # model-rate samples produced by the preprocessor
+        self.pending_x = np.zeros((len(self.inputs), 0), np.float32)
+        self.pending_bad = np.zeros(0, np.int8)
+        self.since_bad = 0  # samples since the last invalid input (for the causal receptive field)
+        self.ring = np.zeros((len(self.inputs), 0), np.float32)
+        self.ring_bad = np.zeros(0, np.int8)
+        self.n_model_in = 0
+        self.out_k = 0  # next output index
+        self.states = [np.zeros(s, np.float32) for s in getattr(self, "state_shapes", [])]
+        self.beat_state = self.beat_det.init_state()
+        self.flat_run = np.zeros(len(self.inputs), np.int64)
+        self.last_val = np.full(len(self.inputs), np.nan)
+        self._dev_base = 0
+        self._last_bad_reason = R_WARMUP
+
+    # ----------------------------------------------------------------- input gate
+    def _gate(self, vals: np.ndarray) -> np.ndarray:
+        """Per device sample: 0 ok, R_FLAT or R_CLIP (input held at one value for flat_s, or at
+        the ADC rail), vectorised over the block with the run length carried in the state."""
+        n = vals.shape[0]
+        code = np.zeros(n, np.int8)
+        for j in range(vals.shape[1]):
+            v = vals[:, j]
+            same = np.empty(n, bool)
+            same[0] = v[0] == self.last_val[j]
+            same[1:] = v[1:] == v[:-1]
+            # run length of consecutive equal samples, carried across blocks
+            run = np.empty(n, np.int64)
+            idx = np.arange(n)
+            starts = np.where(~same, idx, -1)
+            last_start = np.maximum.accumulate(starts)
+            carried = last_start < 0
+            run[~carried] = idx[~carried] - last_start[~carried] + 1
+            run[carried] = self.flat_run[j] + idx[carried] + 1
+            code[run >= self.flat_n] = R_FLAT
+            self.flat_run[j] = run[-1] if n else self.flat_run[j]
+            self.last_val[j] = v[-1] if n else self.last_val[j]
+        return code
+
+    # ----------------------------------------------------------------- main step
+    def push(self, vals: np.ndarray, bad_code: np.ndarray | None = None) -> OutputBlock:
+        """Feed device samples ``(n, n_channels)`` (physical units; NaN = missing)."""
+        t_start = time.perf_counter()
+        vals = np.asarray(vals, dtype=np.float64)
+        if vals.ndim != 2:
+            raise ValueError("push: values must be (n, n_channels)")
+        cols = np.stack([vals[:, self.channel_index[c]] for c in self.inputs], axis=1) if len(vals) else np.zeros((0, len(self.inputs)))
+        code = self._gate(cols) if len(cols) else np.zeros(0, np.int8)
+        if bad_code is not None:
+            code = np.where(bad_code > 0, bad_code, code)
+        missing = ~np.isfinite(cols).all(axis=1)
+        code[missing & (code == 0)] = R_GAP
+        x_in = cols.copy()
+        x_in[code > 0] = np.nan  # flat/clipped input is a gap to the model: no BP is claimed from it
+        ys = []
+        for j, c in enumerate(self.inputs):
+            y, self.pre_state[c] = self.pre[c].process(x_in[:, j], self.pre_state[c])
+            ys.append(np.atleast_2d(y))
+        n_new = ys[0].shape[1]
+        X = np.concatenate(ys, axis=0).astype(np.float32) if n_new else np.zeros((len(self.inputs), 0), np.float32)
+        # reason per new model-rate sample: the device sample it came from (nearest, delay-compensated)
+        k_idx = self.k + np.arange(n_new)
+        src = np.clip(np.floor((k_idx - self.res_delay) * self.fs_dev / self.fs).astype(np.int64) - self._dev_base, 0, max(len(code) - 1, 0))
+        reason_new = code[src] if len(code) else np.zeros(n_new, np.int8)
+        reason_new = np.where(~np.isfinite(X).all(axis=0) & (reason_new == 0), R_GAP, reason_new).astype(np.int8)
+        reason_new[np.isfinite(X).all(axis=0)] = 0
+        self._dev_base += len(code)
+        self.k += n_new
+        out = self._model_feed(X, reason_new)
+        self.stats["step_latency_s"].append(time.perf_counter() - t_start)
+        return out
+
+    def _model_feed(self, X: np.ndarray, reason: np.ndarray) -> OutputBlock:
+        self.pending_x = np.concatenate([self.pending_x, X], axis=1)
+        self.pending_bad = np.concatenate([self.pending_bad, reason])
+        outs = []
+        step = self.chunk
+        while self.pending_x.shape[1] >= step:
+            xc, rc = self.pending_x[:, :step], self.pending_bad[:step]
+            self.pending_x, self.pending_bad = self.pending_x[:, step:], self.pending_bad[step:]
+            outs.append(self._run_chunk(xc, rc))
+        if not outs:
+            return OutputBlock.empty()
+        return self._finalise(outs)
+
+    def _run_chunk(self, xc: np.ndarray, rc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (k indices, normalised outputs, reason codes) for one model step."""
+        n = xc.shape[1]
+        if self.streamable:
+            bad = rc > 0
+            feed = np.where(bad[None, :], 0.0, xc).astype(np.float32)
+            res = self.backend.run({self.in_name: feed[None]} | dict(zip(self.state_names, self.states)))
+            self.stats["model_calls"] += 1
+            y = np.asarray(res[0]).reshape(-1)[:n].astype(np.float64)
+            self.states = [np.asarray(s) for s in res[1:]]
+            # an output is claimed only when its whole receptive field is clean input
+            reason = np.zeros(n, np.int8)
+            for i in range(n):  # one chunk (a few samples): cheap
+                if bad[i]:
+                    self.since_bad = 0
+                    self._last_bad_reason = int(rc[i])
+                else:
+                    self.since_bad += 1
+                if self.n_model_in + i < self.rf - 1:
+                    reason[i] = R_WARMUP
+                elif self.since_bad < self.rf:
+                    reason[i] = self._last_bad_reason
+            k = self.n_model_in + np.arange(n)
+            self.n_model_in += n
+            return k, y, reason
+        # window models: ring buffer of the newest `window` samples, run every hop
+        self.ring = np.concatenate([self.ring, xc], axis=1)[:, -self.window :]
+        self.ring_bad = np.concatenate([self.ring_bad, rc])[-self.window :]
+        k = self.n_model_in + np.arange(n)
+        self.n_model_in += n
+        if self.ring.shape[1] < self.window:
+            return k, np.full(n, np.nan), np.full(n, R_WARMUP, np.int8)
+        if (self.ring_bad > 0).any():
+            r = int(self.ring_bad[self.ring_bad > 0][-1])
+            return k, np.full(n, np.nan), np.full(n, r, np.int8)
+        y = np.asarray(self.backend.run({self.in_name: self.ring[None].astype(np.float32)})[0]).reshape(-1)
+        self.stats["model_calls"] += 1
+        return k, y[-n:].astype(np.float64), np.zeros(n, np.int8)
+
+    def _finalise(self, outs) -> OutputBlock:
+        k = np.concatenate([o[0] for o in outs])
+        y = np.concatenate([o[1] for o in outs])
+        reason = np.concatenate([o[2] for o in outs]).astype(np.int8)
+        abp = y * self.norm["abp_std"] + self.norm["abp_mean"]
+        valid = (reason == 0) & np.isfinite(abp)
+        reason[(~valid) & (reason == 0)] = R_GAP
+        abp = np.where(valid, abp, np.nan)
+        t = (k - self.delay - self.res_delay) / self.fs + self.t_base
+        beats = self._beats(abp, t)
+        if self.calibration is not None and self.calibration.offset_sbp is not None:
+            off_map = (self.calibration.offset_sbp + 2 * self.calibration.offset_dbp) / 3.0
+            abp = abp + off_map
+        self.stats["outputs"] += len(k)
+        self.stats["valid"] += int(valid.sum())
+        for code in range(1, len(REASONS)):
+            self.stats["reasons"][REASONS[code]] += int((reason == code).sum())
+        return OutputBlock(t, abp, valid, reason, beats)
+
+    def _beats(self, abp: np.ndarray, t: np.ndarray) -> list[dict]:
+        b, self.beat_state = self.beat_det.process(abp, self.beat_state)
+        return self._beat_rows(b, t)
+
+    def _beat_rows(self, b: Beats, t: np.ndarray) -> list[dict]:
+        rows = []
+        if len(b) == 0:
+            return rows
+        base = self._beat_k0
+        for i in range(len(b)):
+            if not bool(b.valid[i]):
+                continue
+            ts = float(b.i_sys[i] - base) / self.fs
+            row = {"t": ts + self._beat_t0, "sbp": float(b.sbp[i]), "dbp": float(b.dbp[i]), "map": float(b.map[i])}
+            cal = self.calibration
+            if cal is not None:
+                if cal.offset_sbp is None:
+                    near = np.abs(cal.times - row["t"]) <= 5.0
+                    if near.any():
+                        self._cal_acc.append((row["sbp"], row["dbp"], int(np.flatnonzero(near)[0])))
+                        if len(self._cal_acc) >= 3:
+                            j = self._cal_acc[0][2]
+                            cal.offset_sbp = float(cal.sbp[j] - np.mean([a[0] for a in self._cal_acc]))
+                            cal.offset_dbp = float(cal.dbp[j] - np.mean([a[1] for a in self._cal_acc]))
+                            cal.applied_at = row["t"]
+                if cal.offset_sbp is not None:
+                    row["sbp"] += cal.offset_sbp
+                    row["dbp"] += cal.offset_dbp
+                    row["map"] += (cal.offset_sbp + 2 * cal.offset_dbp) / 3.0
+                    row["calibrated"] = True
+            rows.append(row)
+        self.stats["beats"] += len(rows)
+        return rows
+
+    _beat_k0 = 0
+
+    @property
+    def _beat_t0(self) -> float:
+        # beat indices count model-rate outputs since the detector's state began
+        return self.t_base - (self.delay + self.res_delay) / self.fs
+
+    def flush(self) -> OutputBlock:
+        """End of stream: emit the beat still pending in the detector."""
+        b, self.beat_state = self.beat_det.flush(self.beat_state)
+        rows = self._beat_rows(b, np.zeros(0))
+        z = OutputBlock.empty()
+        z.beats = rows
+        return z
+
+    def device_reset(self, t_dev: float) -> None:
+        """The device restarted: its time axis restarts; outputs resume after a new warm-up."""
+        self.stats["resets"] += 1
+        self.t_base = t_dev
+        self.reset()

@@ -1,0 +1,167 @@
+"""Drive a stream end to end: bytes -> decoder -> :class:`StreamRuntime` -> writer, with the
+accounting and the summary. Used by ``edgebp run`` and by the tests and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from edgebp.runtime.bundle import Bundle
+from edgebp.runtime.engine import REASONS, Calibration, OutputBlock, StreamRuntime
+
+log = logging.getLogger(__name__)
+
+
+class OutputWriter:
+    """Point-wise rows to CSV (beats to ``<stem>.beats.csv``) or everything to JSONL."""
+
+    def __init__(self, path: str | None, header_lines: list[str]):
+        self.path = path
+        self.jsonl = bool(path) and str(path).endswith(".jsonl")
+        self.f = self.fb = None
+        if path:
+            self.f = open(path, "w")
+            if self.jsonl:
+                self.f.write(json.dumps({"type": "header", "lines": header_lines}) + "\n")
+            else:
+                for h in header_lines:
+                    self.f.write(f"# {h}\n")
+                self.f.write("time,abp,valid,reason\n")
+                bpath = Path(path).with_suffix(".beats.csv")
+                self.fb = open(bpath, "w")
+                for h in header_lines:
+                    self.fb.write(f"# {h}\n")
+                self.fb.write("time,sbp,dbp,map\n")
+
+    def write(self, out: OutputBlock) -> None:
+        if self.f is None:
+            return
+        if self.jsonl:
+            lines = [json.dumps({"type": "sample", "t": round(float(t), 4), "abp": None if not v else round(float(a), 2), "valid": bool(v), "reason": REASONS[r]})
+                     for t, a, v, r in zip(out.t, out.abp, out.valid, out.reason)]
+            lines += [json.dumps({"type": "beat", **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in b.items()}}) for b in out.beats]
+            if lines:
+                self.f.write("\n".join(lines) + "\n")
+            return
+        if len(out.t):
+            reasons = np.asarray(REASONS, dtype=object)[out.reason]
+            abp_s = np.where(out.valid, np.char.mod("%.2f", np.nan_to_num(out.abp)), "")
+            rows = np.char.add(np.char.add(np.char.add(np.char.mod("%.4f,", out.t), abp_s), np.where(out.valid, ",1,", ",0,")), reasons.astype(str))
+            self.f.write("\n".join(rows.tolist()) + "\n")
+        for b in out.beats:
+            self.fb.write(f"{b['t']:.3f},{b['sbp']:.2f},{b['dbp']:.2f},{b['map']:.2f}\n")
+
+    def close(self) -> None:
+        for f in (self.f, self.fb):
+            if f is not None:
+                f.close()
+
+
+def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: str = "ort", variant: str = "int8",
+                   hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
+                   writer: OutputWriter | None = None, collect: bool = False, stop=None) -> dict:
+    """Run a byte stream through the bundle; returns the summary (and the outputs if ``collect``)."""
+    from edgebp.runtime.protocol import GapEvent, HeaderEvent, ResetEvent
+
+    t_wall = time.perf_counter()
+    rt: StreamRuntime | None = None
+    kept: list[OutputBlock] = []
+    dev_samples = 0  # device samples placed on the time axis (parsed + missing), since the last reset
+    t_dev_base = 0.0
+    last_seq = None
+    header_seen = None
+
+    def ensure_runtime():
+        nonlocal rt
+        if rt is None:
+            h = decoder.header
+            if h is None:
+                raise ValueError("stream: no header yet and no --fs given; cannot know the sampling rate")
+            index = {name: i for i, name in enumerate(h.channels)}
+            rt = StreamRuntime(bundle, h.fs, index, backend=backend, variant=variant, hop=hop, threads=threads, calibration=calibration)
+        return rt
+
+    def emit(out: OutputBlock):
+        if writer is not None:
+            writer.write(out)
+        if collect:
+            kept.append(out)
+
+    def consume(block):
+        nonlocal dev_samples, t_dev_base, last_seq, header_seen
+        n = len(block.seq)
+        # split the block at events (gaps insert NaN rows; resets restart the time axis)
+        cuts = []
+        for ev in block.events:
+            if isinstance(ev, HeaderEvent):
+                if header_seen is not None and rt is not None and ev.header.layout != header_seen.layout:
+                    raise ValueError(f"stream: the device changed its layout mid-stream ({header_seen.layout} -> {ev.header.layout})")
+                header_seen = ev.header
+            elif isinstance(ev, (GapEvent, ResetEvent)):
+                cuts.append((int(getattr(ev, "index", getattr(ev, "at_index", 0))), ev))
+        cuts.sort(key=lambda c: c[0])
+        pos = 0
+        for at, ev in cuts + [(n, None)]:
+            if at > pos and n:
+                r = ensure_runtime()
+                emit(r.push(block.values[pos:at]))
+                dev_samples += at - pos
+            pos = max(pos, at)
+            if isinstance(ev, GapEvent) and ev.n_missing > 0:
+                r = ensure_runtime()
+                nan_rows = np.full((int(ev.n_missing), block.values.shape[1] if block.values.ndim == 2 else len(decoder.header.channels)), np.nan)
+                emit(r.push(nan_rows))
+                dev_samples += int(ev.n_missing)
+            elif isinstance(ev, ResetEvent):
+                r = ensure_runtime()
+                emit(r.flush())
+                t_dev_base += dev_samples / r.fs_dev
+                dev_samples = 0
+                r.device_reset(t_dev_base)
+
+    try:
+        for data in chunks:
+            consume(decoder.feed(data))
+            if stop is not None and stop():
+                break
+    except KeyboardInterrupt:
+        log.warning("interrupted: writing the summary of what was processed")
+    consume(decoder.finish())
+    if rt is not None:
+        emit(rt.flush())
+    wall = time.perf_counter() - t_wall
+    counts = dict(decoder.counts)
+    summary = {"decoder": counts}
+    if rt is not None:
+        lat = np.asarray(rt.stats["step_latency_s"]) * 1e3
+        audio_s = (counts.get("samples_parsed", 0) + counts.get("samples_missing", 0)) / rt.fs_dev
+        summary.update({
+            "device_fs": rt.fs_dev, "model_fs": rt.fs, "model": bundle.manifest["model"]["name"], "variant": variant, "backend": backend,
+            "outputs": rt.stats["outputs"], "valid": rt.stats["valid"], "valid_share": rt.stats["valid"] / max(rt.stats["outputs"], 1),
+            "invalid_reasons": rt.stats["reasons"], "beats": rt.stats["beats"], "model_calls": rt.stats["model_calls"],
+            "resets": rt.stats["resets"], "signal_seconds": audio_s, "wall_seconds": wall,
+            "real_time_factor": audio_s / wall if wall > 0 else float("inf"),
+            "chunk_latency_ms": {"p50": float(np.percentile(lat, 50)) if len(lat) else None, "p99": float(np.percentile(lat, 99)) if len(lat) else None},
+            "calibration": calibration.describe() if calibration else "none",
+        })
+    if collect:
+        summary["_outputs"] = kept
+    return summary
+
+
+def summary_text(s: dict) -> str:
+    d = s["decoder"]
+    lines = [f"samples in: {d.get('samples_parsed', 0) + d.get('samples_rejected', 0) + d.get('samples_missing', 0)}  "
+             f"parsed: {d.get('samples_parsed', 0)}  rejected: {d.get('samples_rejected', 0)} {dict(d.get('rejected_reasons', {}))}  "
+             f"missing: {d.get('samples_missing', 0)}  duplicates dropped: {d.get('duplicates_dropped', 0)}  resets: {d.get('resets', 0)}"]
+    if "outputs" in s:
+        lines.append(f"outputs: {s['outputs']} at {s['model_fs']:g} Hz  valid: {s['valid_share'] * 100:.1f} %  invalid by reason: {s['invalid_reasons']}  beats: {s['beats']}")
+        lines.append(f"per-chunk latency p50 {s['chunk_latency_ms']['p50'] or 0:.3f} ms, p99 {s['chunk_latency_ms']['p99'] or 0:.3f} ms; "
+                     f"{s['signal_seconds']:.1f} s of signal in {s['wall_seconds']:.2f} s = {s['real_time_factor']:.0f} x real time ({s['model']} {s['variant']} on {s['backend']})")
+        lines.append(f"calibration: {s['calibration']}")
+    return "\n".join(lines)
