@@ -175,9 +175,11 @@ def score_report(scored: list[ScoredRecord], norm: dict, calib: dict | None = No
             "dbp": np.concatenate([[calib[s.record_id]["dbp"]] * len(s.pairs) for s in scored]),
         }
     train_ref = {"sbp": norm["sbp_mean"], "dbp": norm["dbp_mean"]}
+    if "map_mean" in norm:
+        train_ref["map"] = norm["map_mean"]
     rep = bp_report(allp.pred_sbp, allp.ref_sbp, allp.pred_dbp, allp.ref_dbp, subjects=subjects, train_ref=train_ref,
-                    calib_values=calib_values, pred_map=allp.pred_map, ref_map=allp.ref_map)
-    rep["analysis_unit"] = f"per {unit}; records treated as subjects" + ("; calibrated (per-subject offset)" if calib else "; calibration-free")
+                    calib_values=calib_values, pred_map=allp.pred_map, ref_map=allp.ref_map, unit=f"{unit} (records treated as subjects)",
+                    calibrated=bool(calib))
     rep["n_records"] = len(scored)
     rep["paired_by_detector_share"] = float(allp.by_detector.mean()) if len(allp) else float("nan")
     naive = {"sbp": norm["sbp_mean"], "dbp": norm["dbp_mean"]}

@@ -46,11 +46,17 @@ def model_prune(model: torch.nn.Module, example: torch.Tensor, ratio: float) -> 
         raise ValueError(f"--prune ratio must be within (0, 1), got {ratio}")
     model.eval()
     ignored, names = prune_ignored_layers(model)
-    macs0, params0 = tp.utils.count_ops_and_params(model, example)
+    from edgebp.train.zoo import model_cost
+
+    def cost():
+        c = model_cost(model, window=example.shape[-1], in_channels=example.shape[1])
+        return c["macs_per_window"], c["params"]
+
+    macs0, params0 = cost()
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
                                   pruning_ratio=ratio, ignored_layers=ignored, round_to=4)
     pruner.step()
-    macs1, params1 = tp.utils.count_ops_and_params(model, example)
+    macs1, params1 = cost()
     log.info("pruned %.0f %% of channels: %d -> %d parameters, %d -> %d MACs per window", ratio * 100, params0, params1, macs0, macs1)
     return {"ratio": ratio, "params_before": int(params0), "params_after": int(params1),
             "macs_before": int(macs0), "macs_after": int(macs1), "left_alone": names}

@@ -273,7 +273,10 @@ def _shapes_infer(model: onnx.ModelProto, shapes_in: dict[str, list[int]]) -> di
                 else:
                     dims = None
                     break
-        out[vi.name] = (dims, int(tt.elem_type))
+        prev = out.get(vi.name)
+        if prev is not None and prev[0] is not None and dims is None:
+            continue  # keep the inferred concrete shape over a symbolic declaration
+        out[vi.name] = (dims, int(tt.elem_type) or (prev[1] if prev else 0))
     return out
 
 
@@ -638,109 +641,105 @@ def mcu_check(budget: ModelBudget, mcu: McuProfile) -> McuCheck:
     )
 
 
-def _find_key(obj, keys: tuple[str, ...]):
-    """First value under any of ``keys`` in a nested dict/list (breadth first)."""
-    queue = [obj]
-    while queue:
-        cur = queue.pop(0)
-        if isinstance(cur, dict):
-            for k in keys:
-                if k in cur and not isinstance(cur[k], (dict, list)):
-                    return cur[k]
-            queue.extend(v for v in cur.values() if isinstance(v, (dict, list)))
-        elif isinstance(cur, list):
-            queue.extend(v for v in cur if isinstance(v, (dict, list)))
-    return None
+# Model files of a bundle in the order a device would run them: the streaming int8 model
+# (state carried between chunks) first, then the windowed int8 model, then float ones.
+BUNDLE_VARIANTS = ("stream_int8", "int8", "pruned_int8", "stream_fp32", "fp32", "pruned")
 
 
-def _onnx_names(obj, key_path: str = "") -> list[tuple[str, str]]:
-    out = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _onnx_names(v, f"{key_path}.{k}")
-    elif isinstance(obj, list):
-        for v in obj:
-            out += _onnx_names(v, key_path)
-    elif isinstance(obj, str) and obj.lower().endswith(".onnx"):
-        out.append((key_path, obj))
-    return out
+def _state_names(states) -> list[str]:
+    if isinstance(states, dict):
+        return [str(k) for k in states]
+    if isinstance(states, list):
+        out = []
+        for s in states:
+            if isinstance(s, str):
+                out.append(s)
+            elif isinstance(s, dict) and "name" in s:
+                out.append(str(s["name"]))
+        return out
+    return []
 
 
-def bundle_resolve(path: str | os.PathLike) -> tuple[Path, dict]:
-    """The ONNX file to check and what the bundle says about it.
+def bundle_resolve(path: str | os.PathLike, variant: str = "auto") -> tuple[Path, dict]:
+    """The ONNX file to check and what the bundle's manifest says about it.
 
-    A plain ``.onnx`` path is returned as is with an empty dict. For a bundle directory,
-    ``manifest.json`` is read: the ONNX file is the one whose manifest key or file name says
-    ``int8`` (else the only/first ONNX named), and ``fs``, ``hop``, ``window`` and the state
-    input names are taken from it when present (keys ``fs``/``fs_out``/``sampling_rate``,
-    ``hop``/``hop_samples``/``chunk``, ``window``/``window_samples``, ``state_inputs`` or the
-    keys of ``state_shapes``). Without a manifest the directory's ``*.onnx`` files are used,
-    preferring a name with ``int8``.
+    A plain ``.onnx`` path is returned as is with an empty dict. For a bundle directory
+    (``manifest.json``, schema ``edgebp-bundle/1``): ``files[variant]`` is the model; with
+    ``variant="auto"`` the first present of :data:`BUNDLE_VARIANTS` (the streaming int8 model
+    first). ``fs`` comes from the manifest; for a streaming model ``hop`` and ``window`` are
+    ``streaming.chunk`` and the state inputs are the names in ``streaming.states``; for a
+    windowed model they are ``hop`` and ``window``. A directory without a manifest: its
+    ``*.onnx`` files, preferring a name containing ``int8``.
 
     Raises
     ------
     FileNotFoundError
-        When the path or the model file it names does not exist.
+        When the path or the model file the manifest names does not exist.
     ValueError
-        When a directory holds no ONNX model or the manifest is not valid JSON.
+        When the manifest is not valid JSON, has no model file, or lacks ``variant``.
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "m8.onnx").write_bytes(b""), (d / "s8.onnx").write_bytes(b"")
+    >>> _ = (d / "manifest.json").write_text(json.dumps({"fs": 125, "window": 625, "hop": 125,
+    ...     "files": {"int8": "m8.onnx", "stream_int8": "s8.onnx"},
+    ...     "streaming": {"chunk": 25, "states": {"state_0": [1, 16, 4]}}}))
+    >>> p, meta = bundle_resolve(d)
+    >>> p.name, meta
+    ('s8.onnx', {'fs': 125.0, 'variant': 'stream_int8', 'hop': 25, 'window': 25, 'state_inputs': ['state_0']})
+    >>> bundle_resolve(d, "int8")[1]
+    {'fs': 125.0, 'variant': 'int8', 'hop': 125, 'window': 625}
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(2, "no such model file or bundle directory", str(p))
     if p.is_file():
         return p, {}
-    meta: dict = {}
     manifest = p / "manifest.json"
-    candidates: list[tuple[str, str]] = []
-    if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{manifest}: not valid JSON ({exc})") from exc
-        candidates = _onnx_names(data)
-        for key, names in (("fs", ("fs", "fs_out", "sampling_rate", "fs_hz")),
-                           ("hop", ("hop", "hop_samples", "chunk", "chunk_samples")),
-                           ("window", ("window", "window_samples", "window_len"))):
-            v = _find_key(data, names)
-            if v is not None:
-                meta[key] = float(v) if key == "fs" else int(v)
-        st = _find_key(data, ("state_inputs",))
-        if st is None:
-            shapes = data.get("state_shapes") if isinstance(data, dict) else None
-            if isinstance(shapes, dict):
-                meta["state_inputs"] = list(shapes)
-        elif isinstance(st, str):
-            meta["state_inputs"] = [st]
-    if not candidates:
-        candidates = [("", f.name) for f in sorted(p.glob("*.onnx"))]
-    if not candidates:
-        raise ValueError(f"{p}: no ONNX model in this directory (and no manifest.json naming one)")
-    ranked = sorted(candidates, key=lambda kv: (0 if "int8" in (kv[0] + kv[1]).lower() else 1))
-    onnx_path = p / ranked[0][1]
-    if not onnx_path.is_file():
-        raise FileNotFoundError(2, f"model named in {manifest} is missing", str(onnx_path))
-    # list-valued state input names live inside nested dicts: find them too
-    if "state_inputs" not in meta and manifest.is_file():
-        st = _find_list(json.loads(manifest.read_text()), "state_inputs")
-        if st:
-            meta["state_inputs"] = [str(s) for s in st]
-    return onnx_path, meta
-
-
-def _find_list(obj, key: str):
-    if isinstance(obj, dict):
-        if isinstance(obj.get(key), list):
-            return obj[key]
-        for v in obj.values():
-            r = _find_list(v, key)
-            if r:
-                return r
-    elif isinstance(obj, list):
-        for v in obj:
-            r = _find_list(v, key)
-            if r:
-                return r
-    return None
+    if not manifest.is_file():
+        found = sorted(p.glob("*.onnx"), key=lambda f: (0 if "int8" in f.name.lower() else 1, f.name))
+        if not found:
+            raise ValueError(f"{p}: no manifest.json and no .onnx file in this directory")
+        return found[0], {}
+    try:
+        data = json.loads(manifest.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{manifest}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"{manifest}: no 'files' table naming the model files")
+    onnx_files = {k: v for k, v in files.items() if isinstance(v, str) and v.lower().endswith(".onnx")}
+    if variant == "auto":
+        chosen = next((k for k in BUNDLE_VARIANTS if k in onnx_files), None)
+        if chosen is None:
+            raise ValueError(f"{manifest}: no ONNX model among files {sorted(files)}")
+    elif variant in onnx_files:
+        chosen = variant
+    else:
+        raise ValueError(f"{manifest}: no {variant!r} model; this bundle has: {', '.join(sorted(onnx_files)) or 'none'}")
+    model = p / onnx_files[chosen]
+    if not model.is_file():
+        raise FileNotFoundError(2, f"model {chosen!r} named in {manifest} is missing", str(model))
+    meta: dict = {}
+    if data.get("fs") is not None:
+        meta["fs"] = float(data["fs"])
+    meta["variant"] = chosen
+    streaming = data.get("streaming") or {}
+    if chosen.startswith("stream"):
+        if streaming.get("chunk") is not None:
+            meta["hop"] = int(streaming["chunk"])
+            meta["window"] = int(streaming["chunk"])
+        names = _state_names(streaming.get("states"))
+        if names:
+            meta["state_inputs"] = names
+    else:
+        if data.get("hop") is not None:
+            meta["hop"] = int(data["hop"])
+        if data.get("window") is not None:
+            meta["window"] = int(data["window"])
+    return model, meta
 
 
 def _kb(n: float | None) -> str:

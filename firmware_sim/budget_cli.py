@@ -30,7 +30,8 @@ def _shape_parse(text: str) -> tuple[str, list[int]]:
 
 \b
 MODEL is an .onnx file (fp32 or int8, QDQ or QOperator) or an export bundle directory
-(manifest.json names the int8 ONNX, the sampling rate, hop and state inputs).
+(manifest.json names the models, the sampling rate, hop and streaming state inputs; the
+streaming int8 model is checked first, see --variant).
 Reports weight bytes (flash), peak activation bytes over the execution order and
 persistent state bytes (RAM), MACs per inference and per second (inferences/s = fs/hop),
 and per MCU the duty cycle = cycles/s / clock, with PASS/FAIL per resource. The model
@@ -54,11 +55,16 @@ Examples:
 @click.option("--state-input", "state_inputs", multiple=True,
               help="Name of an input carrying streaming state (repeatable; default: inputs named state*).")
 @click.option("--input-shape", "input_shapes", multiple=True, help="Explicit input shape NAME=DxDxD (repeatable).")
+@click.option("--variant", default="auto", show_default=True,
+              help="Which model of a bundle: stream_int8, int8, fp32, ... (auto: streaming int8 first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, as_json):
+def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, variant, as_json):
     """Check a model against microcontroller budgets."""
     profiles = mcu_profiles_select(mcu)
-    onnx_path, meta = bundle_resolve(model)
+    onnx_path, meta = bundle_resolve(model, variant)
+    if meta:
+        log.info("bundle %s: model %s (%s), fs %s, hop %s", model, onnx_path.name, meta.get("variant"),
+                 meta.get("fs"), meta.get("hop"))
     fs = fs if fs is not None else meta.get("fs")
     hop = hop if hop is not None else meta.get("hop")
     window = window if window is not None else meta.get("window", hop)

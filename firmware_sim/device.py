@@ -20,16 +20,17 @@ Front-ends
 ----------
 ECG: the source (mV) plus an electrode DC offset and white noise, converted by an ADC of
 ``ecg_bits`` over ``+-ecg_range_mv`` (input-referred; an AD8232 with gain 100 on a 3.3 V
-ADC gives about +-16 mV, an ADS1292 at gain 6 about +-400 mV). Codes are unsigned; the
-stream header's map ``physical = (code - offset) * gain`` has ``gain = 2 * range /
-(2**bits - 1)`` mV per LSB and ``offset = (2**bits - 1) / 2`` LSB (mid-scale is 0 mV);
-inputs beyond the range clip at the rails (code 0 or ``2**bits - 1``).
+ADC gives about +-16 mV, an ADS1292 at gain 6 about +-400 mV). Codes are two's complement,
+as ECG converters (ADS129x) deliver them: the stream header's map ``physical = (code -
+offset) * gain`` has ``gain = range / 2**(bits-1)`` mV per LSB and ``offset = 0``; inputs
+beyond the range clip at the rails (``-2**(bits-1)`` and ``2**(bits-1) - 1``).
 
 PPG: the source pleth is scaled robustly (its 5th..95th percentile over the simulated
 span maps to the pulse's trough..peak) onto a photodiode signal of DC level ``ppg_dc`` of
 full scale with a pulsatile part ``ppg_perfusion * DC`` peak to peak, plus an ambient-light
 offset ``ppg_ambient`` of full scale and white noise, then an ``ppg_bits`` ADC (18 bits as
-on the MAX3010x) in counts (gain 1, offset 0). ``ppg_polarity="raw"`` inverts the pulse
+on the MAX3010x; at most 23 so that codes fit the binary encoding's int24) in unsigned
+counts (gain 1, offset 0). ``ppg_polarity="raw"`` inverts the pulse
 as a photodiode sees it (more blood, less light); the default "pleth" sends it the way a
 pulse oximeter displays it. In MAX3010x mode the red and IR channels are both made from
 the source pleth, IR with ``ppg_perfusion`` and red with half of it (ratio R = 0.5,
@@ -43,8 +44,8 @@ Examples
 >>> np.round(t * 250, 6).tolist()
 [0.0, 0.9999, 1.9998]
 >>> ch = adc_channels(cfg)[0]
->>> ch.name, ch.units, ch.bits, round(ch.gain * 1e6, 3), ch.offset
-('ecg', 'mV', 16, 152.59, 32767.5)
+>>> ch.name, ch.units, ch.bits, round(ch.gain * 1e6, 3), ch.offset, ch.code_min, ch.code_max
+('ecg', 'mV', 16, 152.588, 0.0, -32768, 32767)
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ class DeviceConfig:
         object.__setattr__(self, "channels", chans)
         if not (8 <= self.ecg_bits <= 24):
             raise ValueError(f"ecg_bits must be 8..24, got {self.ecg_bits}")
-        if not (8 <= self.ppg_bits <= 24):
-            raise ValueError(f"ppg_bits must be 8..24, got {self.ppg_bits}")
+        if not (8 <= self.ppg_bits <= 23):
+            raise ValueError(f"ppg_bits must be 8..23 (unsigned codes must fit int24), got {self.ppg_bits}")
         if self.ecg_range_mv <= 0:
             raise ValueError(f"ecg_range_mv must be positive, got {self.ecg_range_mv}")
         if self.ppg_polarity not in ("pleth", "raw"):
@@ -118,43 +119,52 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class AdcChannel:
-    """One converter: codes ``0 .. 2**bits - 1``; ``physical = code * gain + lo``.
+    """One converter; the stream header's map ``physical = (code - offset) * gain``.
 
-    ``offset`` is the stream header's form of ``lo``: ``physical = (code - offset) * gain``.
+    Signed converters give two's complement codes ``-2**(bits-1) .. 2**(bits-1) - 1``,
+    unsigned ones ``0 .. 2**bits - 1``.
     """
 
     name: str
     units: str
     bits: int
     gain: float
-    lo: float
+    offset: float = 0.0
+    signed: bool = False
     hold: int = 1  # frames per own sample (sample-and-hold factor)
 
     @property
-    def offset(self) -> float:
-        """The code (in LSB, may be fractional) that maps to physical zero."""
-        return -self.lo / self.gain
+    def code_min(self) -> int:
+        """The bottom rail."""
+        return -(1 << (self.bits - 1)) if self.signed else 0
 
     @property
     def code_max(self) -> int:
         """The top rail."""
-        return (1 << self.bits) - 1
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def code_mid(self) -> int:
+        """Mid-scale code (what a shorted input reads)."""
+        return 0 if self.signed else (1 << (self.bits - 1))
 
     def to_code(self, x: np.ndarray) -> np.ndarray:
         """Quantise physical values to codes, clipping at the rails (NaN -> mid-scale).
 
         Examples
         --------
-        >>> AdcChannel("x", "V", 8, 0.1, 0.0).to_code(np.array([-1.0, 0.04, 0.06, 99.0])).tolist()
+        >>> AdcChannel("x", "V", 8, 0.1).to_code(np.array([-1.0, 0.04, 0.06, 99.0])).tolist()
         [0, 0, 1, 255]
+        >>> AdcChannel("x", "V", 8, 0.1, signed=True).to_code(np.array([-99.0, -0.06, 99.0])).tolist()
+        [-128, -1, 127]
         """
-        code = np.rint((np.asarray(x, dtype=np.float64) - self.lo) / self.gain)
-        code = np.where(np.isfinite(code), code, self.code_max // 2)
-        return np.clip(code, 0, self.code_max).astype(np.int64)
+        code = np.rint(np.asarray(x, dtype=np.float64) / self.gain + self.offset)
+        code = np.where(np.isfinite(code), code, self.code_mid)
+        return np.clip(code, self.code_min, self.code_max).astype(np.int64)
 
     def to_physical(self, code: np.ndarray) -> np.ndarray:
         """Codes back to physical units, as a decoder does."""
-        return np.asarray(code, dtype=np.float64) * self.gain + self.lo
+        return (np.asarray(code, dtype=np.float64) - self.offset) * self.gain
 
 
 def adc_channels(cfg: DeviceConfig) -> list[AdcChannel]:
@@ -163,10 +173,10 @@ def adc_channels(cfg: DeviceConfig) -> list[AdcChannel]:
     ppg_hold = 1 if cfg.ppg_fs is None else int(round(cfg.fs / cfg.ppg_fs))
     for name in cfg.channels:
         if name == "ecg":
-            n = (1 << cfg.ecg_bits) - 1
-            out.append(AdcChannel("ecg", "mV", cfg.ecg_bits, 2.0 * cfg.ecg_range_mv / n, -cfg.ecg_range_mv))
+            out.append(AdcChannel("ecg", "mV", cfg.ecg_bits, cfg.ecg_range_mv / (1 << (cfg.ecg_bits - 1)), 0.0,
+                                  signed=True))
         else:
-            out.append(AdcChannel(name, "counts", cfg.ppg_bits, 1.0, 0.0, hold=ppg_hold))
+            out.append(AdcChannel(name, "counts", cfg.ppg_bits, 1.0, 0.0, signed=False, hold=ppg_hold))
     return out
 
 
@@ -191,6 +201,8 @@ def clock_ticks(cfg: DeviceConfig, n: int, seed: int = 0, start_s: float = 0.0) 
     t = start_s + np.arange(n, dtype=np.float64) * period
     if cfg.jitter_us > 0:
         t = t + fault_rng(seed, "jitter").normal(0.0, cfg.jitter_us * 1e-6, n)
+        # the device powers up at start_s: no sample before it
+        t = np.maximum(t, start_s)
     return t
 
 
@@ -257,7 +269,7 @@ def frontend_convert(cfg: DeviceConfig, inp: FrontEndInput, n: int, seed: int = 
     >>> cfg = DeviceConfig(channels=("ecg",), jitter_us=0.0, ecg_noise_uv=0.0)
     >>> codes = frontend_convert(cfg, FrontEndInput(ecg=np.array([0.0, 1.0, 9.0]), ppg=None), 3)
     >>> codes[:, 0].tolist()
-    [32768, 39321, 65535]
+    [0, 6554, 32767]
     """
     chans = adc_channels(cfg)
     masks = inp.masks
@@ -281,7 +293,7 @@ def frontend_convert(cfg: DeviceConfig, inp: FrontEndInput, n: int, seed: int = 
             x = np.where(np.isfinite(x), x, 0.0)
             c = ch.to_code(x)
             if leadoff.any():
-                c[leadoff] = ch.code_max if cfg.leadoff_mode == "rail" else ch.code_max // 2
+                c[leadoff] = ch.code_max if cfg.leadoff_mode == "rail" else ch.code_mid
         else:
             fsc = float(ch.code_max)
             lo, hi = inp.ppg_scale

@@ -110,7 +110,7 @@ def uart_schedule(
             ri += 1
             for j in inflight:
                 if end_l[j] > tr:
-                    sent_l[j] = 0 if start_l[j] >= tr else int((tr - start_l[j]) * rate)
+                    sent_l[j] = 0 if start_l[j] >= tr else int((tr - start_l[j]) * rate + 1e-6)
             inflight.clear()
             busy_until = min(busy_until, tr)
         while inflight and end_l[inflight[0]] <= t:
@@ -132,7 +132,7 @@ def uart_schedule(
         ri += 1
         for j in inflight:
             if end_l[j] > tr:
-                sent_l[j] = 0 if start_l[j] >= tr else int((tr - start_l[j]) * rate)
+                sent_l[j] = 0 if start_l[j] >= tr else int((tr - start_l[j]) * rate + 1e-6)
         inflight.clear()
     accepted[:] = acc_l
     start[:] = start_l
@@ -149,6 +149,7 @@ def paced_write(
     realtime: bool = True,
     progress_s: float = 30.0,
     stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[float, int], None] | None = None,
 ) -> int:
     """Write ``chunks`` in order, each no earlier than its wire time (scaled by ``speed``).
 
@@ -171,6 +172,8 @@ def paced_write(
         Log a progress line every this many seconds of stream.
     stop : callable, optional
         Polled between writes; returning True ends the output early.
+    on_progress : callable, optional
+        Called as ``on_progress(stream_seconds, bytes)`` every ``progress_s``; default logs.
 
     Returns
     -------
@@ -217,7 +220,10 @@ def paced_write(
         total += len(data)
         i = j
         if float(times[i - 1]) - t0_stream >= next_progress:
-            log.info("streamed %.0f s (%d bytes)", float(times[i - 1]) - t0_stream, total)
+            if on_progress is not None:
+                on_progress(float(times[i - 1]) - t0_stream, total)
+            else:
+                log.info("streamed %.0f s (%d bytes)", float(times[i - 1]) - t0_stream, total)
             next_progress += progress_s
     return total
 
@@ -251,13 +257,18 @@ class PtyPort:
         p.register(self.master, select.POLLHUP)
         return any(ev & select.POLLHUP for _, ev in p.poll(0))
 
-    def wait_reader(self, timeout_s: float | None = None) -> bool:
-        """Block until a reader has the slave open (True) or the timeout passes (False)."""
+    def wait_reader(self, timeout_s: float | None = None, settle_s: float = 0.2) -> bool:
+        """Block until a reader has the slave open (True) or the timeout passes (False).
+
+        Then wait ``settle_s`` more: a serial library configures the port and flushes its
+        input right after opening it, which would discard the first bytes.
+        """
         t_end = None if timeout_s is None else time.monotonic() + timeout_s
         while self._hung_up():
             if t_end is not None and time.monotonic() >= t_end:
                 return False
             time.sleep(0.02)
+        time.sleep(settle_s)
         return True
 
     def reader_gone(self) -> bool:
@@ -275,8 +286,13 @@ class PtyPort:
                 continue
             view = view[k:]
 
-    def drain(self, timeout_s: float = 2.0) -> None:
-        """Wait (up to ``timeout_s``) until the reader has read everything written."""
+    def drain(self, timeout_s: float = 5.0, settle_s: float = 0.25) -> None:
+        """Wait until the reader has read everything written (or ``timeout_s`` passes).
+
+        Closing the master discards what the reader has not read yet. The slave's input
+        queue (``FIONREAD``) only shows what the kernel has moved out of its flip buffer, so
+        "drained" means the queue stayed empty for ``settle_s``.
+        """
         import fcntl
         import struct
         import termios
@@ -289,13 +305,31 @@ class PtyPort:
             return
         try:
             t_end = time.monotonic() + timeout_s
+            empty_since = None
             while time.monotonic() < t_end:
                 pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-                if pending == 0:
+                now = time.monotonic()
+                if pending:
+                    empty_since = None
+                elif empty_since is None:
+                    empty_since = now
+                elif now - empty_since >= settle_s:
                     break
                 time.sleep(0.02)
         finally:
             os.close(fd)
+
+    def linger(self, timeout_s: float) -> bool:
+        """After the last byte: keep the port open until the reader closes it (True) or
+        ``timeout_s`` passes (False). A reader blocked in a multi-byte read (pyserial's
+        ``read(n)`` with a timeout) loses what it has gathered if the port hangs up under it.
+        """
+        t_end = time.monotonic() + timeout_s
+        while not self._hung_up():
+            if time.monotonic() >= t_end:
+                return False
+            time.sleep(0.02)
+        return True
 
     def close(self) -> None:
         """Close the master (the reader sees end of file / hang-up)."""
@@ -306,7 +340,7 @@ class PtyPort:
 
 
 def stream_write_file(chunks: Sequence[bytes], times: np.ndarray, fh: BinaryIO, realtime: bool = False,
-                      speed: float = 1.0) -> int:
+                      speed: float = 1.0, on_progress: Callable[[float, int], None] | None = None) -> int:
     """Write the wire items to an open binary file (flushing each paced write).
 
     Examples
@@ -321,6 +355,6 @@ def stream_write_file(chunks: Sequence[bytes], times: np.ndarray, fh: BinaryIO, 
         if realtime:
             fh.flush()
 
-    n = paced_write(chunks, times, write, speed=speed, realtime=realtime)
+    n = paced_write(chunks, times, write, speed=speed, realtime=realtime, on_progress=on_progress)
     fh.flush()
     return n

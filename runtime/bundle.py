@@ -50,7 +50,7 @@ MANIFEST_KEYS: dict[str, tuple[bool, type | tuple]] = {
     "sha256": (True, dict),
 }
 MODEL_KEYS = {"name", "preset", "params", "macs_per_window", "run_config"}
-NORM_KEYS = {"abp_mean", "abp_std", "sbp_mean", "sbp_std", "dbp_mean", "dbp_std", "n_train_beats"}
+NORM_KEYS = {"abp_mean", "abp_std", "sbp_mean", "sbp_std", "dbp_mean", "dbp_std", "map_mean", "map_std", "n_train_beats"}
 REFERENCE_KEYS = {"sbp_mean", "sbp_sd", "dbp_mean", "dbp_sd", "n_beats"}
 STREAMING_KEYS = {"chunk", "states", "file_keys"}
 FILE_KEYS = {"fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "report_md", "report_json", "calibration"}

@@ -223,14 +223,16 @@ def norm_stats_fit(prepared: list[PreparedRecord]) -> dict[str, float]:
     from edgebp.processing.beats import abp_beats
 
     vals = np.concatenate([p.abp[p.usable] for p in prepared]) if prepared else np.zeros(1)
-    sbp, dbp = [], []
+    sbp, dbp, mapv = [], [], []
     for p in prepared:
         b = abp_beats(np.where(p.usable, p.abp, np.nan).astype(np.float64), p.fs)
         v = np.asarray(b.valid, bool)
         sbp.append(np.asarray(b.sbp)[v])
         dbp.append(np.asarray(b.dbp)[v])
+        mapv.append(np.asarray(b.map)[v])
     sbp_a = np.concatenate(sbp) if sbp else np.zeros(0)
     dbp_a = np.concatenate(dbp) if dbp else np.zeros(0)
+    map_a = np.concatenate(mapv) if mapv else np.zeros(0)
     return {
         "abp_mean": float(np.mean(vals)),
         "abp_std": float(max(np.std(vals), 1e-3)),
@@ -238,5 +240,7 @@ def norm_stats_fit(prepared: list[PreparedRecord]) -> dict[str, float]:
         "sbp_std": float(np.std(sbp_a)) if len(sbp_a) else float("nan"),
         "dbp_mean": float(np.mean(dbp_a)) if len(dbp_a) else float("nan"),
         "dbp_std": float(np.std(dbp_a)) if len(dbp_a) else float("nan"),
+        "map_mean": float(np.mean(map_a)) if len(map_a) else float("nan"),
+        "map_std": float(np.std(map_a)) if len(map_a) else float("nan"),
         "n_train_beats": int(len(sbp_a)),
     }

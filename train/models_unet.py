@@ -7,7 +7,8 @@ channels). The public code's defects are fixed here:
 * batch size 1 works (no ``squeeze()`` of the batch axis; the output is ``(B, 1, T)``);
 * any window length works: pooling uses ``ceil_mode`` (the trailing samples, which hold the
   sample the model is asked about, are never dropped) and every upsampling goes to the exact
-  size of its target level (``size=``) instead of hard-coded scale factors such as 2.2 or 17.6.
+  size of its target level (a fixed interpolation matrix built for the level lengths) instead of
+  hard-coded scale factors such as 2.2 or 17.6.
 
 Window rule: the cross-attention embeds each channel's time series, so its embedding size is the
 time length at that level; the network is therefore built for one window length ``window``
@@ -69,17 +70,35 @@ class _ConvBlock(nn.Sequential):
         )
 
 
+class _Upsample(nn.Module):
+    """Linear interpolation from ``n_in`` to ``n_out`` samples as a fixed ``(n_in, n_out)`` matrix.
+
+    Equal to ``F.interpolate(..., size=n_out, mode="linear")``, but exported to ONNX as one
+    MatMul with a constant (the dynamo exporter otherwise decomposes 1-D linear interpolation
+    into index arithmetic and GatherND, which int8 tool chains and MCUs handle badly).
+    """
+
+    def __init__(self, n_in: int, n_out: int, align_corners: bool):
+        super().__init__()
+        eye = torch.eye(n_in, dtype=torch.float64)[None]
+        mat = F.interpolate(eye, size=n_out, mode="linear", align_corners=align_corners)[0]
+        self.register_buffer("mat", mat.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.mat)
+
+
 class _CrossScaleSkip(nn.Module):
     """CSSC: a deeper node through 1x1 conv, linear upsampling to the target size, k=3 conv."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, n_in: int, n_out: int):
         super().__init__()
         self.reduce = nn.Conv1d(cin, cout, 1)
+        self.up = _Upsample(n_in, n_out, align_corners=False)
         self.refine = nn.Conv1d(cout, cout, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, size: int) -> torch.Tensor:
-        x = F.interpolate(self.reduce(x), size=size, mode="linear", align_corners=False)
-        return self.refine(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.refine(self.up(self.reduce(x)))
 
 
 class ChannelCrossAttention(nn.Module):
@@ -201,7 +220,11 @@ class MSCACSSCUNet(nn.Module):
                     ChannelCrossAttention(self.lengths[i], n_tok, heads, attn_dim) for _ in range(j)
                 )
                 # deepest source first, as in the published concatenation order
-                self.cssc[key] = nn.ModuleList(_CrossScaleSkip(widths[i + k], widths[i]) for k in range(j, 1, -1))
+                self.cssc[key] = nn.ModuleList(
+                    _CrossScaleSkip(widths[i + k], widths[i], self.lengths[i + k], self.lengths[i]) for k in range(j, 1, -1)
+                )
+        # the nested x2 upsampling (align_corners=True as published), one per level transition
+        self.up = nn.ModuleList(_Upsample(self.lengths[i + 1], self.lengths[i], align_corners=True) for i in range(depth - 1))
         self.heads = nn.ModuleList(nn.Conv1d(widths[0], 1, 1) for _ in range(depth - 1))
         n = depth - 1
         self.deep_supervision_weights = tuple(round(max(0.1, 1.0 - 0.1 * (n - 1 - k)), 2) for k in range(n))
@@ -218,11 +241,10 @@ class MSCACSSCUNet(nn.Module):
             for j in range(1, s + 1):
                 i = s - j
                 key = f"{i}_{j}"
-                size = nodes[(i, 0)].shape[-1]
-                up = F.interpolate(nodes[(i + 1, j - 1)], size=size, mode="linear", align_corners=True)
+                up = self.up[i](nodes[(i + 1, j - 1)])
                 parts = [att(nodes[(i, k)], up) for k, att in enumerate(self.attn[key])]
                 parts.append(up)
-                parts += [sk(nodes[(i + k, j - k)], size) for k, sk in zip(range(j, 1, -1), self.cssc[key])]
+                parts += [sk(nodes[(i + k, j - k)]) for k, sk in zip(range(j, 1, -1), self.cssc[key])]
                 nodes[(i, j)] = self.nodes[key](torch.cat(parts, dim=1))
         return [nodes[(0, j)] for j in range(1, self.depth)]
 

@@ -80,7 +80,10 @@ class ModelSpec:
     streamable : bool
         True when the model has ``stream_init`` / ``stream_step`` (O(1) work per sample).
     export_fixed_length : bool
-        True when an ONNX export is tied to the length it was exported at (LSTM with dynamo).
+        True when an ONNX export is tied to the length it was exported at: the LSTM (dynamo
+        bakes the traced length) and the UNets (built per window). INN-PAR exports with a
+        dynamic length that is a multiple of 4 (``4 * torch.export.Dim("q")``), edge-tcn with
+        any dynamic length.
     fs : float
         Sampling rate the presets are designed for.
     description : str
@@ -318,10 +321,13 @@ def model_cost(
             h.remove()
     counted = counter.get_total_flops() // 2
     # if a future torch counts LSTMs itself, do not count them twice
-    lstm_seen = any("LSTM" in type(m).__name__ for m in model.modules()) and any(
-        k != "Global" and v and "lstm" in k.lower() for k, v in counter.get_flop_counts().items()
+    lstm_names = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
+    lstm_counted = sum(
+        sum(v.values())
+        for k, v in counter.get_flop_counts().items()
+        if any(n and (k == n or k.endswith("." + n)) for n in lstm_names)
     )
-    macs = int(counted + (0 if lstm_seen else lstm_macs[0]))
+    macs = int(counted + (0 if lstm_counted else lstm_macs[0]))
     return {
         "params": int(sum(q.numel() for q in model.parameters())),
         "macs_per_window": macs,

@@ -14,11 +14,14 @@ How the tracker decides (all thresholds in :class:`BeatDetector`):
   and line noise do not make beats.
 * Two systolic peaks closer than 60/220 s (heart rate above 220 bpm) cannot both be beats: the
   trough between them is withdrawn and the higher peak kept.
-* A beat runs from the trough that starts it (``i_dia``, its value is the DBP) over its systolic
-  peak (``i_sys``, SBP) to the trough that ends it (``i_end``); MAP is the mean of the samples
-  ``[i_dia, i_end)``, accumulated in the state.
-* NaN is a gap: it resets the tracker, so no beat spans a gap. The first trough after a reset
-  is dropped when it is the first sample (the beat would start mid-upstroke).
+* A beat runs from the trough that starts it (``i_dia``) over its systolic peak (``i_sys``,
+  SBP = its value) to the trough that ends it (``i_end``). DBP is the lowest pressure of the
+  trough; its index is the bottom of the *last* valley within ``trough_tol * h`` of that
+  minimum, i.e. the foot of the upstroke, so a deep dicrotic notch does not split the beat. MAP is the mean of
+  the samples ``[i_dia, i_end)``, accumulated in the state.
+* NaN is a gap: it resets the tracker, so no beat spans a gap. After a reset the tracker
+  first looks for a peak, so the first beat starts at the first trough reached by a real
+  downstroke (the partial beat at the start of a segment is dropped).
 * A beat is emitted once the next systolic peak has confirmed it (about 0.2-0.3 s after its
   end trough); :meth:`BeatDetector.flush` emits the last complete beat at the end of a stream.
 
@@ -105,8 +108,8 @@ class Beats:
     t_sys : np.ndarray of float64
         Time of the systolic peak in seconds (``i_sys / fs``).
     sbp, dbp, map : np.ndarray of float64
-        Systolic (peak), diastolic (starting trough) and mean (mean of ``[i_dia, i_end)``)
-        pressure, in the waveform's units (mmHg).
+        Systolic (peak value), diastolic (lowest value of the starting trough) and mean (mean
+        of ``[i_dia, i_end)``) pressure, in the waveform's units (mmHg).
     fs : float
         Sampling rate the indices refer to.
     valid : np.ndarray of bool
@@ -225,7 +228,7 @@ def beats_check(beats: Beats) -> np.ndarray:
 # State vector layout (float64; indices are exact as float64 up to 2**53 samples).
 _N = 0          # absolute index of the next sample
 _MODE = 1       # 0 = reset (next finite sample starts a segment), 1 = seek trough, 2 = seek peak
-_SEG0 = 2       # index of the first sample of the current segment
+_SEG0 = 2       # index of the first sample of the current segment (for debugging)
 _HI = 3         # envelope high
 _LO = 4         # envelope low
 _CV = 5         # candidate extreme value (min when seeking a trough, max when seeking a peak)
@@ -273,7 +276,7 @@ def _reset(st):
 
 
 @njit(cache=True)
-def _track_block(x, st_in, frac, floor, init_pp, decay, refr, flush):
+def _track_block(x, st_in, frac, floor, init_pp, decay, refr, trough_tol, flush):
     """Run the hysteresis tracker over ``x``; return (beats (k, 6), new state)."""
     st = st_in.copy()
     n = x.shape[0]
@@ -289,7 +292,9 @@ def _track_block(x, st_in, frac, floor, init_pp, decay, refr, flush):
             _reset(st)
             continue
         if st[_MODE] == _MODE_RESET:
-            st[_MODE] = _MODE_TROUGH
+            # A segment starts by looking for a peak: the first trough counted is one reached
+            # by a real downstroke, never a mid-upstroke first sample.
+            st[_MODE] = _MODE_PEAK
             st[_SEG0] = i
             st[_HI] = v + 0.5 * init_pp
             st[_LO] = v - 0.5 * init_pp
@@ -320,6 +325,13 @@ def _track_block(x, st_in, frac, floor, init_pp, decay, refr, flush):
                 st[_CI] = i
                 st[_CCUM] = st[_CUM]
                 st[_OPP] = v
+            elif v <= st[_CV] + trough_tol * h and v <= st[_OPP]:
+                # A later valley nearly as low as the minimum (not a sample of the rise out of
+                # it): the beat boundary moves there, to the foot of the next upstroke, so a
+                # deep dicrotic notch does not end the beat. The DBP stays the minimum.
+                st[_CI] = i
+                st[_CCUM] = st[_CUM]
+                st[_OPP] = v
             elif v > st[_OPP]:
                 st[_OPP] = v
                 if v >= st[_CV] + h:
@@ -333,11 +345,8 @@ def _track_block(x, st_in, frac, floor, init_pp, decay, refr, flush):
                         st[_P_SYSV] = st[_SYSV]
                         st[_P_END] = t_i
                         st[_P_SUM] = st[_CCUM]
-                    if t_i == st[_SEG0]:
-                        st[_START] = -1.0  # censored: the segment began on this sample
-                    else:
-                        st[_START] = t_i
-                        st[_STARTV] = st[_CV]
+                    st[_START] = t_i
+                    st[_STARTV] = st[_CV]
                     st[_CUM] = st[_CUM] - st[_CCUM]
                     st[_MODE] = _MODE_PEAK
                     st[_CV] = v
@@ -403,6 +412,10 @@ class BeatDetector:
         Decay time constant of the envelope (s).
     max_hr : float
         Highest heart rate accepted (bpm); sets the refractory period between systolic peaks.
+    trough_tol : float
+        A later valley within ``trough_tol * h`` of the lowest value moves the beat boundary
+        there, so the boundary sits at the foot of the next upstroke even when a deep
+        dicrotic notch is the absolute minimum; the DBP remains the minimum.
 
     Notes
     -----
@@ -430,19 +443,21 @@ class BeatDetector:
     """
 
     def __init__(self, fs: float, frac: float = 0.3, floor: float = 4.0, init_pp: float = 40.0,
-                 tau_s: float = 2.5, max_hr: float = 220.0):
+                 tau_s: float = 2.5, max_hr: float = 220.0, trough_tol: float = 0.3):
         if not np.isfinite(fs) or fs <= 0:
             raise ValueError(f"BeatDetector: fs must be a positive rate in Hz, got {fs!r}")
         if not 0.0 < frac < 1.0:
             raise ValueError(f"BeatDetector: frac must be in (0, 1), got {frac!r}")
-        if floor < 0 or init_pp < 0 or tau_s <= 0 or max_hr <= 0:
-            raise ValueError("BeatDetector: floor and init_pp must be >= 0, tau_s and max_hr > 0")
+        if floor < 0 or init_pp < 0 or tau_s <= 0 or max_hr <= 0 or not 0.0 <= trough_tol < 1.0:
+            raise ValueError("BeatDetector: floor and init_pp must be >= 0, tau_s and max_hr > 0, "
+                             "trough_tol in [0, 1)")
         self.fs = float(fs)
         self.frac = float(frac)
         self.floor = float(floor)
         self.init_pp = float(init_pp)
         self.tau_s = float(tau_s)
         self.max_hr = float(max_hr)
+        self.trough_tol = float(trough_tol)
         self._decay = 1.0 / (self.tau_s * self.fs)
         self._refr = max(1, int(round(60.0 / self.max_hr * self.fs)))
 
@@ -457,7 +472,8 @@ class BeatDetector:
         state = np.asarray(state, dtype=np.float64)
         if state.shape != (_STATE_LEN,):
             raise ValueError(f"BeatDetector: state must have shape ({_STATE_LEN},), got {state.shape}")
-        rows, st = _track_block(x, state, self.frac, self.floor, self.init_pp, self._decay, self._refr, flush)
+        rows, st = _track_block(x, state, self.frac, self.floor, self.init_pp, self._decay, self._refr,
+                                self.trough_tol, flush)
         return _rows_to_beats(rows, self.fs), st
 
     def process(self, x: np.ndarray, state: np.ndarray) -> tuple[Beats, np.ndarray]:
@@ -617,11 +633,11 @@ def _pt_detect(mwi, slope, fs, refr, t_learn):
         return peaks[:0]
     # robust start: the median of per-window maxima over the learning period
     nl = min(n, t_learn)
-    w = max(1, int(fs))
-    nw = max(1, nl // w)
+    wl = max(1, int(fs))
+    nw = max(1, nl // wl)
     mx = np.empty(nw)
     for q in range(nw):
-        mx[q] = np.max(mwi[q * w: min(nl, (q + 1) * w)])
+        mx[q] = np.max(mwi[q * wl: min(nl, (q + 1) * wl)])
     spki = 0.5 * np.median(mx)
     npki = 0.5 * np.median(mwi[:nl])
     rr_avg = fs  # 60 bpm until learnt
@@ -760,7 +776,7 @@ def _ppg_track(ppg: np.ndarray, fs: float) -> tuple[Beats, np.ndarray]:
 
 def _tangent_feet(y: np.ndarray, beats: Beats) -> np.ndarray:
     """Intersecting-tangent foot of each pulse: the tangent at the steepest point of the
-    upstroke meets the horizontal through the starting trough."""
+    upstroke meets the horizontal through the lowest point before it."""
     feet = np.empty(len(beats), dtype=np.int64)
     for q, (a, p) in enumerate(zip(beats.i_dia, beats.i_sys)):
         seg = y[a: p + 1]
@@ -773,7 +789,8 @@ def _tangent_feet(y: np.ndarray, beats: Beats) -> np.ndarray:
         if not s > 0:
             feet[q] = a
             continue
-        f = m - (seg[m] - seg[0]) / s
+        level = seg[: m + 1].min()
+        f = m - (seg[m] - level) / s
         feet[q] = a + int(round(min(max(f, 0.0), float(m))))
     return feet
 
@@ -804,11 +821,11 @@ def ppg_findpeaks(ppg: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
     --------
     >>> import numpy as np
     >>> fs = 125.0
-    >>> t = np.arange(int(10 * fs)) / fs
-    >>> ppg = np.clip(np.sin(2 * np.pi * 1.25 * t), 0, None) ** 1.5       # 75 bpm
+    >>> ph = (np.arange(int(10 * fs)) / fs * 1.25) % 1.0                 # 75 bpm
+    >>> ppg = np.exp(-((ph - 0.25) / 0.1) ** 2) + 0.3 * np.exp(-((ph - 0.55) / 0.08) ** 2)
     >>> feet, peaks = ppg_findpeaks(ppg, fs)
-    >>> len(peaks) >= 10, bool(np.all(feet < peaks))
-    (True, True)
+    >>> len(peaks), bool(np.all(feet < peaks)), (peaks[:3] / fs).round(2).tolist()
+    (11, True, [1.0, 1.8, 2.6])
     """
     x = np.asarray(ppg, dtype=np.float64).reshape(-1)
     beats, y = _ppg_track(x, float(fs))

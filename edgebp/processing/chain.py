@@ -106,7 +106,16 @@ class ChainConfig(StrictConfig):
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "ChainConfig") -> "ChainConfig":
         """Build from a mapping; unknown keys are rejected, naming them and the valid ones."""
-        return super().from_dict(data, where=where)
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+        return cls(**data)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when a value is out of range."""

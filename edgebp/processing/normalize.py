@@ -92,7 +92,7 @@ class RunningNorm:
         self.count_cap = float(math.ceil(1.0 / self.alpha) + 1)
 
     def group_delay(self, freq: float = 1.0) -> float:
-        """Group delay in samples at ``freq`` Hz of the steady-state mean removal (negative: a lead).
+        """Group delay in samples at ``freq`` Hz of the steady-state mean removal.
 
         Linearised (the slowly varying scale ignored), ``x - mean`` is the filter
         ``(1 - a)(1 - z^-1) / (1 - (1 - a) z^-1)``.

@@ -32,8 +32,10 @@ FIR is never poisoned) and flagged. An output is NaN when any input within
 ``max(up, down)`` samples of the up-sampled grid around its delay-compensated centre was
 flagged: after removing ``delay_out`` the NaN run lines up with the input gap (widened by at
 most one output sample at each edge). Values just outside a gap are built partly from the
-held value. Before the first valid sample the history is empty; the first valid sample is
-copied into the whole history (edge hold), so there is no start-up ramp from zero.
+held value. Before the first valid sample the history is empty and outputs are NaN; the
+first valid sample is copied into the whole history (edge hold), so there is no start-up ramp
+from zero, and the first ``delay_out`` outputs (input times before the first sample) hold
+that first value.
 
 Examples
 --------
@@ -142,6 +144,13 @@ def _resample_kernel(table, up, down, delay, x, hist, flags, ctr, last, y):  # p
     w = up if up > down else down
     base = n_in - n_hist  # input index of ext[0]
     o = 0
+    # gap checks only matter when a flagged input is within reach (skipping them changes nothing)
+    any_flag = False
+    for j in range(n_hist):
+        if flg[j] != 0:
+            any_flag = True
+            break
+    next_n0 = (m * down) // up  # newest input the next output needs
     for i in range(n):
         v = x[i]
         if np.isfinite(v):
@@ -156,12 +165,12 @@ def _resample_kernel(table, up, down, delay, x, hist, flags, ctr, last, y):  # p
         else:
             ext[n_hist + i] = held
             flg[n_hist + i] = 1
+            any_flag = True
         cur = n_in + i
         # emit, causally, every output whose newest input is this one
-        while (m * down) // up <= cur:
-            t = m * down
-            n0 = t // up
-            phase = t - n0 * up
+        while next_n0 <= cur:
+            n0 = next_n0
+            phase = m * down - n0 * up
             j0 = n0 - base
             # four accumulators break the add dependency chain; the order is fixed, so the
             # result does not depend on the chunking
@@ -181,20 +190,24 @@ def _resample_kernel(table, up, down, delay, x, hist, flags, ctr, last, y):  # p
                 kk += 1
             acc = (a0 + a1) + (a2 + a3)
             # gap: any flagged input within w of the delay-compensated centre (up-sampled grid)
-            c_up = (m - delay) * down
-            lo = (c_up - w) // up + 1
-            hi = -((-(c_up + w)) // up) - 1
-            if lo < base:
-                lo = base
-            if hi > n0:
-                hi = n0
-            for q in range(lo - base, hi - base + 1):
-                if flg[q] != 0:
-                    acc = np.nan
-                    break
+            if started == 0:
+                acc = np.nan  # nothing valid seen yet: no value to give
+            elif any_flag:
+                c_up = (m - delay) * down
+                lo = (c_up - w) // up + 1
+                hi = -((-(c_up + w)) // up) - 1
+                if lo < base:
+                    lo = base
+                if hi > n0:
+                    hi = n0
+                for q in range(lo - base, hi - base + 1):
+                    if flg[q] != 0:
+                        acc = np.nan
+                        break
             y[o] = acc
             o += 1
             m += 1
+            next_n0 = (m * down) // up
     total_in = n_in + n
     for j in range(n_hist):
         hist[j] = ext[n + j]

@@ -1,0 +1,118 @@
+"""``edgebp bench``: what a wearable engineer reads before choosing a model."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from edgebp.cli import CliError
+
+
+def _list(text: str | None, what: str, cast=str) -> list | None:
+    if text is None:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        return [cast(x) for x in items]
+    except ValueError:
+        raise CliError(f"{what} {text!r}: expected a comma-separated list of numbers") from None
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given: the arguments, then every option that differs from its default."""
+    argv = ["edgebp", "bench", *ctx.params.get("bundles", ())]
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option):
+            continue
+        value = ctx.params.get(p.name)
+        if value is None or value == p.default or (p.multiple and not value):
+            continue
+        flag = p.opts[0]
+        if p.is_flag:
+            argv.append(flag)
+        elif p.multiple:
+            for v in value:
+                argv += [flag, str(v)]
+        else:
+            argv += [flag, str(value)]
+    return shlex.join(argv)
+
+
+@click.command(name="bench")
+@click.argument("bundles", nargs=-1, metavar="[BUNDLE ...]")
+@click.option("--data", default=None, help="Records to score accuracy on: 'synth' or a path (default: each bundle's own training data, its held-out test split).")
+@click.option("--split", type=click.Choice(["auto", "test", "all"]), default="auto", show_default=True,
+              help="auto: the bundle's test split on its own data, every record on other --data.")
+@click.option("--variants", default="torch-fp32,ort-fp32,ort-int8,pruned,tensorrt", show_default=True,
+              help="Comma-separated: torch-fp32 (needs --run), ort-fp32, ort-int8, pruned, tensorrt (skipped without a GPU).")
+@click.option("--run", "runs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Training run directory of a bundle, for torch-fp32 (repeatable; matched to bundles by config and split).")
+@click.option("--threads", type=int, default=1, show_default=True, help="The single-thread setting; all cores are measured too.")
+@click.option("--batch", type=int, default=None, help="The larger batch measured beside batch 1 [default: 32, 8 with --quick].")
+@click.option("--repeat", type=int, default=None, help="Independent repeats per latency figure [default: 5, 2 with --quick].")
+@click.option("--quick", is_flag=True, help="Small repeats, short streams, one concurrency level (tests, make demo).")
+@click.option("--parts", default="latency,streaming,memory,accuracy,anchors", show_default=True, help="Which parts to measure.")
+@click.option("--anchors", "anchors", default="msca-cssc-unet,inn-par", show_default=True,
+              help="Seed paradigms timed beside the bundles ('none' for none).")
+@click.option("--anchor-preset", type=click.Choice(["paper", "edge"]), default="paper", show_default=True,
+              help="Anchor size: paper = as published (the comparison); edge only to exercise the path quickly.")
+@click.option("--stream-minutes", type=float, default=None, help="Device log length for the streaming runs [default: 10, 1 with --quick].")
+@click.option("--lengths", default=None, help="Stream lengths (min) for the cost-growth runs [default: 1,10,60; 0.5,1 with --quick].")
+@click.option("--streams", "concurrency", default=None, help="Concurrent stream counts [default: 1,4,16,64; 4 with --quick].")
+@click.option("--mcu", default="nrf52832", show_default=True, help="Device profile for the budget (a Cortex-M4F by default; see edgebp budget).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, help="Where device logs and anchor ONNX files are kept [default: $EDGEBP_CACHE/bench].")
+@click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Write bench.json, report.md, report.html and plots here.")
+def bench_command(bundles, data, split, variants, runs, threads, batch, repeat, quick, parts, anchors, anchor_preset, stream_minutes,
+                  lengths, concurrency, mcu, cache_dir, report_dir):
+    """Benchmark bundles: latency, streaming, memory, accuracy, beside the seeds' paradigms.
+
+    For each BUNDLE (default: the bundle shipped in the package) and variant: p50/p99 latency
+    per inference at batch 1 and a larger batch, one thread and all cores, medians and ranges
+    over repeated runs after warm-up; the whole `edgebp run` path on a simulated 250 Hz ECG +
+    PPG log (real-time factor, cost per sample, output latency at the device rate, peak RSS
+    of a torch-free runtime process, growth with stream length and with concurrent streams);
+    the `edgebp budget` figures for a Cortex-M4F; accuracy on held-out records (ME, SD, MAE,
+    BHS, AAMI criterion 1, IEEE 1708) beside the naive baseline; and the seeds' MSCA-CSSC-UNet
+    (point-wise, hop 1) and INN-PAR at their published sizes, with the speed and size ratios.
+    Every table row carries the command that reproduces it. Ends with a short table.
+
+    \b
+    Example:
+        edgebp bench --quick --report bench-quick
+        edgebp bench default bundles/inn-par --run runs/default --report bench
+        edgebp bench bundles/mine --variants ort-int8 --parts latency --threads 1 --report b2
+    """
+    from edgebp.bench.report import bench_missing, bench_short_table, bench_write
+    from edgebp.bench.suite import BenchConfig, bench_run
+
+    if not report_dir.strip():
+        raise CliError("--report must name a directory")
+    anchor_list = [] if anchors.strip().lower() in ("", "none") else _list(anchors, "--anchors")
+    try:
+        cfg = BenchConfig(
+            bundles=list(bundles) or ["default"], variants=_list(variants, "--variants"), threads=threads,
+            batch=batch or (8 if quick else 32), repeat=repeat, quick=quick, data=data, split=split, runs=list(runs),
+            parts=_list(parts, "--parts"), anchors=anchor_list, anchor_preset=anchor_preset, stream_minutes=stream_minutes,
+            lengths=_list(lengths, "--lengths", float), concurrency=_list(concurrency, "--streams", int), mcu=mcu,
+            cache_dir=cache_dir, report_dir=report_dir, command=_command_line(click.get_current_context()),
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    from edgebp.firmware_sim.mcu_profiles import mcu_profile
+
+    try:
+        cfg.mcu = mcu_profile(mcu).name
+    except (KeyError, ValueError) as exc:
+        raise CliError(f"--mcu {mcu!r}: {exc}") from exc
+
+    result, pairs = bench_run(cfg, progress=lambda msg: click.echo(f"bench: {msg}", err=True))
+    paths = bench_write(report_dir, result, pairs)
+    missing = bench_missing(result)
+    click.echo(f"bench: wrote {paths['json']}, {paths['markdown']}, {paths['html']} ({len(paths['figures'])} figures)", err=True)
+    click.echo(bench_short_table(result))
+    if missing:
+        click.echo(f"bench: incomplete results: {', '.join(missing[:12])}" + (" ..." if len(missing) > 12 else ""), err=True)
+    if result["errors"] or missing:
+        sys.exit(1)

@@ -1,0 +1,182 @@
+"""``edgebp sim``: a simulated wearable streaming ECG/PPG over a serial line, with the truth."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from edgebp.cli import CliError
+from edgebp.firmware_sim.device import DeviceConfig
+from edgebp.firmware_sim.faults import FAULT_NAMES, faults_parse
+from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_output_paths, sim_source_load
+from edgebp.firmware_sim.truth import summary_write, truth_write
+from edgebp.firmware_sim.uart import PtyPort, paced_write, stream_write_file
+
+log = logging.getLogger(__name__)
+
+HELP = f"""Simulate a wearable: ECG/PPG front-ends, ADCs, clock, firmware and UART, with faults.
+
+\b
+The device samples a source whose true ABP is known (synth:SUBJECT from the synthetic
+cohort, or record:PATH, a WFDB record with ECG, PLETH and ABP), streams frames in the
+edgebp text or binary encoding (or MAX3010x-style "red=..., ir=..." lines), and writes
+beside the stream the truth: per sample the sequence number, true time and true ABP,
+the faults and whether the frame reached the wire (--truth), per beat SBP/DBP/MAP
+(X_beats.csv) and the simulator's own counts (X_summary.json). Frames go out at one
+frame rate (--fs); a slower PPG (--ppg-fs) is sample-and-held.
+
+\b
+--faults: comma-separated NAME=RATE[+D] (random) or NAME@T[+D] (at time T, lasting D).
+  drop, corrupt, truncate, dup   RATE = probability per frame (0..1);
+                                 @T hits the frame at T, @T+D every frame in [T, T+D)
+  reset, saturate, leadoff,      RATE = events per second (Poisson); +D fixes the
+  motion, flat                   duration, else a random one; @T needs +D except reset
+                                 (reset's D = reboot time, default 0.5 s)
+  Times: 500ms, 30s (default unit), 2min, 1h.
+  Valid names: {", ".join(FAULT_NAMES)}.
+  Example: drop=0.01,corrupt=1e-4,reset@120s,leadoff@30s+5s,flat@60s+3s,motion=0.02
+
+\b
+The UART sends 10 bits per byte (8N1) from a transmit buffer (--buffer); when the data
+rate exceeds --baud / 10 bytes/s the buffer fills and whole frames are dropped (counted).
+Output: a file (as fast as possible, or --realtime), stdout (--out -), or a
+pseudo-terminal (--pty: prints "device: /dev/pts/N", waits for a reader, then streams in
+real time). Same --seed, same output.
+
+\b
+Examples:
+    edgebp sim --source synth:3 --minutes 2 --out serial.log --truth truth.csv
+    edgebp sim --source record:data/challenge2015/a123l --format binary \\
+        --faults drop=0.01,reset@120s --baud 115200 --out serial.bin --truth truth.csv
+    edgebp sim --source synth:1 --pty --faults motion=0.02 --truth truth.csv
+"""
+
+
+@click.command("sim", help=HELP)
+@click.option("--source", required=True, help="synth:SUBJECT or record:PATH (needs ABP, and ECG/PPG).")
+@click.option("--minutes", type=float, default=None, help="Length to simulate [default: 5 for synth, whole record].")
+@click.option("--start", "start_s", type=float, default=0.0, show_default=True, help="Start on the source (s).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--faults", default="", help="Fault specification (see above).")
+@click.option("--baud", type=int, default=115200, show_default=True, help="UART rate, 8N1; 0 = unlimited (USB).")
+@click.option("--buffer", "buffer_bytes", type=int, default=512, show_default=True, help="UART transmit buffer (bytes).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of clock, noise and faults.")
+@click.option("--source-seed", type=int, default=0, show_default=True, help="Cohort seed of a synth source.")
+@click.option("--source-fs", type=float, default=None, help="Sampling rate of a record:FILE.csv source (Hz).")
+@click.option("--fs", type=float, default=250.0, show_default=True, help="Frame rate (Hz).")
+@click.option("--channels", default="ecg,ppg", show_default=True, help="Channels sent (text/binary): ecg, ppg.")
+@click.option("--ppg-fs", type=float, default=None, help="PPG's own rate (divides --fs; sample-and-hold).")
+@click.option("--ecg-bits", type=int, default=16, show_default=True, help="ECG ADC resolution (8-24).")
+@click.option("--ecg-range-mv", type=float, default=5.0, show_default=True, help="ECG input range +- mV.")
+@click.option("--ppg-bits", type=int, default=18, show_default=True, help="PPG ADC resolution (8-24).")
+@click.option("--ppg-polarity", type=click.Choice(["pleth", "raw"]), default="pleth", show_default=True,
+              help="raw = photodiode polarity (pulse inverted), as a MAX3010x reads.")
+@click.option("--leadoff-mode", type=click.Choice(["rail", "flat"]), default="rail", show_default=True)
+@click.option("--clock-ppm", type=float, default=None, help="Clock frequency error [default: drawn by --seed in +-50].")
+@click.option("--jitter-us", type=float, default=20.0, show_default=True, help="Sample-clock jitter RMS (us).")
+@click.option("--out", "out", default=None, help="Stream output file, or - for stdout (not with --pty).")
+@click.option("--truth", required=True, type=click.Path(dir_okay=False), help="Per-sample truth CSV.")
+@click.option("--truth-beats", type=click.Path(dir_okay=False), default=None, help="[default: TRUTH_beats.csv]")
+@click.option("--summary", type=click.Path(dir_okay=False), default=None, help="[default: TRUTH_summary.json]")
+@click.option("--realtime", is_flag=True, help="Pace the output at real time (always on with --pty).")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Real-time factor for paced output.")
+@click.option("--pty", "use_pty", is_flag=True, help="Stream into a new pseudo-terminal.")
+@click.option("--pty-wait", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for a reader to open the pty (0 = do not wait).")
+@click.option("--pty-linger", type=float, default=2.0, show_default=True,
+              help="Seconds to keep the pty open after the last byte unless the reader closes it first.")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed, source_seed, source_fs, fs, channels, ppg_fs,
+                ecg_bits, ecg_range_mv, ppg_bits, ppg_polarity, leadoff_mode, clock_ppm, jitter_us, out, truth,
+                truth_beats, summary, realtime, speed, use_pty, pty_wait, pty_linger, quiet):
+    """Simulate a wearable streaming over a serial line."""
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(f"sim: {msg}", err=True)
+
+    if use_pty and out is not None:
+        raise CliError("--out and --pty exclude each other: the stream goes to the pty")
+    if not use_pty and out is None:
+        raise CliError("give --out FILE (or - for stdout) or --pty")
+    if speed <= 0:
+        raise CliError(f"--speed must be positive, got {speed}")
+    if minutes is not None and minutes <= 0:
+        raise CliError(f"--minutes must be positive, got {minutes}")
+    if baud < 0:
+        raise CliError(f"--baud must be >= 0, got {baud}")
+    if buffer_bytes <= 0:
+        raise CliError(f"--buffer must be positive, got {buffer_bytes}")
+    try:
+        spec = faults_parse(faults)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        cfg = DeviceConfig(
+            fs=fs, channels=tuple(c for c in channels.split(",") if c.strip()), ppg_fs=ppg_fs,
+            ecg_bits=ecg_bits, ecg_range_mv=ecg_range_mv, ppg_bits=ppg_bits, ppg_polarity=ppg_polarity,
+            leadoff_mode=leadoff_mode, clock_ppm=clock_ppm, jitter_us=jitter_us,
+        )
+    except ValueError as exc:
+        raise CliError(f"device option: {exc}") from None
+    for p in (truth, truth_beats, summary, None if out in (None, "-") else out):
+        if p is not None and not Path(p).resolve().parent.is_dir():
+            raise CliError(f"{p}: the directory does not exist")
+
+    say(f"loading {source}")
+    record = sim_source_load(source, minutes=minutes, source_seed=source_seed, source_fs=source_fs)
+    t0 = time.monotonic()
+    res = device_simulate(record, cfg, spec, fmt=fmt, baud=baud, buffer_bytes=buffer_bytes,
+                          minutes=minutes if minutes is not None or not source.startswith("synth:") else 5.0,
+                          start_s=start_s, seed=seed)
+    s = res.summary
+    say(f"simulated {s['duration_s']:.1f} s in {time.monotonic() - t0:.1f} s: {s['frames_generated']} frames, "
+        f"{s['frames_emitted']} on the wire ({s['frames_corrupted']} corrupted), {s['frames_dropped_fault']} dropped, "
+        f"{s['frames_dropped_overflow']} UART overflow, {s['frames_truncated']} truncated, "
+        f"{s['frames_duplicated']} duplicated, {s['resets']} reset(s); {s['bytes_out']} bytes")
+
+    beats_path, summary_path = sim_output_paths(truth)
+    beats_path = Path(truth_beats) if truth_beats else beats_path
+    summary_path = Path(summary) if summary else summary_path
+    truth_write(truth, res.truth)
+    truth_write(beats_path, res.beats)
+    summary_write(summary_path, s)
+    say(f"truth: {truth}, {beats_path}, {summary_path}")
+
+    def progress(stream_s: float, nbytes: int) -> None:
+        say(f"streamed {stream_s:.0f} s of {s['duration_s']:.0f} s ({nbytes} bytes)")
+
+    if use_pty:
+        port = PtyPort()
+        try:
+            click.echo(f"device: {port.path}")
+            sys.stdout.flush()
+            say(f"pseudo-terminal {port.path}")
+            if pty_wait > 0:
+                say(f"waiting up to {pty_wait:g} s for a reader to open {port.path}")
+                if not port.wait_reader(pty_wait):
+                    raise CliError(f"no reader opened {port.path} within {pty_wait:g} s (--pty-wait)", exit_code=1)
+            n = paced_write(res.chunks, res.chunk_times, port.write, speed=speed, realtime=True,
+                            stop=port.reader_gone, on_progress=progress)
+            port.drain()
+            say(f"wrote {n} bytes to {port.path}")
+            if pty_linger > 0 and not port.linger(pty_linger):
+                say(f"closing {port.path} after {pty_linger:g} s (--pty-linger)")
+        finally:
+            port.close()
+        return
+    try:
+        if out == "-":
+            n = stream_write_file(res.chunks, res.chunk_times, sys.stdout.buffer, realtime=realtime, speed=speed,
+                                  on_progress=progress)
+        else:
+            with open(out, "wb") as fh:
+                n = stream_write_file(res.chunks, res.chunk_times, fh, realtime=realtime, speed=speed,
+                                      on_progress=progress)
+    except BrokenPipeError:
+        say("output closed by the reader")
+        return
+    say(f"wrote {n} bytes to {'stdout' if out == '-' else out}")

@@ -1,0 +1,509 @@
+"""The simulated wearable, end to end: source -> clock -> front-ends -> firmware -> UART.
+
+Pipeline of :func:`device_simulate`
+-----------------------------------
+1. Tick times of the device's frame clock on the source's time axis (ppm error, jitter).
+2. Reboot ticks (after each ``reset``) are removed: the device takes no sample then.
+3. The source ECG/PPG/ABP are interpolated at the true tick times; the front-ends and
+   ADCs turn ECG and PPG into codes, with the state faults (motion, lead-off, saturation,
+   flat) applied (see :mod:`edgebp.firmware_sim.device`).
+4. The firmware numbers each sampled frame (uint16 ``seq``, restarting at 0 after a reset),
+   applies ``drop``, encodes the frame with :mod:`edgebp.runtime.protocol` (a header first
+   at every boot, except in MAX3010x mode), applies ``truncate`` and ``dup``, and hands the
+   bytes to the UART.
+5. The UART's transmit buffer drops whole frames when full; resets clear it
+   (:mod:`edgebp.firmware_sim.uart`). ``corrupt`` alters one byte of a frame on the wire.
+
+Everything random comes from ``seed`` through separate streams per purpose, so a run is
+reproducible and adding one fault does not change the draws of another.
+
+Examples
+--------
+>>> import numpy as np
+>>> from edgebp.record import Channel, Record
+>>> fs = 250.0
+>>> t = np.arange(int(20 * fs)) / fs
+>>> rec = Record("toy", [Channel("ecg", np.sin(2 * np.pi * t), fs, "mV"),
+...                      Channel("ppg", np.sin(2 * np.pi * t - 1), fs, "NU"),
+...                      Channel("abp", 95 + 25 * np.sin(2 * np.pi * t - 1.2), fs, "mmHg")])
+>>> res = device_simulate(rec, faults="drop=0.05", fmt="text", seed=1)
+>>> s = res.summary
+>>> s["frames_generated"] == s["frames_emitted"] + s["frames_dropped_fault"], s["frames_dropped_overflow"]
+(True, 0)
+>>> res.stream.splitlines()[1]
+b'0,38,143055'
+>>> res.truth["status"][:3].tolist(), len(res.beats["sbp_mmHg"])
+(['emitted', 'emitted', 'emitted'], 18)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgebp.firmware_sim.device import (
+    AdcChannel,
+    DeviceConfig,
+    FrontEndInput,
+    adc_channels,
+    clock_ppm_resolve,
+    clock_ticks,
+    frontend_convert,
+    source_sample,
+)
+from edgebp.firmware_sim.faults import (
+    DEFAULT_REBOOT_S,
+    FAULT_BITS,
+    FaultSpec,
+    fault_rng,
+    faults_frame_mask,
+    faults_parse,
+    faults_schedule,
+    faults_state_mask,
+)
+from edgebp.firmware_sim.truth import beats_truth, fault_names
+from edgebp.firmware_sim.uart import uart_schedule
+from edgebp.record import Record
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("text", "binary", "max3010x")
+SEQ_MOD = 1 << 16
+_ITEM_HEADER, _ITEM_FRAME, _ITEM_DUP = 0, 1, 2
+
+
+@dataclass
+class SimResult:
+    """A finished simulation: the wire bytes with their times, the truth, and the counts."""
+
+    chunks: list[bytes]
+    chunk_times: np.ndarray  # s from the simulation start, when each chunk's last byte left
+    truth: dict[str, np.ndarray]
+    beats: dict[str, np.ndarray]
+    summary: dict
+    channels: list[AdcChannel]
+    header: object | None = None
+    fmt: str = "text"
+
+    @property
+    def stream(self) -> bytes:
+        """All bytes the device put on the wire, in order."""
+        return b"".join(self.chunks)
+
+
+def sim_source_load(spec: str, minutes: float | None = None, source_seed: int = 0,
+                    source_fs: float | None = None) -> Record:
+    """Load the simulator's source: ``synth:SUBJECT`` or ``record:PATH``.
+
+    Parameters
+    ----------
+    spec : str
+        ``synth:12`` (subject 12 of the synthetic cohort, :func:`edgebp.synth.synth_record`)
+        or ``record:path/to/a123l`` (a WFDB record, or any file :func:`edgebp.io.read_record`
+        reads, with ECG and/or PPG and ABP).
+    minutes : float, optional
+        Length to synthesise (default 5 min for ``synth``; a record is read whole).
+    source_seed : int
+        Cohort seed for ``synth`` (0 = the project's standard cohort).
+    source_fs : float, optional
+        Sampling rate of a ``record:`` file that does not state one (CSV).
+
+    Returns
+    -------
+    Record
+
+    Raises
+    ------
+    ValueError
+        For a spec of another form, naming the two valid ones.
+    """
+    m = re.match(r"^(synth|record):(.+)$", spec.strip())
+    if not m:
+        raise ValueError(f"--source {spec!r}: expected synth:SUBJECT (e.g. synth:3) or record:PATH")
+    kind, arg = m.group(1), m.group(2)
+    if kind == "synth":
+        try:
+            subject = int(arg)
+        except ValueError:
+            raise ValueError(f"--source {spec!r}: the subject must be an integer, e.g. synth:3") from None
+        if subject < 0:
+            raise ValueError(f"--source {spec!r}: the subject must be >= 0")
+        from edgebp.synth import synth_record
+
+        mins = 5.0 if minutes is None else float(minutes)
+        # a little extra so a slow device clock still finds source samples for every tick
+        return synth_record(subject, mins + 0.1, seed=source_seed)
+    from edgebp.io import read_record
+
+    return read_record(arg, fs=source_fs)
+
+
+def _channel(record: Record, name: str, purpose: str):
+    if not record.has(name):
+        raise ValueError(
+            f"record {record.record_id!r} has no {name.upper()} channel, needed for {purpose} "
+            f"(it has: {', '.join(f'{c.name}[{c.label}]' for c in record.channels) or 'none'})"
+        )
+    return record.get(name)
+
+
+def _encode_frames(fmt: str, seq: np.ndarray, codes: np.ndarray) -> list[bytes]:
+    """One bytes object per frame, via the protocol module's encoders."""
+    from edgebp.runtime import protocol
+
+    n = len(seq)
+    if n == 0:
+        return []
+    if fmt == "max3010x":
+        data = protocol.samples_encode_max3010x(codes[:, 0], codes[:, 1])
+        return _split_lines(data, n, lambda i: protocol.samples_encode_max3010x(codes[i:i + 1, 0], codes[i:i + 1, 1]))
+    if fmt == "text":
+        data = protocol.samples_encode_text(seq, codes)
+        return _split_lines(data, n, lambda i: protocol.samples_encode_text(seq[i:i + 1], codes[i:i + 1]))
+    data = protocol.samples_encode_binary(seq, codes)
+    size = len(protocol.samples_encode_binary(seq[:1], codes[:1]))
+    if size * n == len(data):
+        return [data[i * size:(i + 1) * size] for i in range(n)]
+    log.debug("binary frames differ in size; encoding frame by frame")
+    return [protocol.samples_encode_binary(seq[i:i + 1], codes[i:i + 1]) for i in range(n)]
+
+
+def _split_lines(data: bytes, n: int, one) -> list[bytes]:
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    if len(parts) == n:
+        return [p + b"\n" for p in parts]
+    log.debug("encoder output is not one line per frame; encoding frame by frame")
+    return [one(i) for i in range(n)]
+
+
+def _header(cfg: DeviceConfig, chans: list[AdcChannel]):
+    from edgebp.runtime.protocol import StreamHeader
+
+    return StreamHeader(
+        fs=cfg.fs, channels=[c.name for c in chans], units=[c.units for c in chans],
+        adc_bits=[c.bits for c in chans], gain=[c.gain for c in chans], offset=[c.offset for c in chans],
+        version=1, device=cfg.device,
+    )
+
+
+def device_simulate(
+    record: Record,
+    cfg: DeviceConfig | None = None,
+    faults: FaultSpec | str | None = None,
+    fmt: str = "text",
+    baud: int = 115200,
+    buffer_bytes: int = 512,
+    minutes: float | None = None,
+    start_s: float = 0.0,
+    seed: int = 0,
+) -> SimResult:
+    """Simulate the wearable recording ``record`` and streaming it over a UART.
+
+    Parameters
+    ----------
+    record : Record
+        Source with ABP (the truth) and the channels the device measures (ECG, PPG).
+    cfg : DeviceConfig, optional
+        Hardware (frame rate, ADCs, clock); defaults to ECG + PPG at 250 Hz. In
+        ``max3010x`` format the channels are red and IR.
+    faults : FaultSpec or str, optional
+        Fault specification (see :mod:`edgebp.firmware_sim.faults`).
+    fmt : {"text", "binary", "max3010x"}
+        Serial encoding (from :mod:`edgebp.runtime.protocol`).
+    baud : int
+        UART rate (8N1); 0 = unlimited.
+    buffer_bytes : int
+        UART transmit buffer.
+    minutes : float, optional
+        Length to simulate (default: as much of the source as there is after ``start_s``).
+    start_s : float
+        Where on the source's time axis the device starts.
+    seed : int
+        Seed of every random draw (clock, noise, faults).
+
+    Returns
+    -------
+    SimResult
+
+    Raises
+    ------
+    ValueError
+        Unknown format, missing channels, nothing to simulate, or a frame larger than the
+        transmit buffer.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    cfg = cfg or DeviceConfig()
+    if fmt == "max3010x" and cfg.channels != ("red", "ir"):
+        log.info("max3010x format: device channels set to red, ir (was %s)", ",".join(cfg.channels))
+        cfg = dataclasses.replace(cfg, channels=("red", "ir"))
+    spec = faults if isinstance(faults, FaultSpec) else faults_parse(faults)
+    if baud < 0 or buffer_bytes <= 0:
+        raise ValueError(f"baud must be >= 0 and buffer_bytes > 0 (got {baud}, {buffer_bytes})")
+    chans = adc_channels(cfg)
+
+    # --- source ---
+    abp_ch = _channel(record, "abp", "the true blood pressure")
+    need_ecg = "ecg" in cfg.channels
+    need_ppg = any(c in cfg.channels for c in ("ppg", "red", "ir"))
+    ecg_ch = _channel(record, "ecg", "the ECG front-end") if need_ecg else None
+    ppg_ch = _channel(record, "ppg", "the PPG front-end") if need_ppg else None
+    used = [c for c in (abp_ch, ecg_ch, ppg_ch) if c is not None]
+    src_end = min((len(c.signal) - 1) / c.fs for c in used)
+    if start_s < 0 or start_s >= src_end:
+        raise ValueError(f"--start {start_s} s is outside the source {record.record_id!r} (0..{src_end:.1f} s)")
+    span = src_end - start_s if minutes is None else min(minutes * 60.0, src_end - start_s)
+    if minutes is not None and minutes * 60.0 > src_end - start_s + 1e-9:
+        log.warning("source %s has only %.1f s after %.1f s; simulating %.1f s instead of %.1f min",
+                    record.record_id, src_end - start_s, start_s, span, minutes)
+    n = int(np.floor(span * cfg.fs))
+    ppm = clock_ppm_resolve(cfg, seed)
+    cfg_clock = dataclasses.replace(cfg, clock_ppm=ppm)
+    t_true = clock_ticks(cfg_clock, n, seed=seed, start_s=start_s)
+    n = int(np.searchsorted(t_true, src_end, side="right"))
+    t_true = t_true[:n]
+    if n < 2:
+        raise ValueError(f"nothing to simulate: source {record.record_id!r} gives {n} sample(s)")
+    td = t_true - start_s  # device time since power-up, the axis of the fault schedule
+    duration = n / cfg.fs
+    log.info("simulating %s: %d ticks (%.1f s) at %g Hz, clock %+.1f ppm, format %s",
+             record.record_id, n, duration, cfg.fs, ppm, fmt)
+
+    # --- faults ---
+    schedule = faults_schedule(spec, duration, seed)
+    resets = [e for e in schedule.events if e.name == "reset"]
+    reboot = np.zeros(n, dtype=bool)
+    boot = np.zeros(n, dtype=np.int64)
+    for e in resets:
+        d = DEFAULT_REBOOT_S if e.duration_s is None else e.duration_s
+        i0, i1 = np.searchsorted(td, [e.start_s, e.start_s + d], side="left")
+        reboot[i0:i1] = True
+        boot[i0:] += 1
+    sampled = ~reboot
+    masks = {k: faults_state_mask(schedule.events, k, td) for k in ("saturate", "leadoff", "motion", "flat")}
+
+    ecg = source_sample(ecg_ch.signal, ecg_ch.fs, t_true) if ecg_ch is not None else None
+    ppg = source_sample(ppg_ch.signal, ppg_ch.fs, t_true) if ppg_ch is not None else None
+    abp = source_sample(abp_ch.signal, abp_ch.fs, t_true)
+    gap = np.zeros(n, dtype=bool)
+    for x in (ecg, ppg):
+        if x is not None:
+            gap |= ~np.isfinite(x)
+    masks["source_gap"] = gap
+    ppg_scale = (0.0, 1.0)
+    if ppg_ch is not None:
+        i0, i1 = max(0, int(start_s * ppg_ch.fs)), int(np.ceil(t_true[-1] * ppg_ch.fs)) + 1
+        seg = ppg_ch.signal[i0:i1]
+        seg = seg[np.isfinite(seg)]
+        if len(seg) == 0:
+            raise ValueError(f"source {record.record_id!r}: the PPG has no finite samples in the simulated span")
+        ppg_scale = (float(np.percentile(seg, 5)), float(np.percentile(seg, 95)))
+    codes = frontend_convert(cfg, FrontEndInput(ecg=ecg, ppg=ppg, ppg_scale=ppg_scale, masks=masks), n, seed)
+
+    drop = faults_frame_mask(schedule, "drop", td, seed, eligible=sampled)
+    trunc = faults_frame_mask(schedule, "truncate", td, seed, eligible=sampled & ~drop)
+    dup = faults_frame_mask(schedule, "dup", td, seed, eligible=sampled & ~drop)
+    corrupt_draw = faults_frame_mask(schedule, "corrupt", td, seed, eligible=sampled & ~drop)
+
+    # --- firmware: sequence numbers per boot, encoding ---
+    seq = np.full(n, -1, dtype=np.int64)
+    for b in np.unique(boot[sampled]):
+        idx = np.flatnonzero(sampled & (boot == b))
+        seq[idx] = np.arange(len(idx)) % SEQ_MOD
+    send = np.flatnonzero(sampled & ~drop)
+    log.info("encoding %d frames", len(send))
+    frames = _encode_frames(fmt, seq[send], codes[send])
+    header = None
+    header_bytes = b""
+    if fmt != "max3010x":
+        from edgebp.runtime import protocol
+
+        header = _header(cfg, chans)
+        enc = protocol.header_encode_text if fmt == "text" else protocol.header_encode_binary
+        header_bytes = enc(header)
+    frame_len = max((len(f) for f in frames), default=0)
+    if frame_len + len(header_bytes) > buffer_bytes and baud > 0:
+        raise ValueError(
+            f"--buffer {buffer_bytes} bytes cannot hold one frame ({frame_len} bytes) after the header "
+            f"({len(header_bytes)} bytes)"
+        )
+
+    # --- wire items in offer order: [header at each boot], frame, [its duplicate] ---
+    trunc_rng = fault_rng(seed, "truncate_len")
+    item_kind: list[int] = []
+    item_tick: list[int] = []
+    item_bytes: list[bytes] = []
+    item_ready: list[float] = []
+    first_of_boot = set()
+    if header is not None:
+        for b in np.unique(boot[sampled]):
+            first_of_boot.add(int(np.flatnonzero(sampled & (boot == b))[0]))
+    send_pos = {int(k): j for j, k in enumerate(send)}
+    for k in np.flatnonzero(sampled).tolist():
+        if k in first_of_boot:
+            item_kind.append(_ITEM_HEADER)
+            item_tick.append(k)
+            item_bytes.append(header_bytes)
+            item_ready.append(td[k])
+        j = send_pos.get(k)
+        if j is None:
+            continue
+        fb = frames[j]
+        if trunc[k]:
+            fb = fb[: int(trunc_rng.integers(1, len(fb)))] if len(fb) > 1 else b""
+        item_kind.append(_ITEM_FRAME)
+        item_tick.append(k)
+        item_bytes.append(fb)
+        item_ready.append(td[k])
+        if dup[k]:
+            item_kind.append(_ITEM_DUP)
+            item_tick.append(k)
+            item_bytes.append(fb)
+            item_ready.append(td[k])
+    kind = np.array(item_kind, dtype=np.int64)
+    tick = np.array(item_tick, dtype=np.int64)
+    sizes = np.array([len(b) for b in item_bytes], dtype=np.int64)
+    log.info("UART: %d items, %d bytes offered, baud %d, buffer %d B", len(kind), int(sizes.sum()), baud, buffer_bytes)
+    sch = uart_schedule(np.array(item_ready), sizes, baud, buffer_bytes, resets=[e.start_s for e in resets])
+
+    # --- on the wire: cut by resets, corrupted bytes (each copy of a frame independently) ---
+    corrupt_rng = fault_rng(seed, "corrupt_byte")
+    p_corrupt_dup = schedule.frame_rates.get("corrupt", 0.0)
+    dup_corrupt_draw = fault_rng(seed, "corrupt_dup").random(len(kind)) < p_corrupt_dup
+    chunks: list[bytes] = []
+    chunk_times: list[float] = []
+    item_corrupt = np.zeros(len(kind), dtype=bool)
+    rate = baud / 10.0 if baud > 0 else np.inf
+    for i in range(len(kind)):
+        sent = int(sch.sent[i])
+        if not sch.accepted[i] or sent == 0:
+            continue
+        data = item_bytes[i][:sent]
+        k = int(tick[i])
+        hit = corrupt_draw[k] if kind[i] == _ITEM_FRAME else (kind[i] == _ITEM_DUP and dup_corrupt_draw[i])
+        if hit and sent == sizes[i] and not trunc[k]:
+            buf = bytearray(data)
+            pos = int(corrupt_rng.integers(0, len(buf)))
+            buf[pos] = (buf[pos] + int(corrupt_rng.integers(1, 256))) % 256
+            data = bytes(buf)
+            item_corrupt[i] = True
+        chunks.append(data)
+        end = sch.start[i] + sent / rate if np.isfinite(rate) else sch.start[i]
+        chunk_times.append(float(end))
+
+    # --- per wire item, then per tick ---
+    is_copy = kind != _ITEM_HEADER
+    partial = sch.accepted & (sch.sent > 0) & ((sch.sent < sizes) | trunc[tick]) & is_copy
+    complete = sch.accepted & (sch.sent == sizes) & ~trunc[tick] & is_copy
+    intact = complete & ~item_corrupt
+    copies = np.zeros(n, dtype=np.int64)
+    np.add.at(copies, tick[complete], 1)
+    n_intact = np.zeros(n, dtype=np.int64)
+    np.add.at(n_intact, tick[intact], 1)
+    item_state = np.where(~sch.accepted, "overflow",
+                          np.where(sch.sent == 0, "reset_lost",
+                                   np.where(partial, "truncated",
+                                            np.where(item_corrupt, "corrupted", "emitted")))).astype(object)
+    status = np.full(n, "reboot", dtype=object)
+    status[sampled] = "emitted"
+    status[drop] = "dropped"
+    is_frame = kind == _ITEM_FRAME
+    status[tick[is_frame]] = item_state[is_frame]  # the first copy decides...
+    status[n_intact > 0] = "emitted"  # ...unless another copy arrived intact
+    corrupted = np.zeros(n, dtype=bool)
+    corrupted[tick[item_corrupt]] = True
+
+    bits = np.zeros(n, dtype=np.int64)
+    for name, mask in (("drop", drop), ("corrupt", corrupted), ("truncate", trunc), ("dup", dup),
+                       ("reboot", reboot), ("saturate", masks["saturate"]), ("leadoff", masks["leadoff"]),
+                       ("motion", masks["motion"]), ("flat", masks["flat"]), ("source_gap", gap)):
+        bits[mask] |= FAULT_BITS[name]
+
+    truth = {
+        "tick": np.arange(n, dtype=np.int64),
+        "boot": boot,
+        "seq": seq,
+        "t_true_s": t_true,
+        "abp_mmHg": abp,
+    }
+    for j, ch in enumerate(chans):
+        truth[f"{ch.name}_code"] = codes[:, j]
+    truth["fault_bits"] = bits
+    uniq, inv = np.unique(bits, return_inverse=True)
+    truth["faults"] = np.array([fault_names(int(u)) for u in uniq], dtype=object)[inv]
+    truth["status"] = status
+    truth["copies"] = copies
+
+    # --- per-beat truth on the source axis ---
+    i0 = max(0, int(np.floor(t_true[0] * abp_ch.fs)))
+    i1 = int(np.ceil(t_true[-1] * abp_ch.fs)) + 1
+    beats = beats_truth(abp_ch.signal[i0:i1], abp_ch.fs, t0=i0 / abp_ch.fs)
+
+    hdr_items = kind == _ITEM_HEADER
+    dup_items = kind == _ITEM_DUP
+    count = {s: int(np.sum(status == s)) for s in ("emitted", "corrupted", "truncated", "dropped", "overflow",
+                                                   "reset_lost", "reboot")}
+    summary = {
+        "source": record.record_id,
+        "format": fmt,
+        "seed": int(seed),
+        "fs": cfg.fs,
+        "channels": [c.name for c in chans],
+        "start_s": float(start_s),
+        "duration_s": float(duration),
+        "clock_ppm": float(ppm),
+        "baud": int(baud),
+        "buffer_bytes": int(buffer_bytes),
+        "ticks": int(n),
+        "ticks_reboot": count["reboot"],
+        "frames_generated": int(sampled.sum()),
+        "frames_emitted": count["emitted"] + count["corrupted"],
+        "frames_intact": count["emitted"],
+        "frames_corrupted": count["corrupted"],
+        "frames_dropped_fault": count["dropped"],
+        "frames_dropped_overflow": count["overflow"],
+        "frames_lost_reset": count["reset_lost"],
+        "frames_truncated": count["truncated"],
+        "frames_truncated_fault": int(np.sum((status == "truncated") & trunc)),
+        "frames_truncated_reset": int(np.sum((status == "truncated") & ~trunc)),
+        "frames_duplicated": int(np.sum(dup_items)),
+        "duplicates_intact": int(np.sum(np.maximum(n_intact - 1, 0))),
+        "copies_on_wire": int(np.sum(sch.accepted & (sch.sent > 0) & is_copy)),
+        "copies_corrupted": int(np.sum(item_corrupt)),
+        "copies_truncated": int(np.sum(partial)),
+        "resets": len(resets),
+        "headers_sent": int(np.sum(hdr_items & sch.accepted & (sch.sent == sizes))),
+        "bytes_out": int(sum(len(c) for c in chunks)),
+        "beats": int(len(beats["sbp_mmHg"])),
+        "faults": spec.to_dict(),
+        "fault_events": [{"name": e.name, "start_s": e.start_s, "duration_s": e.duration_s} for e in schedule.events],
+        "device": cfg_clock.to_dict(),
+    }
+    summary["data_rate_bytes_per_s"] = float(sum(len(f) for f in frames) / duration) if duration else 0.0
+    if baud > 0 and summary["data_rate_bytes_per_s"] > baud / 10.0:
+        log.warning("data rate %.0f B/s exceeds the UART's %.0f B/s at %d baud: frames will overflow",
+                    summary["data_rate_bytes_per_s"], baud / 10.0, baud)
+    log.info("done: %d generated, %d emitted, %d dropped, %d overflow, %d corrupted, %d truncated",
+             summary["frames_generated"], summary["frames_emitted"], summary["frames_dropped_fault"],
+             summary["frames_dropped_overflow"], summary["frames_corrupted"], summary["frames_truncated"])
+    return SimResult(chunks, np.array(chunk_times, dtype=np.float64), truth, beats, summary, chans, header, fmt)
+
+
+def sim_output_paths(truth: str | Path) -> tuple[Path, Path]:
+    """Default beat-truth and summary paths beside a truth CSV: ``X_beats.csv``, ``X_summary.json``.
+
+    Examples
+    --------
+    >>> [p.name for p in sim_output_paths("out/truth.csv")]
+    ['truth_beats.csv', 'truth_summary.json']
+    """
+    p = Path(truth)
+    stem = p.stem if p.suffix else p.name
+    return p.with_name(f"{stem}_beats.csv"), p.with_name(f"{stem}_summary.json")

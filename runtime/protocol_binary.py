@@ -1,0 +1,266 @@
+"""The edgebp binary encoding: CRC-protected frames for low-bandwidth links.
+
+Every frame (see ``docs/serial-protocol.md`` for the byte tables)::
+
+    offset  size  field
+    0       2     sync 0xA5 0x5A
+    2       1     type: 0x48 'H' header, 0x53 'S' sample
+    3       1     LEN: number of body bytes (0..255)
+    4       2     seq, uint16 little-endian (0 in header frames)
+    6       LEN   body: sample = one int24 little-endian two's complement per channel;
+                  header = the ASCII header fields string
+    6+LEN   2     CRC-16/CCITT-FALSE over bytes 2 .. 5+LEN (type, LEN, seq, body), MSB first
+
+A 2-channel sample frame is 14 bytes (text: about 20). The decoder finds frames by their
+sync bytes, checks each CRC, and resynchronises at the next sync after a bad frame. Runs of
+equal-length sample frames are located, checked (CRC computed column-wise for all frames at
+once) and converted with numpy.
+
+Examples
+--------
+>>> import numpy as np
+>>> frame = samples_encode_binary(np.array([1]), np.array([[-2, 3]]))
+>>> frame.hex(" ")
+'a5 5a 53 06 01 00 fe ff ff 03 00 00 f2 62'
+>>> len(frame) == frame_size(2)
+True
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edgebp.runtime.crc import crc16_ccitt_false, crc16_ccitt_false_rows
+from edgebp.runtime.protocol_common import Sink, one_record, status_range
+from edgebp.runtime.protocol_header import HeaderError, StreamHeader, header_fields_decode, header_fields_encode
+from edgebp.runtime.protocol_text import check_samples
+
+log = logging.getLogger(__name__)
+
+SYNC = b"\xa5\x5a"
+TYPE_HEADER = 0x48  # 'H'
+TYPE_SAMPLE = 0x53  # 'S'
+FRAME_OVERHEAD = 8  # sync 2 + type 1 + LEN 1 + seq 2 + CRC 2
+INT24_MIN, INT24_MAX = -(2**23), 2**23 - 1
+MAX_CHANNELS = 255 // 3
+
+
+def frame_size(n_channels: int) -> int:
+    """Bytes of one sample frame with ``n_channels`` channels.
+
+    Examples
+    --------
+    >>> frame_size(2)
+    14
+    """
+    return FRAME_OVERHEAD + 3 * n_channels
+
+
+def _frame(frame_type: int, seq: int, body: bytes) -> bytes:
+    if len(body) > 255:
+        raise ValueError(f"binary frame body is {len(body)} bytes; the LEN field allows at most 255")
+    core = bytes([frame_type, len(body)]) + int(seq % 65536).to_bytes(2, "little") + body
+    return SYNC + core + crc16_ccitt_false(core).to_bytes(2, "big")
+
+
+def header_encode_binary(h: StreamHeader) -> bytes:
+    """A header frame carrying the same fields as the text header line.
+
+    Raises
+    ------
+    ValueError
+        When the fields string is longer than the 255 bytes a frame body can hold.
+
+    Examples
+    --------
+    >>> h = StreamHeader(250, ["ppg"], ["NU"], [18], [1.0], [0.0])
+    >>> f = header_encode_binary(h)
+    >>> f[:4].hex(" "), f[6:-2]
+    ('a5 5a 48 32', b'v=1 fs=250 ch=ppg units=NU bits=18 gain=1 offset=0')
+    """
+    body = header_fields_encode(h).encode("ascii")
+    if len(body) > 255:
+        raise ValueError(
+            f"header fields are {len(body)} bytes, more than the 255 a binary header frame holds; "
+            "use fewer channels or shorter names/units")
+    if h.n_channels > MAX_CHANNELS:
+        raise ValueError(f"binary frames hold at most {MAX_CHANNELS} channels, header has {h.n_channels}")
+    return _frame(TYPE_HEADER, 0, body)
+
+
+def samples_encode_binary(seq: np.ndarray, values: np.ndarray) -> bytes:
+    """Sample frames, one per sample, with 24-bit signed values and a CRC each.
+
+    Parameters
+    ----------
+    seq : np.ndarray
+        Sequence numbers (n,); reduced modulo 65536.
+    values : np.ndarray
+        Raw integer ADC counts (n, n_channels), each in ``[-2**23, 2**23 - 1]``.
+
+    Examples
+    --------
+    >>> len(samples_encode_binary(np.arange(3), np.zeros((3, 2), dtype=int)))
+    42
+    """
+    seq, values = check_samples(seq, values, INT24_MIN, INT24_MAX, "samples_encode_binary")
+    n, n_ch = values.shape
+    if n_ch > MAX_CHANNELS:
+        raise ValueError(f"samples_encode_binary: at most {MAX_CHANNELS} channels per frame, got {n_ch}")
+    size = frame_size(n_ch)
+    out = np.empty((n, size), dtype=np.uint8)
+    out[:, 0], out[:, 1] = SYNC[0], SYNC[1]
+    out[:, 2] = TYPE_SAMPLE
+    out[:, 3] = 3 * n_ch
+    out[:, 4] = seq & 0xFF
+    out[:, 5] = seq >> 8
+    v = values & 0xFFFFFF  # two's complement in 24 bits
+    for j in range(n_ch):
+        out[:, 6 + 3 * j] = v[:, j] & 0xFF
+        out[:, 7 + 3 * j] = (v[:, j] >> 8) & 0xFF
+        out[:, 8 + 3 * j] = (v[:, j] >> 16) & 0xFF
+    crc = crc16_ccitt_false_rows(out[:, 2:size - 2])
+    out[:, size - 2] = crc >> 8
+    out[:, size - 1] = crc & 0xFF
+    return out.tobytes()
+
+
+def decode_sample_rows(rows: np.ndarray, n_ch: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(seq int64 (k,), raw int64 (k, n_ch))`` from sample frames stacked as rows of bytes."""
+    r = rows.astype(np.int64)
+    seq = r[:, 4] | (r[:, 5] << 8)
+    raw = np.empty((rows.shape[0], n_ch), dtype=np.int64)
+    for j in range(n_ch):
+        v = r[:, 6 + 3 * j] | (r[:, 7 + 3 * j] << 8) | (r[:, 8 + 3 * j] << 16)
+        raw[:, j] = v - ((v & 0x800000) << 1)
+    return seq, raw
+
+
+class BinaryParser:
+    """Incremental parser of the edgebp binary encoding (see module docstring)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.buf = bytearray()
+        self.offset = 0  # stream offset of buf[0], for error messages
+        self.header: StreamHeader | None = None
+
+    @property
+    def n_channels(self) -> int:
+        return self.header.n_channels if self.header is not None else 0
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        self._parse(final=False)
+
+    def finish(self) -> None:
+        self._parse(final=True)
+        self.buf.clear()
+
+    def _parse(self, final: bool) -> None:
+        data = bytes(self.buf)
+        n = len(data)
+        p = 0
+        skipped = 0
+        while p < n:
+            j = data.find(SYNC, p)
+            if j < 0:
+                # Keep a last 0xA5: it may be the first half of the next sync.
+                keep = 1 if (not final and data[-1] == SYNC[0]) else 0
+                skipped += n - keep - p
+                p = n - keep
+                break
+            skipped += j - p
+            p = j
+            if n - p < 4:
+                if not final:
+                    break
+                self._reject_incomplete(data, p)
+                skipped += n - p
+                p = n
+                break
+            ftype, length = data[p + 2], data[p + 3]
+            total = FRAME_OVERHEAD + length
+            if n - p < total:
+                if not final:
+                    break
+                # End of stream inside a frame: the frame is truncated; any frame starting
+                # after its sync is still parsed.
+                self._reject_incomplete(data, p)
+                skipped += 2
+                p += 2
+                continue
+            if ftype == TYPE_SAMPLE and self.header is not None and length == 3 * self.n_channels:
+                k = self._bulk(data, p, total)
+                if k:
+                    p += k * total
+                    continue
+            core = data[p + 2:p + total]
+            where = f"byte {self.offset + p}"
+            if crc16_ccitt_false(core) != 0:
+                # A sync inside the frame's extent means the frame was cut short and the next
+                # one began; otherwise bytes were damaged.
+                reason = "truncated" if data.find(SYNC, p + 2, p + total) >= 0 else "crc"
+                if ftype == TYPE_HEADER:
+                    self.sink.on_header_rejected(f"header frame failed its {reason} check", where)
+                else:
+                    one_record(self.sink, reason, self.n_channels, where)
+                skipped += 2
+                p += 2
+                continue
+            if ftype == TYPE_SAMPLE:
+                if self.header is None:
+                    one_record(self.sink, "no_header", self.n_channels, where)
+                elif length != 3 * self.n_channels:
+                    log.debug("%s: sample frame with %d body bytes for %d channels", where, length, self.n_channels)
+                    one_record(self.sink, "malformed", self.n_channels, where)
+                else:
+                    self._emit(np.frombuffer(data, np.uint8, total, p).reshape(1, total), where_base=p)
+            elif ftype == TYPE_HEADER:
+                try:
+                    header = header_fields_decode(data[p + 6:p + 6 + length])
+                except HeaderError as err:
+                    self.sink.on_header_rejected(str(err), where)
+                else:
+                    self.sink.on_header(header, where)
+                    self.header = header
+            else:
+                self.sink.on_ignored(f"frame of unknown type 0x{ftype:02X}")
+            p += total
+        if skipped:
+            self.sink.on_skipped(skipped)
+        del self.buf[:p]
+        self.offset += p
+
+    def _bulk(self, data: bytes, p: int, size: int) -> int:
+        """Accept the longest run of valid equal-size sample frames starting at ``p``."""
+        rows = (len(data) - p) // size
+        if rows < 2:
+            return 0
+        view = np.frombuffer(data, np.uint8, rows * size, p).reshape(rows, size)
+        ok = (view[:, 0] == SYNC[0]) & (view[:, 1] == SYNC[1]) & (view[:, 2] == TYPE_SAMPLE) & (view[:, 3] == size - 8)
+        m = rows if ok.all() else int(np.argmin(ok))
+        if m == 0:
+            return 0
+        good = crc16_ccitt_false_rows(view[:m, 2:]) == 0  # residue 0 over body + CRC
+        m = m if good.all() else int(np.argmin(good))
+        if m:
+            self._emit(view[:m], where_base=p)
+        return m
+
+    def _emit(self, rows: np.ndarray, where_base: int) -> None:
+        seq, raw = decode_sample_rows(rows, self.n_channels)
+        status = status_range(raw, np.zeros(seq.size, dtype=np.int8), self.header)
+        size = rows.shape[1]
+        base = self.offset + where_base
+        self.sink.on_records(seq, raw, status, lambda i: f"byte {base + i * size}")
+
+    def _reject_incomplete(self, data: bytes, p: int) -> None:
+        where = f"byte {self.offset + p} (end of stream inside a frame)"
+        if len(data) > p + 2 and data[p + 2] == TYPE_HEADER:
+            self.sink.on_header_rejected("truncated header frame", where)
+            return
+        one_record(self.sink, "truncated", self.n_channels, where)
+

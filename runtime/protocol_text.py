@@ -1,0 +1,291 @@
+"""The edgebp text encoding: a ``#EDGEBP`` header line, then one ``seq,v1,v2`` line per sample.
+
+Layout (see ``docs/serial-protocol.md``)::
+
+    #EDGEBP v=1 fs=250 ch=ecg,ppg units=mV,NU bits=24,18 gain=0.000125,1 offset=0,0 dev=sim-01
+    0,1021,-88121
+    1,1040,-88010
+
+The parser is vectorised per chunk: when every line of a chunk is a well-formed sample line
+(the usual case) the whole chunk is checked and converted with a few numpy calls; a chunk
+holding a header, a comment or a bad line falls back to a per-line path for that stretch only.
+
+Examples
+--------
+>>> import numpy as np
+>>> from edgebp.runtime.protocol_header import StreamHeader
+>>> h = StreamHeader(250, ["ecg", "ppg"], ["mV", "NU"], [24, 18], [0.000125, 1.0], [0, 0])
+>>> header_encode_text(h)
+b'#EDGEBP v=1 fs=250 ch=ecg,ppg units=mV,NU bits=24,18 gain=0.000125,1 offset=0,0\\n'
+>>> samples_encode_text(np.array([65535, 0]), np.array([[1, -2], [3, 4]]))
+b'65535,1,-2\\n0,3,4\\n'
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+import numpy as np
+
+from edgebp.runtime.protocol_common import (
+    MAX_LINE_BYTES, OK, SEQ_MODULO, STATUS, LineParser, Sink, one_record, status_range,
+)
+from edgebp.runtime.protocol_header import HeaderError, StreamHeader, header_fields_decode, header_fields_encode
+
+log = logging.getLogger(__name__)
+
+TEXT_MAGIC = b"#EDGEBP"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+_LINE_RE = re.compile(rb"-?[0-9]+(?:,-?[0-9]+)*\Z")
+_FAST_CHARS = b"0123456789-,\n"
+_I64 = np.iinfo(np.int64)
+
+
+def header_encode_text(h: StreamHeader) -> bytes:
+    """The header line of the text encoding, ``#EDGEBP <fields>\\n``.
+
+    Examples
+    --------
+    >>> h = StreamHeader(125, ["ppg"], ["NU"], [18], [1.0], [0.0], device="board-7")
+    >>> header_encode_text(h)
+    b'#EDGEBP v=1 fs=125 ch=ppg units=NU bits=18 gain=1 offset=0 dev=board-7\\n'
+    """
+    return TEXT_MAGIC + b" " + header_fields_encode(h).encode("ascii") + b"\n"
+
+
+def check_samples(seq: np.ndarray, values: np.ndarray, lo: int, hi: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate encoder input: integer ``seq`` (n,) and integer ``values`` (n, n_ch) in [lo, hi].
+
+    Returns ``(seq mod 65536, values)`` as int64. Sequence numbers are reduced modulo 65536,
+    so a running counter can be passed as is.
+    """
+    seq = np.asarray(seq)
+    values = np.asarray(values)
+    if values.ndim == 1:
+        values = values[:, None]
+    if seq.ndim != 1 or values.ndim != 2 or values.shape[0] != seq.shape[0]:
+        raise ValueError(f"{what}: seq must be (n,) and values (n, n_channels); got {seq.shape} and {values.shape}")
+    if values.shape[1] == 0:
+        raise ValueError(f"{what}: values need at least one channel")
+    for name, arr in (("seq", seq), ("values", values)):
+        if arr.dtype.kind not in "iu":
+            if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+                continue
+            if arr.size:
+                raise ValueError(f"{what}: {name} must be integers (raw ADC counts), got dtype {arr.dtype}")
+    values = values.astype(np.int64)
+    if values.size:
+        bad = np.flatnonzero(((values < lo) | (values > hi)).any(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{what}: sample {i} has a value outside [{lo}, {hi}]: {values[i].tolist()}")
+    return seq.astype(np.int64) % SEQ_MODULO, values
+
+
+def samples_encode_text(seq: np.ndarray, values: np.ndarray) -> bytes:
+    """Sample lines ``seq,v1,...,vn\\n`` of the text encoding.
+
+    Parameters
+    ----------
+    seq : np.ndarray
+        Sequence numbers, shape (n,); reduced modulo 65536.
+    values : np.ndarray
+        Raw integer ADC counts, shape (n, n_channels) (or (n,) for one channel), int32 range.
+
+    Returns
+    -------
+    bytes
+        ASCII lines, ``\\n`` terminated.
+
+    Examples
+    --------
+    >>> samples_encode_text(np.array([7]), np.array([[-1, 2, 3]]))
+    b'7,-1,2,3\\n'
+    """
+    seq, values = check_samples(seq, values, INT32_MIN, INT32_MAX, "samples_encode_text")
+    n, n_ch = values.shape
+    line = "%d" + ",%d" * n_ch + "\n"
+    out = []
+    step = 65536  # bounded memory for the one-shot % formatting
+    for a in range(0, n, step):
+        block = np.column_stack([seq[a:a + step], values[a:a + step]])
+        out.append(((line * block.shape[0]) % tuple(block.ravel().tolist())).encode("ascii"))
+    return b"".join(out)
+
+
+def _fast_region(c: bytes, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """All lines of ``c`` parsed at once, or None when any line is not a clean sample line.
+
+    Accepts exactly what the per-line path accepts as good (``-?digits`` fields, ``n_ch + 1``
+    of them, seq 0..65535, no line longer than MAX_LINE_BYTES); anything else goes to the
+    per-line path, which then explains the rejection.
+    """
+    if b"\r" in c:
+        c = c.replace(b"\r\n", b"\n")
+        if b"\r" in c:
+            return None
+    if c.translate(None, _FAST_CHARS):
+        return None
+    arr = np.frombuffer(c, dtype=np.uint8)
+    idx = np.flatnonzero(arr < 45)  # ',' (44) and '\n' (10); '-' is 45
+    n_lines = c.count(b"\n")
+    width = n_ch + 1
+    if n_lines == 0 or idx.size != n_lines * width:
+        return None
+    # Empty fields: a separator first, or two separators side by side.
+    if idx[0] == 0 or (np.diff(idx) == 1).any():
+        return None
+    idx = idx.reshape(n_lines, width)
+    seps = arr[idx]
+    if not ((seps[:, -1] == 10).all() and (seps[:, :-1] == 44).all()):
+        return None
+    # '-' only as a sign: at a field start and followed by a digit.
+    dash = np.flatnonzero(arr == 45)
+    if dash.size:
+        after = arr[dash + 1]  # never out of range: c ends with '\n'
+        if ((after < 48) | (after > 57)).any():
+            return None
+        before = arr[np.maximum(dash - 1, 0)]
+        if not ((dash == 0) | (before == 44) | (before == 10)).all():
+            return None
+    lengths = np.diff(idx[:, -1], prepend=-1) - 1
+    if lengths.max() > MAX_LINE_BYTES:
+        return None
+    try:
+        with warnings.catch_warnings():
+            # fromstring stops silently at unparsable text; make that an error to fall back.
+            warnings.simplefilter("error")
+            vals = np.fromstring(c.replace(b"\n", b","), dtype=np.int64, sep=",")
+    except (DeprecationWarning, ValueError, AttributeError):
+        return None
+    if vals.size != n_lines * width:
+        return None
+    vals = vals.reshape(n_lines, width)
+    seq = vals[:, 0]
+    if seq.min() < 0 or seq.max() >= SEQ_MODULO:
+        return None
+    return seq.copy(), vals[:, 1:]
+
+
+class TextParser(LineParser):
+    """Incremental parser of the edgebp text encoding (see module docstring)."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__(sink)
+        self.header: StreamHeader | None = None
+
+    @property
+    def n_channels(self) -> int:
+        return self.header.n_channels if self.header is not None else 0
+
+    def lines(self, chunk: bytes, base_line: int) -> None:
+        pos = search = 0
+        line_no = base_line + 1  # number of the line starting at pos
+        while True:
+            j = chunk.find(b"#", search)
+            if j < 0:
+                self._region(chunk[pos:], line_no)
+                return
+            if j > pos and chunk[j - 1] != 0x0A:
+                search = j + 1  # a '#' inside a line: that line is a (bad) sample line
+                continue
+            line_no_j = line_no + chunk.count(b"\n", pos, j)
+            self._region(chunk[pos:j], line_no)
+            e = chunk.index(b"\n", j)
+            self._special(chunk[j:e], line_no_j)
+            pos = search = e + 1
+            line_no = line_no_j + 1
+
+    def _region(self, c: bytes, first_line: int) -> None:
+        if not c:
+            return
+        if self.header is not None:
+            parsed = _fast_region(c, self.n_channels)
+            if parsed is not None:
+                seq, raw = parsed
+                status = status_range(raw, np.zeros(seq.size, dtype=np.int8), self.header)
+                self.sink.on_records(seq, raw, status, lambda i: f"line {first_line + i}")
+                return
+        self._slow(c, first_line)
+
+    def _slow(self, c: bytes, first_line: int) -> None:
+        n_ch = self.n_channels
+        width = n_ch + 1
+        seqs: list[int] = []
+        raws: list[list[int]] = []
+        stats: list[int] = []
+        where: list[int] = []
+        zero = [0] * n_ch
+        for i, line in enumerate(c.split(b"\n")[:-1]):
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line.strip():
+                self.sink.on_ignored("blank line")
+                continue
+            where.append(first_line + i)
+            if len(line) > MAX_LINE_BYTES:
+                status = STATUS["overlong"]
+            elif self.header is None:
+                status = STATUS["no_header"]
+            elif not _LINE_RE.match(line):
+                status = STATUS["malformed"]
+            else:
+                parts = line.split(b",")
+                if len(parts) != width:
+                    status = STATUS["malformed"]
+                else:
+                    ints = [min(max(int(p), _I64.min), _I64.max) for p in parts]
+                    if 0 <= ints[0] < SEQ_MODULO:
+                        seqs.append(ints[0])
+                        raws.append(ints[1:])
+                        stats.append(OK)
+                        continue
+                    status = STATUS["malformed"]
+            seqs.append(0)
+            raws.append(zero)
+            stats.append(status)
+        if not stats:
+            return
+        seq = np.array(seqs, dtype=np.int64)
+        raw = np.array(raws, dtype=np.int64).reshape(len(stats), n_ch)
+        status_arr = np.array(stats, dtype=np.int8)
+        if self.header is not None:
+            status_arr = status_range(raw, status_arr, self.header)
+        self.sink.on_records(seq, raw, status_arr, lambda k: f"line {where[k]}")
+
+    def _special(self, line: bytes, line_no: int) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        where = f"line {line_no}"
+        if line.startswith(TEXT_MAGIC) and (len(line) == len(TEXT_MAGIC) or line[len(TEXT_MAGIC)] in b" \t"):
+            if len(line) > MAX_LINE_BYTES:
+                self.sink.on_header_rejected(f"header line longer than {MAX_LINE_BYTES} bytes", where)
+                return
+            try:
+                header = header_fields_decode(line[len(TEXT_MAGIC):])
+            except HeaderError as err:
+                self.sink.on_header_rejected(str(err), where)
+                return
+            self.sink.on_header(header, where)
+            self.header = header
+        else:
+            self.sink.on_ignored("comment line")
+
+    def overlong(self, line_no: int) -> None:
+        one_record(self.sink, "overlong", self.n_channels, f"line {line_no}")
+
+    def partial(self, data: bytes, line_no: int) -> None:
+        content = data[:-1] if data.endswith(b"\r") else data
+        if not content.strip():
+            self.sink.on_ignored("blank line")
+        elif content.startswith(b"#"):
+            if content.startswith(TEXT_MAGIC):
+                self.sink.on_header_rejected("truncated header line (no newline at the end of the stream)",
+                                             f"line {line_no}")
+            else:
+                self.sink.on_ignored("comment line")
+        else:
+            one_record(self.sink, "truncated", self.n_channels, f"line {line_no} (no newline at the end)")
