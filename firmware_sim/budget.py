@@ -70,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, shape_inference
 
 from edgebp.firmware_sim.mcu_profiles import McuProfile
 

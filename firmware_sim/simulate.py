@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +278,10 @@ def device_simulate(
 
     # --- faults ---
     schedule = faults_schedule(spec, duration, seed)
+    late = [e for e in schedule.events if e.start_s >= duration]
+    for e in late:
+        log.warning("fault %s@%gs is after the end of the simulation (%.1f s): ignored", e.name, e.start_s, duration)
+    schedule.events = [e for e in schedule.events if e.start_s < duration]
     resets = [e for e in schedule.events if e.name == "reset"]
     reboot = np.zeros(n, dtype=bool)
     boot = np.zeros(n, dtype=np.int64)

@@ -14,3 +14,68 @@ def shared_data():
     if not (path / "challenge2015" / "RECORDS").exists():
         pytest.skip(f"real recordings not found at {path} (set EDGEBP_DATA)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Caches (synthetic cohorts, prepared arrays) go to a per-session directory."""
+    import os
+
+    old = os.environ.get("EDGEBP_CACHE")
+    os.environ["EDGEBP_CACHE"] = str(tmp_path_factory.mktemp("edgebp-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGEBP_CACHE", None)
+    else:
+        os.environ["EDGEBP_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory):
+    """Eight synthetic subjects x 1 minute, as WFDB records (the default data's format)."""
+    from edgebp.synth import synth_cohort_write
+
+    out = tmp_path_factory.mktemp("tiny-cohort")
+    synth_cohort_write(out, n_subjects=8, minutes=1.0, seed=3)
+    return out
+
+
+TINY_TRAIN = {"epochs": 1, "batch_size": 8, "max_windows_per_record": 6, "window_s": 4.0, "stride_s": 2.0, "lr": 3e-3}
+
+
+@pytest.fixture(scope="session")
+def tiny_run_factory(tiny_cohort, tmp_path_factory):
+    """Train (once per model) a tiny run of a zoo model at the edge preset on the tiny cohort."""
+    from edgebp.train.config import TrainConfig
+    from edgebp.train.loop import train_run
+
+    made = {}
+
+    def make(model: str, **extra):
+        key = (model, tuple(sorted(extra.items())))
+        if key not in made:
+            cfg = TrainConfig.from_dict({**TINY_TRAIN, "model": model, "data": str(tiny_cohort), **extra})
+            out = tmp_path_factory.mktemp(f"run-{model}")
+            train_run(cfg, out, show_progress=False)
+            made[key] = out
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_factory(tiny_run_factory, tmp_path_factory):
+    """Export (once per model) the tiny run of a zoo model into an int8 bundle."""
+    from edgebp.export.pipeline import export_run
+
+    out = {}
+
+    def get(model: str):
+        if model not in out:
+            run = tiny_run_factory(model)
+            b = tmp_path_factory.mktemp(f"bundle-{model}")
+            export_run(run, b, int8=True, prune=0.0, calib_windows=16, force=True, max_delta_mae=1e9)
+            out[model] = b
+        return out[model]
+
+    return get

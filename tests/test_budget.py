@@ -254,6 +254,25 @@ def test_bundle_manifest_is_read(tmp_path, tiny):
     r = CliRunner().invoke(budget_command, [str(tmp_path), "--mcu", "m7", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["budget"]["inferences_per_s"] == 25.0
+    # a streaming int8 model in the bundle is the one a device runs: chunk = hop, states from the manifest
+    stream = _model(
+        [helper.make_node("Concat", ["state_0", "x"], ["cat"], axis=2), helper.make_node("Conv", ["cat", "W"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, "T"]),
+         helper.make_tensor_value_info("state_0", TensorProto.FLOAT, [1, 1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "l"])], [_f("W", (4, 1, 3))])
+    onnx.save(stream, str(tmp_path / "model_stream_int8.onnx"))
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "schema": "edgebp-bundle/1", "fs": 125, "window": 10, "hop": 5,
+        "files": {"fp32": "model_fp32.onnx", "int8": "model_int8.onnx", "stream_int8": "model_stream_int8.onnx"},
+        "streaming": {"chunk": 8, "states": [{"name": "state_0", "shape": [1, 1, 2]}]},
+    }))
+    r = CliRunner().invoke(budget_command, [str(tmp_path), "--mcu", "m7", "--json"])
+    assert r.exit_code == 0, r.output
+    b = json.loads(r.output)["budget"]
+    assert b["inferences_per_s"] == 125 / 8 and b["state_inputs"] == ["state_0"] and b["state_bytes"] == 8
+    assert b["macs_per_inference"] == 4 * 8 * 3  # chunk 8 + 2 state samples, conv k=3
+    r = CliRunner().invoke(budget_command, [str(tmp_path), "--variant", "pruned", "--json"])
+    assert r.exit_code != 0 and "this bundle has" in str(r.exception)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="manifest.json"):
         bundle_resolve(tmp_path)

@@ -7,13 +7,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgebp.firmware_sim.device import AdcChannel, DeviceConfig, FrontEndInput, adc_channels, clock_ticks, frontend_convert
+from edgebp.firmware_sim.device import DeviceConfig, FrontEndInput, adc_channels, clock_ticks, frontend_convert
 from edgebp.firmware_sim.faults import FAULT_BITS, FAULT_NAMES, faults_frame_mask, faults_parse, faults_schedule
 from edgebp.firmware_sim.simulate import device_simulate, sim_source_load
 from edgebp.firmware_sim.truth import truth_read

@@ -61,11 +61,13 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--stream-minutes", type=float, default=None, help="Device log length for the streaming runs [default: 10, 1 with --quick].")
 @click.option("--lengths", default=None, help="Stream lengths (min) for the cost-growth runs [default: 1,10,60; 0.5,1 with --quick].")
 @click.option("--streams", "concurrency", default=None, help="Concurrent stream counts [default: 1,4,16,64; 4 with --quick].")
+@click.option("--sim-source", default="synth:901", show_default=True,
+              help="The simulated device's source (edgebp sim --source): synth:SUBJECT or record:PATH.")
 @click.option("--mcu", default="nrf52832", show_default=True, help="Device profile for the budget (a Cortex-M4F by default; see edgebp budget).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, help="Where device logs and anchor ONNX files are kept [default: $EDGEBP_CACHE/bench].")
 @click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Write bench.json, report.md, report.html and plots here.")
 def bench_command(bundles, data, split, variants, runs, threads, batch, repeat, quick, parts, anchors, anchor_preset, stream_minutes,
-                  lengths, concurrency, mcu, cache_dir, report_dir):
+                  lengths, concurrency, sim_source, mcu, cache_dir, report_dir):
     """Benchmark bundles: latency, streaming, memory, accuracy, beside the seeds' paradigms.
 
     For each BUNDLE (default: the bundle shipped in the package) and variant: p50/p99 latency
@@ -96,6 +98,7 @@ def bench_command(bundles, data, split, variants, runs, threads, batch, repeat, 
             batch=batch or (8 if quick else 32), repeat=repeat, quick=quick, data=data, split=split, runs=list(runs),
             parts=_list(parts, "--parts"), anchors=anchor_list, anchor_preset=anchor_preset, stream_minutes=stream_minutes,
             lengths=_list(lengths, "--lengths", float), concurrency=_list(concurrency, "--streams", int), mcu=mcu,
+            sim_source=sim_source,
             cache_dir=cache_dir, report_dir=report_dir, command=_command_line(click.get_current_context()),
         )
     except ValueError as exc:

@@ -78,7 +78,7 @@ def budget_measure(bundle: Bundle, mcu: str = DEFAULT_MCU, bundle_shown: str | N
         jobs.append((key, bundle.file(key), float(m["fs"]), int(st["chunk"]), int(st["chunk"]), [s["name"] for s in st.get("states", [])]))
     for key, path, fs, hop, window, states in jobs:
         cmd = f"edgebp budget {shown}/{path.name} --fs {fs:g} --hop {hop} --window {window} --mcu {prof.name} --json"
-        if states:
+        if states and not all(s.startswith("state") for s in states):  # edgebp budget finds state* inputs itself
             cmd += "".join(f" --state-input {s}" for s in states)
         try:
             b = onnx_budget(path, fs=fs, hop=hop, window=window, state_inputs=states)

@@ -157,7 +157,7 @@ def summary_rows(bench: dict) -> list[list]:
             continue
         prim = _primary_rows(b, t)
         runs = (b.get("streaming") or {}).get("runs") or {}
-        variants = list(dict.fromkeys(list(prim) + list(b.get("accuracy") or {})))
+        variants = list(dict.fromkeys(list(prim) + list(b.get("accuracy") or {}) + [{"int8": "ort-int8", "fp32": "ort-fp32"}[v] for v in runs]))
         for v in variants:
             r = prim.get(v)
             a = (b.get("accuracy") or {}).get(v) or {}
@@ -167,7 +167,7 @@ def summary_rows(bench: dict) -> list[list]:
             rows.append([f"{b['name']} {v}" + (" (step)" if r and r["kind"] == "stream-step" else ""),
                          _bytes(size) if size else "-",
                          _f(r["p50_ms"]["median"]) if r else "-", _f(r["p99_ms"]["median"]) if r else "-",
-                         _f(r["real_time_factor"], ".0f") if r else "-", _f(run.get("real_time_factor"), ".0f"),
+                         _rtf(r["real_time_factor"]) if r else "-", _rtf(run.get("real_time_factor")),
                          _f(a["sbp"]["mae"], ".2f") if ok else "-", _f(a["dbp"]["mae"], ".2f") if ok else "-",
                          f"{a['sbp']['bhs_grade']}/{a['dbp']['bhs_grade']}" if ok else "-",
                          f"{_c1(a['sbp']['aami_criterion1'])}/{_c1(a['dbp']['aami_criterion1'])}" if ok else "-",
@@ -185,7 +185,7 @@ def summary_rows(bench: dict) -> list[list]:
     for a in bench.get("anchors", []):
         r = next((x for x in a["latency"] if x["threads"] == t), None)
         rows.append([f"anchor {a['name']} ({a['preset']})", _bytes(a["onnx_bytes"]), _f(r["p50_ms"]["median"]) if r else "-",
-                     _f(r["p99_ms"]["median"]) if r else "-", _f(r["real_time_factor"], ".3g") if r else "-", "-", "-", "-", "-", "-", "-"])
+                     _f(r["p99_ms"]["median"]) if r else "-", _rtf(r["real_time_factor"]) if r else "-", "-", "-", "-", "-", "-", "-"])
     return rows
 
 
@@ -201,6 +201,24 @@ def table_text(rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _times(x: float | None, more: str, less: str) -> str:
+    if x is None or not math.isfinite(x) or x <= 0:
+        return "-"
+    return f"{x:.3g}x {more}" if x >= 1 else f"{1 / x:.3g}x {less}"
+
+
+def ratio_text(r: dict) -> str:
+    """``"250x faster per output sample, 2900x smaller file"`` (or slower / larger)."""
+    return (f"{_times(r['speed_ratio'], 'faster', 'slower')} per output sample, "
+            f"{_times(r['size_ratio'], 'smaller', 'larger')} file, {_times(r['params_ratio'], 'fewer', 'more')} parameters")
+
+
+def _rtf(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def bench_short_table(bench: dict) -> str:
     """The short latency / accuracy table printed at the end of ``edgebp bench``."""
     t = bench["settings"]["threads"]
@@ -208,8 +226,7 @@ def bench_short_table(bench: dict) -> str:
             f"RTF = seconds of signal per second of compute; accuracy calibration-free on held-out records")
     lines = [head, table_text(summary_rows(bench))]
     for r in bench.get("ratios", []):
-        lines.append(f"{r['bundle']} {r['variant']} vs {r['anchor']} ({r['anchor_preset']}): "
-                     f"{_f(r['speed_ratio'], '.3g')}x less compute per output sample, {_f(r['size_ratio'], '.3g')}x smaller file")
+        lines.append(f"{r['bundle']} {r['variant']} vs {r['anchor']} ({r['anchor_preset']}): {ratio_text(r)}")
     if bench.get("errors"):
         lines.append(f"{len(bench['errors'])} part(s) failed: " + "; ".join(f"{e['where']}: {e['error']}" for e in bench["errors"]))
     return "\n".join(lines)
@@ -269,11 +286,11 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
     for b in bench["bundles"]:
         for r in b.get("latency") or []:
             rows.append([b["name"], r["variant"], r["kind"], r["batch"], r["threads"], _spread(r["p50_ms"]), _spread(r["p99_ms"]),
-                         _f(r["per_output_sample_us"]), _f(r["real_time_factor"], ".3g"), r["n_total"], r["command"]])
+                         _f(r["per_output_sample_us"]), _rtf(r["real_time_factor"]), r["n_total"], r["command"]])
     for a in bench.get("anchors", []):
         for r in a["latency"]:
             rows.append([f"anchor {a['name']} ({a['preset']})", r["variant"], r["kind"], r["batch"], r["threads"], _spread(r["p50_ms"]),
-                         _spread(r["p99_ms"]), _f(r["per_output_sample_us"]), _f(r["real_time_factor"], ".3g"), r["n_total"], r["command"]])
+                         _spread(r["p99_ms"]), _f(r["per_output_sample_us"]), _rtf(r["real_time_factor"]), r["n_total"], r["command"]])
     if len(rows) > 1:
         secs.append(_sec("Latency per inference", "kind `window`: the bundle's window model, run every `hop` samples; `stream-step`: "
                          "the external-state streaming model on one chunk (what `edgebp run` runs). us / output sample = p50 / "
@@ -293,8 +310,9 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
     srows = [["model", "variant", "signal s", "RTF", "us / device sample", "process RTF (with start-up)", "peak RSS MB", "valid share", "command"]]
     lrows = [["model", "variant", "packet (samples)", "output latency p50 / p99 / max ms", "beat latency p50 / p99 ms",
               "model delay + resampler + step ms", "push p99 ms", "command"]]
-    grows = [["model", "minutes", "RTF", "us / device sample", "peak RSS MB", "command", "log"]]
-    crows = [["model", "streams", "aggregate RTF", "RTF per stream", "sustained", "us / sample", "peak RSS MB", "output latency p99 ms", "command"]]
+    grows = [["model", "minutes", "signal s", "RTF", "us / device sample", "marginal us / sample", "peak RSS MB", "RSS change MB", "command", "log"]]
+    crows = [["model", "streams", "block (samples)", "aggregate RTF", "RTF per stream", "sustained", "us / sample", "peak RSS MB",
+              "output latency p50 / p99 ms", "command"]]
     notes = []
     for b in bench["bundles"]:
         s = b.get("streaming")
@@ -309,16 +327,19 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
                           f"{_f(bl['p50'])} / {_f(bl['p99'])}", f"{_f(al['model_delay'])} + {_f(al['resampler_delay'])} + {_f(al['model_step'])}",
                           _f(w["push_ms"]["p99"]), w["command"]])
         for r in s["length_growth"]:
-            grows.append([b["name"], _f(r["minutes"]), _f(r["real_time_factor"], ".0f"), _f(r["per_sample_us"]), _f(r["peak_rss_mb"], ".1f"),
+            grows.append([b["name"], _f(r["minutes"]), _f(r["signal_seconds"], ".1f"), _rtf(r["real_time_factor"]), _f(r["per_sample_us"]),
+                          _f(r.get("marginal_per_sample_us")), _f(r["peak_rss_mb"], ".1f"), _f(r.get("rss_growth_mb"), "+.1f"),
                           r["command"], r.get("log_command", "")])
         for r in s["concurrency"]:
-            crows.append([b["name"], r["streams"], _f(r["aggregate_real_time_factor"], ".0f"), _f(r["per_stream_real_time_factor"], ".3g"),
-                          _f(r["sustained"]), _f(r["per_sample_us"]), _f(r["peak_rss_mb"], ".1f"), _f(r["output_latency_ms"]["p99"]), r["command"]])
+            crows.append([b["name"], r["streams"], r["block_samples"], _rtf(r["aggregate_real_time_factor"]), _rtf(r["per_stream_real_time_factor"]),
+                          _f(r["sustained"]), _f(r["per_sample_us"]), _f(r["peak_rss_mb"], ".1f"),
+                          f"{_f(r['output_latency_ms']['p50'])} / {_f(r['output_latency_ms']['p99'])}", r["command"]])
         spc = s["streams_per_core"]
         notes.append(f"- {b['name']}: one core sustains about {_f(spc['from_real_time_factor'], '.0f')} device streams by its real-time "
                      f"factor at one thread ({spc['variant']}); measured interleaved in one process: all of {spc['measured_levels']} "
                      f"streams tested, largest sustained {spc['measured_max_sustained']} (aggregate {_f(spc['throughput_at_largest'], '.0f')}x real time "
-                     f"at the largest level). Runtime imports alone (Python, numpy, numba, ONNX Runtime): {_f(s['imports']['peak_rss_mb'], '.1f')} MB.")
+                     f"at the largest level); memory per extra stream {_f(spc.get('memory_per_stream_mb'), '.2f')} MB. Runtime imports alone "
+                     f"(Python, numpy, numba, ONNX Runtime): {_f(s['imports']['peak_rss_mb'], '.1f')} MB.")
         log_cmds = sorted({v["command"] for v in s["logs"].values()})
         notes.append(f"- Device logs: " + "; ".join(f"`{c}`" for c in log_cmds))
     if len(srows) > 1:
@@ -327,7 +348,9 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
                          "Virtual device clock: a packet is complete when its last sample arrives (at 250 Hz); its processing "
                          "starts then (or when the previous push ends) and ends after its measured compute time. Latency = that end "
                          "minus the time the estimate refers to. Beat latency is to the systolic peak.", lrows))
-        secs.append(_sec("Cost growth with stream length", "Flat cost per sample and flat memory are expected (O(1) state per stream).", grows))
+        secs.append(_sec("Cost growth with stream length", "Flat cost per sample and flat memory are expected (O(1) state per stream). "
+                         "The first length carries the fixed start-up (ONNX Runtime session, cached numba kernels); the marginal cost "
+                         "between two lengths is the steady-state cost per device sample.", grows))
         secs.append(_sec("Cost growth with concurrent streams", "K streams interleaved round-robin in one process, one core, one ONNX "
                          "Runtime thread each; sustained = all K kept up with real time.", crows))
         try:
@@ -406,13 +429,13 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
         for a in bench["anchors"]:
             for r in a["latency"]:
                 rows.append([a["name"], a["preset"], a["paradigm"], a["params"], _bytes(a["onnx_bytes"]), _f(a["macs_per_window"], ".3g"),
-                             _spread(r["p50_ms"]), _f(r["per_output_sample_us"]), _f(r["real_time_factor"], ".3g"), r["threads"], r["command"]])
+                             _spread(r["p50_ms"]), _f(r["per_output_sample_us"]), _rtf(r["real_time_factor"]), r["threads"], r["command"]])
         text = [f"The seeds' networks exported once (`{a['export_command']}`), initial weights: {a['weights']}." for a in bench["anchors"][:1]]
         for r in bench.get("ratios", []):
-            text.append(f"- {r['bundle']} ({r['variant']}, {r['kind']}): {_f(r['bundle_per_output_sample_us'])} us per output sample vs "
-                        f"{_f(r['anchor_per_output_sample_us'])} us for {r['anchor']} ({r['anchor_preset']}): **{_f(r['speed_ratio'], '.3g')}x** less "
-                        f"compute time; file {_bytes(r['bundle_bytes'])} vs {_bytes(r['anchor_bytes'])} (**{_f(r['size_ratio'], '.3g')}x** smaller), "
-                        f"parameters {_f(r['bundle_params'])} vs {_f(r['anchor_params'])} ({_f(r['params_ratio'], '.3g')}x).")
+            text.append(f"- {r['bundle']} ({r['variant']}, {r['kind']}): {_f(r['bundle_per_output_sample_us'])} us per output sample "
+                        f"(real-time factor {_rtf(r['bundle_real_time_factor'])}) vs {_f(r['anchor_per_output_sample_us'])} us for {r['anchor']} "
+                        f"({r['anchor_preset']}, real-time factor {_rtf(r['anchor_real_time_factor'])}); file {_bytes(r['bundle_bytes'])} vs "
+                        f"{_bytes(r['anchor_bytes'])}; parameters {_f(r['bundle_params'])} vs {_f(r['anchor_params'])}: **{ratio_text(r)}**.")
         secs.append(_sec("Anchors: the seeds' paradigms beside edgebp", "\n".join(text), rows))
     if bench.get("errors"):
         secs.append(_sec("Errors", "Parts that failed (the rest of the bench is valid).",

@@ -35,7 +35,7 @@ import edgebp
 log = logging.getLogger(__name__)
 
 #: Default simulated device: a synthetic subject outside any synth training cohort's range.
-SIM_SUBJECT = 901
+SIM_SOURCE = "synth:901"
 
 
 def command_text(argv: list[str]) -> str:
@@ -94,8 +94,17 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def sim_log(minutes: float, cache_dir: str | Path, subject: int = SIM_SUBJECT, fmt: str = "text") -> tuple[Path, str]:
+def sim_log(minutes: float, cache_dir: str | Path, source: str = SIM_SOURCE, fmt: str = "text") -> tuple[Path, str]:
     """A simulated 250 Hz ECG + PPG serial log of ``minutes`` (made once, then cached).
+
+    Parameters
+    ----------
+    minutes : float
+        Length (a ``record:`` source gives at most the record's length).
+    cache_dir : str or Path
+        Where logs are kept, named by their ``edgebp sim`` arguments and the edgebp version.
+    source : str
+        ``edgebp sim --source``: ``synth:SUBJECT`` (default) or ``record:PATH``.
 
     Returns
     -------
@@ -104,9 +113,9 @@ def sim_log(minutes: float, cache_dir: str | Path, subject: int = SIM_SUBJECT, f
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    base = ["sim", "--source", f"synth:{subject}", "--minutes", f"{minutes:g}", "--format", fmt, "--baud", "0", "--quiet"]
+    base = ["sim", "--source", source, "--minutes", f"{minutes:g}", "--format", fmt, "--baud", "0", "--quiet"]
     key = hashlib.sha1(("|".join(base) + edgebp.__version__).encode()).hexdigest()[:10]
-    stem = f"sim-synth{subject}-{minutes:g}min-{fmt}-{key}"
+    stem = f"sim-{minutes:g}min-{fmt}-{key}"
     out, truth = cache / f"{stem}.log", cache / f"{stem}.truth.csv"
     argv = _edgebp(*base, "--out", str(out), "--truth", str(truth))
     shown = command_text(_edgebp(*base, "--out", "serial.log", "--truth", "truth.csv"))
@@ -196,7 +205,7 @@ def imports_rss() -> dict:
 
 def streaming_bench(bundle: str, variants: list[str], cache_dir: Path, minutes_main: float, lengths_min: list[float],
                     concurrency: list[int], threads: int = 1, block: int = 250, packet: int = 5,
-                    bundle_shown: str | None = None, progress=None) -> dict:
+                    bundle_shown: str | None = None, progress=None, sim_source: str = SIM_SOURCE) -> dict:
     """The streaming section of a bench, for one bundle.
 
     Parameters
@@ -210,7 +219,8 @@ def streaming_bench(bundle: str, variants: list[str], cache_dir: Path, minutes_m
     minutes_main : float
         Log length for the per-variant runs, the output latency and the concurrency runs.
     lengths_min : list of float
-        Log lengths for the cost-growth runs (``edgebp run``, first variant).
+        Log lengths for the cost-growth runs (``edgebp run``, first variant; a run of the
+        main length and variant is reused, not repeated).
     concurrency : list of int
         Numbers of streams interleaved in one process.
     threads : int
@@ -227,12 +237,12 @@ def streaming_bench(bundle: str, variants: list[str], cache_dir: Path, minutes_m
         ``length_growth``, ``concurrency``, ``streams_per_core``.
     """
     say = progress or (lambda msg: None)
-    res: dict = {"settings": {"minutes": minutes_main, "lengths_min": lengths_min, "concurrency": concurrency,
-                              "threads": threads, "block_samples": block, "packet_samples": packet}}
+    res: dict = {"settings": {"minutes": minutes_main, "lengths_min": lengths_min, "concurrency": concurrency, "threads": threads,
+                              "block_samples": block, "packet_samples": packet, "sim_source": sim_source}}
     logs = {}
     for m in sorted(set([minutes_main, *lengths_min])):
         say(f"simulating a {m:g} min device log")
-        logs[m] = sim_log(m, cache_dir)
+        logs[m] = sim_log(m, cache_dir, sim_source)
     res["logs"] = {f"{m:g}": {"path": str(p), "bytes": p.stat().st_size, "command": c} for m, (p, c) in logs.items()}
     res["imports"] = imports_rss()
     main_log, main_cmd = logs[minutes_main]
@@ -251,11 +261,24 @@ def streaming_bench(bundle: str, variants: list[str], cache_dir: Path, minutes_m
     growth = []
     for m in lengths_min:
         p, c = logs[m]
-        say(f"cost growth: edgebp run on {m:g} min")
-        r = run_measure(bundle, p, v0, threads, log_shown=f"serial-{m:g}min.log", bundle_shown=bundle_shown)
+        if m == minutes_main:
+            r = dict(res["runs"][v0])
+        else:
+            say(f"cost growth: edgebp run on {m:g} min")
+            r = run_measure(bundle, p, v0, threads, log_shown=f"serial-{m:g}min.log", bundle_shown=bundle_shown)
+            r["log_command"] = c.replace("serial.log", f"serial-{m:g}min.log")
         r["minutes"] = m
-        r["log_command"] = c.replace("serial.log", f"serial-{m:g}min.log")
         growth.append(r)
+    # the fixed start-up (session, cached kernels) is amortised over the stream: the marginal cost
+    # between two lengths is the steady-state cost per sample
+    for prev, cur in zip(growth, growth[1:]):
+        ds = (cur["samples"] or 0) - (prev["samples"] or 0)
+        dw = (cur["wall_seconds"] or 0) - (prev["wall_seconds"] or 0)
+        cur["marginal_per_sample_us"] = dw / ds * 1e6 if ds > 0 else None
+        cur["rss_growth_mb"] = cur["peak_rss_mb"] - prev["peak_rss_mb"]
+    if growth:
+        growth[0]["marginal_per_sample_us"] = None
+        growth[0]["rss_growth_mb"] = None
     res["length_growth"] = growth
     conc = []
     for k in concurrency:
@@ -265,12 +288,20 @@ def streaming_bench(bundle: str, variants: list[str], cache_dir: Path, minutes_m
     res["concurrency"] = conc
     rtf1 = res["runs"][v0]["real_time_factor"]
     sustained = [c["streams"] for c in conc if c["sustained"]]
+    per_stream_mb = None
+    if len(conc) >= 2:
+        import numpy as np
+
+        k = np.array([c["streams"] for c in conc], float)
+        rss = np.array([c["peak_rss_mb"] for c in conc], float)
+        per_stream_mb = float(np.polyfit(k, rss, 1)[0]) if np.ptp(k) > 0 else None
     res["streams_per_core"] = {
         "variant": v0,
         "from_real_time_factor": rtf1,
         "measured_max_sustained": max(sustained) if sustained else 0,
         "measured_levels": [c["streams"] for c in conc],
         "throughput_at_largest": conc[-1]["aggregate_real_time_factor"] if conc else None,
+        "memory_per_stream_mb": per_stream_mb,
         "note": ("one core, one ONNX Runtime thread per stream: the real-time factor of one stream is the number of "
                  "device streams one core could serve; 'measured' interleaves K streams in one process"),
     }

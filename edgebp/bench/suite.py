@@ -52,6 +52,7 @@ class BenchConfig:
     lengths: list[float] | None = None
     concurrency: list[int] | None = None
     mcu: str = "nrf52832"
+    sim_source: str = "synth:901"
     cache_dir: str | None = None
     report_dir: str = "bench"
     command: str = ""
@@ -120,9 +121,9 @@ class _Log:
         return {"error": msg}
 
 
-def _rerun(cfg: BenchConfig, bundle: str, parts: str, variants: list[str] | None = None, threads: int | None = None) -> str:
+def _rerun(cfg: BenchConfig, bundle: str | None, parts: str, variants: list[str] | None = None, threads: int | None = None) -> str:
     """The ``edgebp bench`` command that measures one row again."""
-    argv = ["edgebp", "bench", bundle, "--parts", parts]
+    argv = ["edgebp", "bench", *([bundle] if bundle else []), "--parts", parts]
     if variants:
         argv += ["--variants", ",".join(variants)]
     argv += ["--threads", str(threads or cfg.threads)]
@@ -293,7 +294,8 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
     if "streaming" in cfg.parts:
         from edgebp.bench.streaming import streaming_bench
 
-        rv = [RUNTIME_VARIANTS[v] for v in cfg.variants if v in RUNTIME_VARIANTS and b.has(variant_source_key(v))]
+        # int8 first: what `edgebp run` runs by default, so the quick bench and the growth runs use it
+        rv = [RUNTIME_VARIANTS[v] for v in ("ort-int8", "ort-fp32") if v in cfg.variants and b.has(variant_source_key(v))]
         if cfg.quick:
             rv = rv[:1]
         if not rv:
@@ -301,7 +303,8 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
         else:
             try:
                 res["streaming"] = streaming_bench(shown, rv, cfg.cache / "logs", cfg.stream_minutes, cfg.lengths, cfg.concurrency,
-                                                   threads=cfg.threads, bundle_shown=shown, progress=lambda s: L.say(f"{shown}: {s}"))
+                                                   threads=cfg.threads, bundle_shown=shown, progress=lambda s: L.say(f"{shown}: {s}"),
+                                                   sim_source=cfg.sim_source)
             except Exception as exc:  # noqa: BLE001
                 res["streaming"] = L.error(f"{shown} streaming", exc)
 
@@ -412,7 +415,7 @@ def bench_anchors(cfg: BenchConfig, L: _Log) -> list[dict]:
                 L.error(f"anchor {name} latency threads {t}", exc)
                 continue
             a["latency"].append(_latency_row(r, variant="ort-fp32", kind="window", batch=1, threads=t, window=spec.window, hop=spec.hop,
-                                             fs=spec.fs, file=path.name, command=_rerun(cfg, "default", "anchors", None, t)))
+                                             fs=spec.fs, file=path.name, command=_rerun(cfg, None, "anchors", None, t)))
         out.append(a)
     return out
 
@@ -474,7 +477,8 @@ def bench_run(cfg: BenchConfig, progress=None) -> tuple[dict, dict]:
                     "command": cfg.command, "settings": cfg.to_dict(), "machine": machine_describe(torch=True)}
     result["load_average_before"] = result["machine"].get("load_average")
     bundles, all_pairs, deferred = [], {}, []
-    for shown in cfg.bundles:
+    bundle_parts = set(cfg.parts) - {"anchors"}
+    for shown in (cfg.bundles if bundle_parts else []):
         L.say(f"bundle {shown}")
         try:
             res, pairs = bench_bundle(cfg, shown, L, deferred)

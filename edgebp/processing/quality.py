@@ -13,10 +13,11 @@ All channels
 ABP (mmHg)
     ``disconnected`` (values at or below 5 mmHg, +-0.5 s), ``out_of_range`` (above 300 mmHg,
     +-0.5 s), ``jump`` (a step larger than max(30 mmHg, 4000 mmHg/s / fs) between samples,
-    +-1 s), ``damped`` (beats whose pulse pressure is below 10 mmHg or 12 % of the SBP),
-    ``implausible_beat`` (other failed beat checks: SBP 60-260, DBP 20-160, PP <= 150,
-    duration 0.27-2.5 s; this catches lines reading ~25/13 mmHg), ``outlier_beat`` (SBP more
-    than 40 or DBP more than 25 mmHg away from the median of the 10 neighbouring valid beats),
+    +-1 s), ``damped`` (beats with SBP and DBP in range but a pulse pressure below 10 mmHg
+    or 12 % of the SBP), ``implausible_beat`` (other failed beat checks: SBP 60-260, DBP
+    20-160, PP <= 150, duration 0.27-2.5 s; this catches lines reading ~25/13 mmHg),
+    ``outlier_beat`` (SBP more than 40 or DBP more than 25 mmHg away from the median of the
+    10 neighbouring valid beats),
     ``ecg_disagree`` (with an ECG: more valid beats per 10 s window than R peaks, e.g.
     intra-aortic balloon pumps doubling the pressure peaks; fewer is physiology, not flagged).
 PPG and ECG
@@ -51,8 +52,10 @@ import numpy as np
 from numba import njit
 
 from edgebp.processing.beats import (
+    BEAT_DBP,
     BEAT_INTERVAL,
     BEAT_PP_LOW,
+    BEAT_SBP,
     Beats,
     _band_sos,
     _filtfilt_runs,
@@ -497,7 +500,8 @@ def abp_quality(abp: np.ndarray, fs: float, beats: Beats | None = None, ecg: np.
     b = abp_beats(x, fs) if beats is None else beats
     flags = beats_check(b) if len(b) else np.zeros(0, dtype=np.uint8)
     valid = flags == 0
-    damped = (flags & BEAT_PP_LOW) > 0
+    # damped: a plausible level but too little pulse; a line reading 25/13 is implausible instead
+    damped = ((flags & BEAT_PP_LOW) > 0) & ((flags & (BEAT_SBP | BEAT_DBP)) == 0)
     r["damped"] = _spans(n, b.i_dia[damped], b.i_end[damped])
     other = ~valid & ~damped
     r["implausible_beat"] = _spans(n, b.i_dia[other], b.i_end[other])
