@@ -88,7 +88,9 @@ def onnx_export_streaming(stream_module: torch.nn.Module, path: Path, in_channel
     x = torch.randn(1, in_channels, chunk)
     in_names = ["x"] + [f"state_{i}" for i in range(len(states))]
     out_names = ["y"] + [f"new_state_{i}" for i in range(len(states))]
-    how = _export(stream_module, (x, *states), path, in_names, out_names, {})
+    # the time axis is dynamic: a runtime steps any multiple of `chunk` per call (one call per
+    # block when a whole file is read), with the same states and the same output
+    how = _export(stream_module, (x, *states), path, in_names, out_names, {"x": {2: "time"}, "y": {2: "time"}})
     return {"path": str(path), "exporter": how, "opset": OPSET, "chunk": chunk,
             "states": [{"name": n, "shape": list(s.shape)} for n, s in zip(in_names[1:], states)]}
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
+from edgebp.processing.quality import CLIPPED, FLAT, FlatClipDetector
 from edgebp.runtime.backends import backend_open
 from edgebp.runtime.bundle import Bundle
 
@@ -108,7 +109,7 @@ class StreamRuntime:
 
     def __init__(self, bundle: Bundle, device_fs: float, channel_index: dict[str, int], backend: str = "ort",
                  variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
-                 flat_s: float = 2.0):
+                 flat_s: float = 2.0, gains: dict[str, float] | None = None):
         m = bundle.manifest
         self.bundle, self.m = bundle, m
         self.inputs = list(m["inputs"])
@@ -144,7 +145,9 @@ class StreamRuntime:
         # preprocessing per input
         self.pre = {c: Preprocessor(ChainConfig.from_dict({**m["preprocessing"][c], "fs_in": self.fs_dev, "fs_out": self.fs})) for c in self.inputs}
         self.res_delay = next(iter(self.pre.values())).resampler.delay_out
-        self.flat_n = max(2, int(round(flat_s * self.fs_dev)))
+        # flat: rolling SD below 5 ADC steps (the offline masks' rule) over flat_s seconds
+        gains = gains or {}
+        self.gate = {c: FlatClipDetector(self.fs_dev, flat_s=flat_s, flat_sd=5.0 * float(gains.get(c, 1.0))) for c in self.inputs}
         self.beat_det = BeatDetector(self.fs)
         self.t_base = 0.0  # device time (s) of the first sample since the last device reset
         self._cal_acc: list = []
@@ -166,33 +169,18 @@ class StreamRuntime:
         self.out_k = 0  # next output index
         self.states = [np.zeros(s, np.float32) for s in getattr(self, "state_shapes", [])]
         self.beat_state = self.beat_det.init_state()
-        self.flat_run = np.zeros(len(self.inputs), np.int64)
-        self.last_val = np.full(len(self.inputs), np.nan)
+        self.gate_state = {c: g.init_state() for c, g in self.gate.items()}
         self._dev_base = 0
         self._last_bad_reason = R_WARMUP
 
     # ----------------------------------------------------------------- input gate
     def _gate(self, vals: np.ndarray) -> np.ndarray:
-        """Per device sample: 0 ok, R_FLAT or R_CLIP (input held at one value for flat_s, or at
-        the ADC rail), vectorised over the block with the run length carried in the state."""
-        n = vals.shape[0]
-        code = np.zeros(n, np.int8)
-        for j in range(vals.shape[1]):
-            v = vals[:, j]
-            same = np.empty(n, bool)
-            same[0] = v[0] == self.last_val[j]
-            same[1:] = v[1:] == v[:-1]
-            # run length of consecutive equal samples, carried across blocks
-            run = np.empty(n, np.int64)
-            idx = np.arange(n)
-            starts = np.where(~same, idx, -1)
-            last_start = np.maximum.accumulate(starts)
-            carried = last_start < 0
-            run[~carried] = idx[~carried] - last_start[~carried] + 1
-            run[carried] = self.flat_run[j] + idx[carried] + 1
-            code[run >= self.flat_n] = R_FLAT
-            self.flat_run[j] = run[-1] if n else self.flat_run[j]
-            self.last_val[j] = v[-1] if n else self.last_val[j]
+        """Per device sample: 0 ok, R_FLAT or R_CLIP, from the shared streaming detector
+        (:class:`edgebp.processing.quality.FlatClipDetector`) with its state carried."""
+        code = np.zeros(vals.shape[0], np.int8)
+        for j, c in enumerate(self.inputs):
+            flags, self.gate_state[c] = self.gate[c].process(vals[:, j], self.gate_state[c])
+            code = np.where((flags & CLIPPED) > 0, R_CLIP, np.where((flags & FLAT) > 0, np.maximum(code, R_FLAT), code)).astype(np.int8)
         return code
 
     # ----------------------------------------------------------------- main step
@@ -233,6 +221,9 @@ class StreamRuntime:
         self.pending_bad = np.concatenate([self.pending_bad, reason])
         outs = []
         step = self.chunk
+        if self.streamable and self.pending_x.shape[1] >= step:
+            # one call for every whole chunk available: same states, same outputs, fewer calls
+            step = (self.pending_x.shape[1] // self.chunk) * self.chunk
         while self.pending_x.shape[1] >= step:
             xc, rc = self.pending_x[:, :step], self.pending_bad[:step]
             self.pending_x, self.pending_bad = self.pending_x[:, step:], self.pending_bad[step:]
@@ -252,17 +243,19 @@ class StreamRuntime:
             y = np.asarray(res[0]).reshape(-1)[:n].astype(np.float64)
             self.states = [np.asarray(s) for s in res[1:]]
             # an output is claimed only when its whole receptive field is clean input
-            reason = np.zeros(n, np.int8)
-            for i in range(n):  # one chunk (a few samples): cheap
-                if bad[i]:
-                    self.since_bad = 0
-                    self._last_bad_reason = int(rc[i])
-                else:
-                    self.since_bad += 1
-                if self.n_model_in + i < self.rf - 1:
-                    reason[i] = R_WARMUP
-                elif self.since_bad < self.rf:
-                    reason[i] = self._last_bad_reason
+            idx = np.arange(n)
+            bad_pos = np.where(bad, idx, -1)
+            last_bad = np.maximum.accumulate(bad_pos)
+            carried = last_bad < 0
+            since = np.where(carried, self.since_bad + idx + 1, idx - last_bad)
+            since[bad] = 0
+            last_reason = np.where(carried, self._last_bad_reason, rc[np.maximum(last_bad, 0)])
+            reason = np.where(since < self.rf, last_reason, 0).astype(np.int8)
+            reason[(self.n_model_in + idx) < self.rf - 1] = R_WARMUP
+            if n:
+                self.since_bad = int(since[-1])
+                if bad.any():
+                    self._last_bad_reason = int(rc[np.flatnonzero(bad)[-1]])
             k = self.n_model_in + np.arange(n)
             self.n_model_in += n
             return k, y, reason

@@ -83,7 +83,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
             if h is None:
                 raise ValueError("stream: no header yet and no --fs given; cannot know the sampling rate")
             index = {name: i for i, name in enumerate(h.channels)}
-            rt = StreamRuntime(bundle, h.fs, index, backend=backend, variant=variant, hop=hop, threads=threads, calibration=calibration)
+            gains = {name: float(g) for name, g in zip(h.channels, h.gain)}
+            rt = StreamRuntime(bundle, h.fs, index, backend=backend, variant=variant, hop=hop, threads=threads, calibration=calibration, gains=gains)
         return rt
 
     def emit(out: OutputBlock):

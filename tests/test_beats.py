@@ -20,7 +20,7 @@ from edgebp.processing.beats import (
 )
 
 
-def synth_abp(fs: float, n_beats: int, seed: int = 0):
+def synth_abp(fs: float, n_beats: int, seed: int = 0, notch: float = 0.3):
     """ABP with known beats: each beat starts exactly at its DBP (the foot), rises to its SBP
     and decays with a dicrotic notch to the next beat's DBP.
 
@@ -46,7 +46,7 @@ def synth_abp(fs: float, n_beats: int, seed: int = 0):
         x[a:b][up] = dbp[k] + pp * np.sin(0.5 * np.pi * tau[up] / t_up) ** 2
         u = (tau[~up] - t_up) / (tau[-1] + 1.0 / fs - t_up)
         # monotone run-off plus a dicrotic wave that makes a real notch (a local minimum)
-        g = (1 - u) * np.exp(-2.5 * u) + 0.3 * np.exp(-0.5 * ((u - 0.3) / 0.05) ** 2) * (1 - u)
+        g = (1 - u) * np.exp(-2.5 * u) + notch * np.exp(-0.5 * ((u - 0.3) / 0.05) ** 2) * (1 - u)
         x[a:b][~up] = dbp[k + 1] + (sbp[k] - dbp[k + 1]) * g / g[0]
         peaks[k] = a + int(np.argmax(x[a:b]))
     # after the last foot: one more upstroke so that the last beat's end trough is confirmed
@@ -55,9 +55,9 @@ def synth_abp(fs: float, n_beats: int, seed: int = 0):
     return x, feet, peaks, sbp, dbp
 
 
-@pytest.mark.parametrize("fs", [125.0, 250.0])
-def test_synthetic_abp_exact_beats(fs):
-    x, feet, peaks, sbp, dbp = synth_abp(fs, 40, seed=1)
+@pytest.mark.parametrize("fs,notch", [(125.0, 0.3), (250.0, 0.3), (125.0, 0.5)])
+def test_synthetic_abp_exact_beats(fs, notch):
+    x, feet, peaks, sbp, dbp = synth_abp(fs, 40, seed=1, notch=notch)
     # the test signal really has a dicrotic notch: a local minimum and a rebound in each beat
     for k in range(40):
         seg = x[feet[k]:feet[k + 1]]
@@ -284,3 +284,29 @@ def test_ppg_real_record_rate(shared_data):
     _, peaks = ppg_findpeaks(ppg.signal, ppg.fs)
     r = ecg_findpeaks(ecg.signal, ecg.fs)
     assert abs(len(peaks) - len(r)) <= 0.03 * len(r)
+
+
+def test_any_chunking_equals_offline_property():
+    """Random chunk boundaries (hypothesis) give exactly the offline beats."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    fs = 125.0
+    x, *_ = synth_abp(fs, 20, seed=6, notch=0.5)
+    x[700:720] = np.nan
+    offline = abp_beats(x, fs)
+    det = BeatDetector(fs)
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.integers(min_value=0, max_value=len(x)), max_size=12))
+    def check(cuts):
+        edges = [0, *sorted(cuts), len(x)]
+        state = det.init_state()
+        parts = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            out, state = det.process(x[a:b], state)
+            parts.append(out)
+        parts.append(det.flush(state)[0])
+        _assert_same(Beats.concat(parts), offline)
+
+    check()

@@ -9,7 +9,7 @@ median of each percentile and its range (min, max), so the spread between runs i
 never hidden. Inputs are seeded normal noise: the networks here have no data-dependent
 control flow, so their cost does not depend on the values.
 
-torch is imported only by :func:`torch_latency`.
+torch is imported only in the subprocess :func:`torch_latency` starts.
 
 Examples
 --------
@@ -46,14 +46,19 @@ class LatencyPlan:
     target_s: float = 1.0
     min_runs: int = 20
     max_runs: int = 2000
+    warmup_s: float = 1.0
 
     @classmethod
     def quick(cls, repeats: int = 2) -> "LatencyPlan":
-        return cls(warmup=3, repeats=repeats, target_s=0.1, min_runs=5, max_runs=200)
+        return cls(warmup=3, repeats=repeats, target_s=0.1, min_runs=5, max_runs=200, warmup_s=0.2)
 
     def to_dict(self) -> dict:
         return {"warmup": self.warmup, "repeats": self.repeats, "target_s": self.target_s,
-                "min_runs": self.min_runs, "max_runs": self.max_runs}
+                "min_runs": self.min_runs, "max_runs": self.max_runs, "warmup_s": self.warmup_s}
+
+    def kwargs(self) -> dict:
+        return {"warmup": self.warmup, "repeats": self.repeats, "target_s": self.target_s, "min_runs": self.min_runs,
+                "max_runs": self.max_runs, "warmup_s": self.warmup_s}
 
 
 def _spread(values: list[float]) -> dict:
@@ -62,7 +67,8 @@ def _spread(values: list[float]) -> dict:
 
 
 def latency_measure(call: Callable[[], Any] | None = None, warmup: int = 10, repeats: int = 5, target_s: float = 1.0,
-                    min_runs: int = 20, max_runs: int = 2000, make: Callable[[int], Callable[[], Any]] | None = None) -> dict:
+                    min_runs: int = 20, max_runs: int = 2000, make: Callable[[int], Callable[[], Any]] | None = None,
+                    warmup_s: float = 0.0) -> dict:
     """Time ``call()`` after warm-up, in repeated runs.
 
     Parameters
@@ -70,13 +76,19 @@ def latency_measure(call: Callable[[], Any] | None = None, warmup: int = 10, rep
     call : callable, optional
         The work to time (no arguments). Give ``make`` instead to start each repeat afresh.
     warmup : int
-        Untimed calls at the start of every repeat.
+        Untimed calls at the start of every repeat (at least; see ``warmup_s``).
     repeats : int
         Independent repeats.
     target_s, min_runs, max_runs : float, int, int
-        Timed calls per repeat: about ``target_s`` worth, within ``[min_runs, max_runs]``.
+        Timed calls per repeat: about ``target_s`` worth, within ``[min_runs, max_runs]``
+        (estimated from the fastest of the last warm-up calls). A repeat stops early, after
+        ``min_runs`` calls, once it has taken ``3 * target_s``: a pathological stall cannot make
+        the bench run for ever, and the stalls it did see stay in the figures.
     make : callable, optional
         ``make(repeat_index) -> call``: builds a new callable for each repeat (a new session).
+    warmup_s : float
+        Keep warming up until this much time has passed too (thread pools, JIT kernels and
+        caches can take several calls to settle).
 
     Returns
     -------
@@ -101,17 +113,23 @@ def latency_measure(call: Callable[[], Any] | None = None, warmup: int = 10, rep
     for r in range(repeats):
         fn = make(r) if make is not None else call
         warm = []
-        for _ in range(max(1, warmup)):
+        w0 = time.perf_counter()
+        while len(warm) < max(1, warmup) or (time.perf_counter() - w0 < warmup_s and len(warm) < 100 * max(1, warmup)):
             t0 = time.perf_counter_ns()
             fn()
             warm.append(time.perf_counter_ns() - t0)
-        est_s = float(np.median(warm[len(warm) // 2:])) * 1e-9
+        est_s = float(np.min(warm[-3:])) * 1e-9
         runs = int(min(max_runs, max(min_runs, math.ceil(target_s / max(est_s, 1e-7)))))
         t = np.empty(runs, dtype=np.float64)
+        r0 = time.perf_counter()
         for i in range(runs):
             t0 = time.perf_counter_ns()
             fn()
             t[i] = time.perf_counter_ns() - t0
+            if i + 1 >= min_runs and time.perf_counter() - r0 > 3 * target_s:
+                t = t[: i + 1]
+                runs = i + 1
+                break
         ms = t * 1e-6
         samples.append(ms)
         per_repeat.append({"n": runs, "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
@@ -180,23 +198,44 @@ def ort_latency(path: str | Path, batch: int, threads: int, length: int, plan: L
         shapes.update({k: list(v.shape) for k, v in feeds.items()})
         return lambda: sess.run(None, feeds)
 
-    res = latency_measure(make=make, warmup=plan.warmup, repeats=plan.repeats, target_s=plan.target_s,
-                          min_runs=plan.min_runs, max_runs=plan.max_runs)
+    res = latency_measure(make=make, **plan.kwargs())
     res["input_shapes"] = shapes
     return res
 
 
-def torch_latency(run_dir: str | Path, batch: int, threads: int, length: int, plan: LatencyPlan, seed: int = 0) -> dict:
-    """Latency of a run directory's torch model (fp32, eval mode, ``torch.inference_mode``).
+def torch_latency(run_dir: str | Path, batches: list[int], threads: int, length: int, plan: LatencyPlan, seed: int = 0,
+                  timeout_s: float = 1800.0) -> list[dict]:
+    """Latency of a run directory's torch model (fp32, eval mode, ``torch.inference_mode``),
+    one result per batch size.
 
-    Imports torch: call it after every ONNX Runtime measurement, so that torch's thread pools
-    never share the process with them.
+    Measured in a fresh subprocess per thread count (``python -m edgebp.bench.latency``), with
+    the thread count set before torch does any work, as a user's process would: the bench
+    process never imports torch for it, and torch's OpenMP pool never shares a process with
+    ONNX Runtime's.
     """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgebp-bench-torch-") as tmp:
+        out = Path(tmp) / "latency.json"
+        argv = [sys.executable, "-m", "edgebp.bench.latency", "--torch-run", str(run_dir), "--batch", ",".join(str(b) for b in batches),
+                "--threads", str(threads), "--length", str(length), "--seed", str(seed), "--plan", json.dumps(plan.to_dict()),
+                "--out", str(out)]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+        if res.returncode != 0 or not out.exists():
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"torch latency ({run_dir}, {threads} thread(s)) failed: {last}")
+        return json.loads(out.read_text())
+
+
+def _torch_latency_here(run_dir: str | Path, batch: int, threads: int, length: int, plan: LatencyPlan, seed: int = 0) -> dict:
     import torch
 
+    torch.set_num_threads(max(1, int(threads)))
     from edgebp.train.predict import RunDir
 
-    torch.set_num_threads(max(1, int(threads)))
     run = RunDir(run_dir)
     model = run.model.eval()
     c = len(run.inputs)
@@ -210,8 +249,38 @@ def torch_latency(run_dir: str | Path, batch: int, threads: int, length: int, pl
 
         return call
 
-    res = latency_measure(make=make, warmup=plan.warmup, repeats=plan.repeats, target_s=plan.target_s,
-                          min_runs=plan.min_runs, max_runs=plan.max_runs)
+    res = latency_measure(make=make, **plan.kwargs())
     res["input_shapes"] = {"x": [batch, c, length]}
     res["torch_threads"] = torch.get_num_threads()
+    res["torch_version"] = torch.__version__
     return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgebp.bench.latency --torch-run RUN ...``: one torch latency figure as JSON."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m edgebp.bench.latency", description="Time a run directory's torch model (edgebp bench).")
+    ap.add_argument("--torch-run", required=True)
+    ap.add_argument("--batch", default="1", help="Batch size(s), comma-separated.")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--length", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plan", default=None, help="LatencyPlan fields as JSON (default: the full plan).")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    plan = LatencyPlan(**json.loads(a.plan)) if a.plan else LatencyPlan()
+    res = [_torch_latency_here(a.torch_run, int(b), a.threads, a.length, plan, a.seed) for b in a.batch.split(",")]
+    text = json.dumps(res)
+    if a.out:
+        Path(a.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -64,7 +64,7 @@ def plot_latency_box(bench: dict, batch: int = 1) -> Figure:
     fig = _figure(8.0, 0.45 * len(series) + 1.6)
     ax = fig.add_subplot()
     data = [np.asarray(s[2], dtype=float) for s in series]
-    bp = ax.boxplot(data, vert=False, whis=(1, 99), showfliers=False, patch_artist=True)
+    bp = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, patch_artist=True)
     for patch, s in zip(bp["boxes"], series):
         patch.set_facecolor(_COLORS.get(s[1], "tab:gray"))
         patch.set_alpha(0.6)

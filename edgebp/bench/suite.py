@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shlex
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -253,9 +254,7 @@ def _tensorrt_rows(cfg: BenchConfig, b, shown: str) -> list[dict]:
     for batch in (1, cfg.batch):
         x = np.random.default_rng(0).standard_normal((batch, c, window)).astype(np.float32)
         feeds = {be.input_names[0]: x}
-        p = cfg.plan
-        res = latency_measure(lambda: be.run(feeds), warmup=p.warmup, repeats=p.repeats, target_s=p.target_s,
-                              min_runs=p.min_runs, max_runs=p.max_runs)
+        res = latency_measure(lambda: be.run(feeds), **cfg.plan.kwargs())
         rows.append(_latency_row(res, variant="tensorrt", kind="window", batch=batch, threads=1, window=window, hop=hop, fs=fs,
                                  file=b.file("trt_int8").name, command=_rerun(cfg, shown, "latency", ["tensorrt"])))
     return rows
@@ -288,8 +287,18 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
         res["skipped"]["torch-fp32"] = ("the manifest's run_config holds no weights: give the run directory with --run RUN_DIR"
                                         if not cfg.runs else "none of the --run directories matches this bundle's config and split")
 
+    clock = time.perf_counter()
+    res["seconds"] = {}
+
+    def lap(part: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        res["seconds"][part] = now - clock
+        clock = now
+
     if "latency" in cfg.parts:
         res["latency"] = latency_bundle(cfg, b, shown, L, res["skipped"])
+        lap("latency")
 
     if "streaming" in cfg.parts:
         from edgebp.bench.streaming import streaming_bench
@@ -307,6 +316,7 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
                                                    sim_source=cfg.sim_source)
             except Exception as exc:  # noqa: BLE001
                 res["streaming"] = L.error(f"{shown} streaming", exc)
+        lap("streaming")
 
     if "memory" in cfg.parts:
         L.say(f"{shown}: memory and the {cfg.mcu} budget")
@@ -324,6 +334,7 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
 
             mem["imports_peak_rss_mb"] = imports_rss()["peak_rss_mb"]
         res["memory"] = mem
+        lap("memory")
 
     if "accuracy" in cfg.parts:
         from edgebp.bench.accuracy import accuracy_measure
@@ -346,6 +357,7 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
                 pairs[v] = pr
             except Exception as exc:  # noqa: BLE001
                 res["accuracy"][v] = L.error(f"{shown} accuracy {v}", exc)
+        lap("accuracy")
     if "torch-fp32" in cfg.variants and run_dir is not None:
         deferred.append((shown, run_dir))
     return res, pairs
@@ -355,17 +367,18 @@ def bench_torch(cfg: BenchConfig, res: dict, run_dir: str, L: _Log, pairs: dict)
     """The torch-fp32 variant of one bundle (imports torch; run after everything else)."""
     shown = res["bundle"]
     fs, window, hop = float(res["fs"]), int(res["window"]), int(res["hop"])
+    t0 = time.perf_counter()
     if "latency" in cfg.parts:
         from edgebp.bench.latency import torch_latency
 
         for t in cfg.thread_levels:
-            for batch in (1, cfg.batch):
-                L.say(f"{shown}: latency torch-fp32 batch {batch} threads {t}")
-                try:
-                    r = torch_latency(run_dir, batch, t, window, cfg.plan)
-                except Exception as exc:  # noqa: BLE001
-                    L.error(f"{shown} latency torch-fp32 batch {batch} threads {t}", exc)
-                    continue
+            L.say(f"{shown}: latency torch-fp32 batch 1 and {cfg.batch}, threads {t} (a torch subprocess)")
+            try:
+                results = torch_latency(run_dir, [1, cfg.batch], t, window, cfg.plan)
+            except Exception as exc:  # noqa: BLE001
+                L.error(f"{shown} latency torch-fp32 threads {t}", exc)
+                continue
+            for batch, r in zip((1, cfg.batch), results):
                 res["latency"].append(_latency_row(r, variant="torch-fp32", kind="window", batch=batch, threads=t, window=window,
                                                    hop=hop, fs=fs, file=str(Path(run_dir) / "best.pt"),
                                                    command=_rerun(cfg, shown, "latency", ["torch-fp32"], t)))
@@ -382,6 +395,7 @@ def bench_torch(cfg: BenchConfig, res: dict, run_dir: str, L: _Log, pairs: dict)
             pairs["torch-fp32"] = pr
         except Exception as exc:  # noqa: BLE001
             res["accuracy"]["torch-fp32"] = L.error(f"{shown} accuracy torch-fp32", exc)
+    res.setdefault("seconds", {})["torch-fp32"] = time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,10 +486,12 @@ def bench_run(cfg: BenchConfig, progress=None) -> tuple[dict, dict]:
 
     L = _Log(progress)
     L.say("describing the machine")
+    t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc)
     result: dict = {"schema": SCHEMA, "edgebp_version": edgebp.__version__, "created": started.isoformat(timespec="seconds"),
                     "command": cfg.command, "settings": cfg.to_dict(), "machine": machine_describe(torch=True)}
     result["load_average_before"] = result["machine"].get("load_average")
+    result["machine_seconds"] = time.perf_counter() - t0
     bundles, all_pairs, deferred = [], {}, []
     bundle_parts = set(cfg.parts) - {"anchors"}
     for shown in (cfg.bundles if bundle_parts else []):
@@ -486,7 +502,9 @@ def bench_run(cfg: BenchConfig, progress=None) -> tuple[dict, dict]:
             res, pairs = {"name": shown, "bundle": shown, **L.error(f"bundle {shown}", exc)}, {}
         bundles.append(res)
         all_pairs[shown] = pairs
+    t0 = time.perf_counter()
     anchors = bench_anchors(cfg, L) if "anchors" in cfg.parts and cfg.anchors else []
+    result["anchors_seconds"] = time.perf_counter() - t0
     for shown, run_dir in deferred:  # torch last
         res = next(b for b in bundles if b.get("bundle") == shown)
         bench_torch(cfg, res, run_dir, L, all_pairs[shown])

@@ -71,6 +71,7 @@ __all__ = [
     "QualityMask",
     "FlatClipDetector",
     "flatclip_masks",
+    "flat_sd_estimate",
     "abp_quality",
     "ppg_quality",
     "ecg_quality",
@@ -238,6 +239,9 @@ class FlatClipDetector:
         Without known rails, the seen range must exceed this before a run is called clipped
         (so a flat line is not also "clipped"); default ``10 * flat_sd``.
 
+    For a stream in ADC units with a known gain (units per LSB), ``flat_sd = 5 * gain`` matches
+    the offline PPG/ECG masks (:func:`flat_sd_estimate`); for ABP use 0.5 mmHg.
+
     Examples
     --------
     >>> import numpy as np
@@ -334,10 +338,22 @@ def flatclip_masks(x: np.ndarray, fs: float, **detector_kw) -> tuple[np.ndarray,
     return flat, clipped
 
 
-def _auto_flat_sd(x: np.ndarray, fs: float, flat_s: float = 2.0) -> float:
-    """Flat threshold for a channel in unknown units: 20 quantisation steps (the smallest
-    non-zero step between samples), or 2 % of the 90th percentile of 2 s window SDs when the
-    record is mostly live, whichever is larger."""
+def flat_sd_estimate(x: np.ndarray, fs: float, flat_s: float = 2.0) -> float:
+    """Flat threshold for a channel in unknown units (PPG, ECG).
+
+    5 quantisation steps (the smallest non-zero step between samples), or 3 % of the 90th
+    percentile of the 2 s window SDs (the live part of a record that is partly flat),
+    whichever is larger. On challenge2015 a "flat" PLETH still wanders by 6-9 steps while a
+    live one has hundreds; a coarse 200/mV ECG lead has a live SD of ~16 steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.round(np.sin(np.arange(5000) / 20.0) * 1000) / 1000     # 0.001 steps
+    >>> x[:2500] = 0.0
+    >>> round(flat_sd_estimate(x, 100.0), 4)
+    0.0216
+    """
     fin = x[np.isfinite(x)]
     if len(fin) < 2:
         return 0.0
@@ -349,9 +365,9 @@ def _auto_flat_sd(x: np.ndarray, fs: float, flat_s: float = 2.0) -> float:
     rel = 0.0
     if m >= w:
         sd = fin[:m].reshape(-1, w).std(axis=1)
-        rel = 0.02 * float(np.percentile(sd, 90))
+        rel = 0.03 * float(np.percentile(sd, 90))
     # a floor so that an exactly constant channel (no steps at all) is flat too
-    return max(20.0 * lsb, rel, 1e-9 * max(1.0, float(np.median(np.abs(fin)))))
+    return max(5.0 * lsb, rel, 1e-9 * max(1.0, float(np.median(np.abs(fin)))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -538,7 +554,7 @@ def _ppg_intrinsic(x: np.ndarray, fs: float) -> tuple[dict[str, np.ndarray], np.
     n = len(x)
     fin = np.isfinite(x)
     r: dict[str, np.ndarray] = {"nan": ~fin}
-    r["flat"], r["clipped"] = flatclip_masks(x, fs, flat_s=2.0, flat_sd=_auto_flat_sd(x, fs))
+    r["flat"], r["clipped"] = flatclip_masks(x, fs, flat_s=2.0, flat_sd=flat_sd_estimate(x, fs))
     beats, y = _ppg_track(x, fs)
     good = np.zeros(n, dtype=bool)
     r["template"] = np.zeros(n, dtype=bool)
@@ -575,7 +591,7 @@ def ppg_quality(ppg: np.ndarray, fs: float, ecg: np.ndarray | None = None,
     -------
     QualityMask
         Reasons ``nan``, ``flat`` (threshold from the channel's quantisation step and
-        amplitude, see ``_auto_flat_sd``), ``clipped``, ``template``, ``implausible_beat``,
+        amplitude, see :func:`flat_sd_estimate`), ``clipped``, ``template``, ``implausible_beat``,
         ``ecg_disagree``, ``no_beat``.
 
     Examples
@@ -612,7 +628,7 @@ def _ecg_intrinsic(x: np.ndarray, fs: float) -> tuple[dict[str, np.ndarray], np.
     n = len(x)
     fin = np.isfinite(x)
     r: dict[str, np.ndarray] = {"nan": ~fin}
-    r["flat"], r["clipped"] = flatclip_masks(x, fs, flat_s=2.0, flat_sd=_auto_flat_sd(x, fs))
+    r["flat"], r["clipped"] = flatclip_masks(x, fs, flat_s=2.0, flat_sd=flat_sd_estimate(x, fs))
     peaks = ecg_findpeaks(x, fs) if n >= int(fs) else np.zeros(0, dtype=np.int64)
     r["template"] = np.zeros(n, dtype=bool)
     good = np.zeros(n, dtype=bool)

@@ -1,0 +1,256 @@
+"""Signal quality masks and the streaming flat/clipped gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgebp.processing.quality import (
+    CLIPPED,
+    FLAT,
+    FlatClipDetector,
+    QualityMask,
+    abp_quality,
+    ecg_quality,
+    flatclip_masks,
+    ppg_quality,
+)
+
+FS = 125.0
+
+
+def phase(seconds: float, hr_bpm: float = 72.0, fs: float = FS, jitter: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Beat phase in [0, 1) per sample, optionally with beat-to-beat RR jitter."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fs)
+    rr = 60.0 / hr_bpm * (1 + jitter * rng.uniform(-1, 1, int(seconds * hr_bpm / 30) + 4))
+    edges = np.cumsum(np.r_[0.0, rr])
+    t = np.arange(n) / fs
+    k = np.searchsorted(edges, t, side="right") - 1
+    return (t - edges[k]) / rr[k]
+
+
+def abp_wave(ph: np.ndarray, sbp: float = 125.0, dbp: float = 75.0, seed: int = 0) -> np.ndarray:
+    """Arterial pulse with notch and run-off, plus a little line noise."""
+    g = np.exp(-((ph - 0.15) / 0.07) ** 2) + 0.15 * np.exp(-((ph - 0.42) / 0.05) ** 2) + 0.25 * (1 - ph)
+    g = (g - g.min()) / (g.max() - g.min())
+    return dbp + (sbp - dbp) * g + np.random.default_rng(seed).normal(0, 0.2, len(ph))
+
+
+def ppg_wave(ph: np.ndarray, seed: int = 0) -> np.ndarray:
+    g = np.exp(-((ph - 0.25) / 0.1) ** 2) + 0.3 * np.exp(-((ph - 0.55) / 0.08) ** 2) + 0.1 * (1 - ph)
+    return g + np.random.default_rng(seed).normal(0, 0.005, len(ph))
+
+
+def ecg_wave(ph: np.ndarray, seed: int = 0) -> np.ndarray:
+    g = np.exp(-0.5 * ((ph - 0.3) / 0.012) ** 2) + 0.3 * np.exp(-0.5 * ((ph - 0.6) / 0.06) ** 2)
+    return g + np.random.default_rng(seed).normal(0, 0.01, len(ph))
+
+
+# --------------------------------------------------------------------------------------------
+# FlatClipDetector
+# --------------------------------------------------------------------------------------------
+
+
+def _gate_signal() -> np.ndarray:
+    ph = phase(60, jitter=0.1)
+    x = ppg_wave(ph)
+    x[1000:1500] = x[1000]                      # 4 s flat (sensor off)
+    top = x.max()
+    x[3000:3040] = top                          # 0.32 s pinned at the top: clipped
+    x[4000:4010] = np.nan
+    x[5000:5400] = -0.5                         # pinned at a new bottom for 3.2 s
+    return x
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 125, None])
+def test_flatclip_streaming_equals_offline(chunk):
+    x = _gate_signal()
+    det = FlatClipDetector(FS, flat_s=2.0, flat_sd=0.01)
+    offline, st_off = det.process(x, det.init_state())
+    st = det.init_state()
+    parts = []
+    step = len(x) if chunk is None else chunk
+    for a in range(0, len(x), step):
+        f, st = det.process(x[a:a + step], st)
+        parts.append(f)
+    assert np.array_equal(np.concatenate(parts), offline)
+    assert np.array_equal(st, st_off)
+    assert offline.dtype == np.uint8
+
+
+def test_flatclip_masks_find_the_segments():
+    x = _gate_signal()
+    flat, clipped = flatclip_masks(x, FS, flat_s=2.0, flat_sd=0.01)
+    assert flat[1000:1500].all() and not flat[:990].any() and not flat[1510:2900].any()
+    assert clipped[3000:3040].all() and not clipped[2000:2990].any()
+    assert clipped[5000:5400].all() and flat[5000:5400].all()
+    assert not flat[4000:4010].any()            # NaN is not flat (it has its own reason)
+    # a live signal never trips the gate
+    live = ppg_wave(phase(30, jitter=0.1))
+    f, c = flatclip_masks(live, FS, flat_s=2.0, flat_sd=0.01)
+    assert not f.any() and not c.any()
+
+
+def test_flatclip_known_rails_and_bits():
+    x = np.sin(np.arange(1000) / 10.0) * 2.0
+    x[200:260] = 1.5                            # pinned at the known rail 1.5
+    det = FlatClipDetector(100.0, flat_s=1.0, flat_sd=0.01, clip_s=0.1, clip_hi=1.5)
+    flags, _ = det.process(x, det.init_state())
+    assert (flags[210:260] & CLIPPED).all()
+    assert not (flags[:200] & CLIPPED).any()
+    assert not (flags & FLAT).any()             # 0.6 s is shorter than the 1 s window
+    with pytest.raises(ValueError, match="state"):
+        det.process(x, np.zeros(3))
+    with pytest.raises(ValueError, match="fs"):
+        FlatClipDetector(-1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# ABP
+# --------------------------------------------------------------------------------------------
+
+
+def _reasons_explain(q: QualityMask) -> None:
+    assert sum(q.reasons.values()) >= int((~q.mask).sum())
+    assert set(q.reasons) >= {"nan", "flat", "no_beat"}
+
+
+def test_abp_clean_is_usable():
+    x = abp_wave(phase(60, jitter=0.1))
+    q = abp_quality(x, FS)
+    assert q.usable_fraction > 0.95
+    assert q.fs == FS and len(q.mask) == len(x)
+    _reasons_explain(q)
+
+
+def test_abp_flat_disconnected_range_jump():
+    x = abp_wave(phase(80, jitter=0.1))
+    x[int(10 * FS):int(20 * FS)] = 85.0                    # flat line (stopcock closed)
+    x[int(30 * FS):int(40 * FS)] = 0.3                     # disconnected
+    x[int(50 * FS):int(54 * FS)] = 320.0                   # flush / out of range
+    x[int(65 * FS)] += 60.0                                 # a spike
+    q = abp_quality(x, FS)
+    r = q.reasons
+    assert r["flat"] >= int(9 * FS)
+    assert r["disconnected"] >= int(10 * FS)
+    assert r["out_of_range"] >= int(4 * FS)
+    assert r["jump"] > 0
+    for a, b in ((10, 20), (30, 40), (50, 54)):
+        assert not q.mask[int(a * FS):int(b * FS)].any()
+    assert q.mask[int(70 * FS):int(78 * FS)].mean() > 0.8
+    _reasons_explain(q)
+
+
+def test_abp_25_13_and_damped_unusable():
+    ph = phase(30, jitter=0.1)
+    q = abp_quality(abp_wave(ph, sbp=25.0, dbp=13.0), FS)   # seen in some challenge records
+    assert q.usable_fraction == 0.0
+    assert q.reasons["implausible_beat"] > 0.8 * len(ph)
+    q = abp_quality(abp_wave(ph, sbp=96.0, dbp=88.0), FS)   # damped: pulse pressure 8 mmHg
+    assert q.usable_fraction == 0.0
+    assert q.reasons["damped"] > 0.8 * len(ph)
+
+
+def test_abp_ecg_disagreement_is_one_sided():
+    ph = phase(60, hr_bpm=70)
+    ecg = ecg_wave(ph)
+    # balloon-pump-like pressure: a second, augmented peak in every cardiac cycle
+    ph2 = (2 * ph) % 1.0
+    iabp = abp_wave(ph2, sbp=115.0, dbp=60.0)
+    assert abp_quality(iabp, FS).usable_fraction > 0.9           # plausible beats on its own
+    q = abp_quality(iabp, FS, ecg=ecg, ecg_fs=FS)
+    assert q.reasons["ecg_disagree"] > 0.8 * len(ph) and q.usable_fraction < 0.2
+    # fewer pressure beats than R peaks (non-perfused beats) is not held against the line
+    slow = abp_wave(phase(60, hr_bpm=45))
+    q = abp_quality(slow, FS, ecg=ecg, ecg_fs=FS)
+    assert q.reasons["ecg_disagree"] == 0 and q.usable_fraction > 0.9
+    with pytest.raises(ValueError, match="ecg_fs"):
+        abp_quality(slow, FS, ecg=ecg)
+
+
+# --------------------------------------------------------------------------------------------
+# PPG and ECG
+# --------------------------------------------------------------------------------------------
+
+
+def test_ppg_flat_clipped_template():
+    ph = phase(90, jitter=0.1)
+    x = ppg_wave(ph)
+    assert ppg_quality(x, FS).usable_fraction > 0.95
+    y = x.copy()
+    y[int(10 * FS):int(25 * FS)] = y[int(10 * FS)]                    # sensor off
+    rng = np.random.default_rng(1)
+    y[int(40 * FS):int(55 * FS)] = rng.normal(0.5, 0.3, int(15 * FS))  # motion artefact
+    q = ppg_quality(y, FS)
+    assert q.reasons["flat"] >= int(13 * FS)
+    assert not q.mask[int(11 * FS):int(24 * FS)].any()
+    assert q.mask[int(42 * FS):int(53 * FS)].mean() < 0.3             # noise is not usable
+    assert q.mask[int(65 * FS):int(85 * FS)].mean() > 0.9
+    z = x.copy()
+    z[z > 0.8] = 0.8                                                  # saturated amplifier
+    q = ppg_quality(z, FS)
+    assert q.reasons["clipped"] > 0
+
+
+def test_ppg_ecg_beat_count_agreement():
+    ph = phase(60, hr_bpm=70, jitter=0.05)
+    ecg = ecg_wave(ph)
+    ppg_ok = ppg_wave(ph)
+    q = ppg_quality(ppg_ok, FS, ecg=ecg, ecg_fs=FS)
+    assert q.reasons["ecg_disagree"] == 0 and q.usable_fraction > 0.9
+    ppg_double = ppg_wave((2 * ph) % 1.0)                             # twice the pulses of the ECG
+    q = ppg_quality(ppg_double, FS, ecg=ecg, ecg_fs=FS)
+    assert q.reasons["ecg_disagree"] > 0.8 * len(ph)
+    # an unusable ECG is no reference: nothing is held against the PPG
+    q = ppg_quality(ppg_double, FS, ecg=np.zeros_like(ecg), ecg_fs=FS)
+    assert q.reasons["ecg_disagree"] == 0
+
+
+def test_ecg_quality_lead_off_and_ppg_agreement():
+    fs = 250.0
+    ph = phase(60, hr_bpm=90, fs=fs, jitter=0.05)
+    ecg = ecg_wave(ph)
+    assert ecg_quality(ecg, fs).usable_fraction > 0.95
+    off = ecg.copy()
+    off[int(20 * fs):int(40 * fs)] = 0.0
+    q = ecg_quality(off, fs)
+    assert q.reasons["flat"] >= int(18 * fs)
+    assert not q.mask[int(21 * fs):int(39 * fs)].any()
+    ppg_half = ppg_wave(phase(60, hr_bpm=45, fs=fs))                  # half the beats of the ECG
+    q = ecg_quality(ecg, fs, ppg=ppg_half, ppg_fs=fs)
+    assert q.reasons["ppg_disagree"] >= 0.5 * len(ph)   # windows where the PPG is usable on its own
+    with pytest.raises(ValueError, match="too low"):
+        ecg_quality(ecg, 20.0)
+
+
+def test_quality_mask_helpers():
+    m = np.zeros(1000, dtype=bool)
+    m[100:400] = True
+    m[600:620] = True
+    q = QualityMask(m, {"flat": 500, "nan": 180, "jump": 0}, fs=100.0)
+    assert q.usable_fraction == pytest.approx(0.32)
+    assert q.segments() == [(100, 400), (600, 620)]
+    assert q.segments(min_s=1.0) == [(100, 400)]
+    assert q.top_reasons(2) == ["flat", "nan"]
+    assert QualityMask(np.zeros(0, dtype=bool)).usable_fraction == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Real records (how they were found: see tests/test_inspect.py)
+# --------------------------------------------------------------------------------------------
+
+
+def test_real_flat_abp_and_flat_ppg(shared_data):
+    from edgebp.io import read_record
+
+    rec = read_record(shared_data / "challenge2015" / "a345l")       # ABP flat at ~0 mmHg
+    abp = rec.get("abp")
+    q = abp_quality(abp.signal, abp.fs)
+    assert q.usable_fraction == 0.0
+    assert q.reasons["flat"] > 0.9 * len(q.mask) and q.reasons["disconnected"] > 0.9 * len(q.mask)
+    rec = read_record(shared_data / "challenge2015" / "v759l")       # PPG flat at 0 most of the time
+    ppg, ecg = rec.get("ppg"), rec.get("ecg")
+    q = ppg_quality(ppg.signal, ppg.fs)
+    assert q.usable_fraction < 0.2 and q.reasons["flat"] > 0.7 * len(q.mask)
+    assert ecg_quality(ecg.signal, ecg.fs).usable_fraction > 0.9
