@@ -62,9 +62,16 @@ class OutputWriter:
                 f.close()
 
 
+# Gaps of at most this many samples (8 ms at 250 Hz: one lost or corrupted frame) are bridged
+# by linear interpolation between the samples either side, and counted as interpolated; a
+# longer gap is NaN (no BP is claimed over it or the receptive field after it).
+MAX_INTERP_SAMPLES = 2
+
+
 def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: str = "ort", variant: str = "int8",
                    hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
-                   writer: OutputWriter | None = None, collect: bool = False, stop=None) -> dict:
+                   writer: OutputWriter | None = None, collect: bool = False, stop=None,
+                   max_interp: int = MAX_INTERP_SAMPLES) -> dict:
     """Run a byte stream through the bundle; returns the summary (and the outputs if ``collect``)."""
     from edgebp.runtime.protocol import GapEvent, HeaderEvent, ResetEvent
 
@@ -73,7 +80,9 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     kept: list[OutputBlock] = []
     dev_samples = 0  # device samples placed on the time axis (parsed + missing), since the last reset
     t_dev_base = 0.0
-    last_seq = None
+    last_row = None  # the last real sample pushed (for bridging a short gap)
+    held_gap = 0  # a short gap at the end of a block waits for the next sample
+    interpolated = 0
     header_seen = None
 
     def ensure_runtime():
@@ -93,8 +102,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
         if collect:
             kept.append(out)
 
-    def consume(block):
-        nonlocal dev_samples, t_dev_base, last_seq, header_seen
+    def consume(block, final: bool = False):
+        nonlocal dev_samples, t_dev_base, last_row, interpolated, header_seen, held_gap
         n = len(block.seq)
         # split the block at events (gaps insert NaN rows; resets restart the time axis)
         cuts = []
@@ -106,23 +115,39 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
             elif isinstance(ev, (GapEvent, ResetEvent)):
                 cuts.append((int(getattr(ev, "index", getattr(ev, "at_index", 0))), ev))
         cuts.sort(key=lambda c: c[0])
+        if held_gap:
+            # the short gap that ended the previous block, now that its next sample is known
+            cuts.insert(0, (0, GapEvent(after_seq=-1, n_missing=held_gap, at_index=0)))
+            held_gap = 0
         pos = 0
         for at, ev in cuts + [(n, None)]:
             if at > pos and n:
                 r = ensure_runtime()
                 emit(r.push(block.values[pos:at]))
                 dev_samples += at - pos
+                last_row = block.values[at - 1]
             pos = max(pos, at)
             if isinstance(ev, GapEvent) and ev.n_missing > 0:
                 r = ensure_runtime()
-                nan_rows = np.full((int(ev.n_missing), block.values.shape[1] if block.values.ndim == 2 else len(decoder.header.channels)), np.nan)
-                emit(r.push(nan_rows))
-                dev_samples += int(ev.n_missing)
+                m = int(ev.n_missing)
+                n_ch = block.values.shape[1] if block.values.ndim == 2 else len(decoder.header.channels)
+                if m <= max_interp and last_row is not None and at >= n and not final:
+                    held_gap = m
+                    continue
+                if m <= max_interp and last_row is not None and at < n:
+                    w = (np.arange(1, m + 1) / (m + 1))[:, None]
+                    rows = last_row[None, :] * (1 - w) + block.values[at][None, :] * w
+                    interpolated += m
+                else:
+                    rows = np.full((m, n_ch), np.nan)
+                emit(r.push(rows))
+                dev_samples += m
             elif isinstance(ev, ResetEvent):
                 r = ensure_runtime()
                 emit(r.flush())
                 t_dev_base += dev_samples / r.fs_dev
                 dev_samples = 0
+                last_row = None
                 r.device_reset(t_dev_base)
 
     try:
@@ -132,12 +157,14 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                 break
     except KeyboardInterrupt:
         log.warning("interrupted: writing the summary of what was processed")
-    consume(decoder.finish())
+    consume(decoder.finish(), final=True)
+    if held_gap and rt is not None:  # a short gap at the very end: nothing after it to bridge to
+        emit(rt.push(np.full((held_gap, len(decoder.header.channels)), np.nan)))
     if rt is not None:
         emit(rt.flush())
     wall = time.perf_counter() - t_wall
     counts = dict(decoder.counts)
-    summary = {"decoder": counts}
+    summary = {"decoder": counts, "interpolated_samples": interpolated}
     if rt is not None:
         lat = np.asarray(rt.stats["step_latency_s"]) * 1e3
         audio_s = (counts.get("samples_parsed", 0) + counts.get("samples_missing", 0)) / rt.fs_dev
@@ -159,7 +186,7 @@ def summary_text(s: dict) -> str:
     d = s["decoder"]
     lines = [f"samples in: {d.get('samples_parsed', 0) + d.get('samples_rejected', 0) + d.get('samples_missing', 0)}  "
              f"parsed: {d.get('samples_parsed', 0)}  rejected: {d.get('samples_rejected', 0)} {dict(d.get('rejected_reasons', {}))}  "
-             f"missing: {d.get('samples_missing', 0)}  duplicates dropped: {d.get('duplicates_dropped', 0)}  resets: {d.get('resets', 0)}"]
+             f"missing: {d.get('samples_missing', 0)} (bridged by interpolation: {s.get('interpolated_samples', 0)})  duplicates dropped: {d.get('duplicates_dropped', 0)}  resets: {d.get('resets', 0)}"]
     if "outputs" in s:
         lines.append(f"outputs: {s['outputs']} at {s['model_fs']:g} Hz  valid: {s['valid_share'] * 100:.1f} %  invalid by reason: {s['invalid_reasons']}  beats: {s['beats']}")
         lines.append(f"per-chunk latency p50 {s['chunk_latency_ms']['p50'] or 0:.3f} ms, p99 {s['chunk_latency_ms']['p99'] or 0:.3f} ms; "
