@@ -40,11 +40,11 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
     data = data or cfg.data
     path = data_source_path(data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
     prepared, skipped = dataset_prepare(path, tuple(src.inputs), float(src.geometry().fs), cfg.max_minutes)
-    if split == "test":
-        wanted = set(src.split["test"])
+    if split in ("test", "val"):
+        wanted = set(src.split[split])
         chosen = [p for p in prepared if p.record_id in wanted]
         if not chosen:
-            raise CliError(f"{data}: none of the run's {len(wanted)} test records is in this data; use --split all for other data")
+            raise CliError(f"{data}: none of the run's {len(wanted)} {split} records is in this data; use --split all for other data")
     else:
         trained = set(src.split["train"]) | set(src.split["val"])
         chosen = [p for p in prepared if p.record_id not in trained] if data == cfg.data else prepared
@@ -124,7 +124,7 @@ def _json_default(o):
 @click.command(name="evaluate")
 @click.argument("model_path", metavar="RUN_DIR|BUNDLE")
 @click.option("--data", default=None, help="'synth' or a path; default: the data the model was trained on.")
-@click.option("--split", type=click.Choice(["test", "all"]), default="test", show_default=True, help="test: the run's held-out records; all: every record not used for training.")
+@click.option("--split", type=click.Choice(["test", "val", "all"]), default="test", show_default=True, help="test: the run's held-out records; val: its validation records (for tuning); all: every record not used for training.")
 @click.option("--variant", type=click.Choice(["fp32", "int8", "pruned"]), default="fp32", show_default=True, help="For a bundle: which exported model to run through ONNX Runtime.")
 @click.option("--calibrate", type=float, default=0.0, help="Seconds of per-subject calibration at the start of each record (0: calibration-free).")
 @click.option("--hop", type=int, default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
