@@ -58,6 +58,13 @@ def data_source_path(data: str, synth_subjects: int = 32, synth_minutes: float =
 
         return Path(synth_cohort_cached(synth_subjects, synth_minutes, seed=seed))
     path = Path(data)
+    if not path.exists() and not path.is_absolute():
+        # a run or bundle records --data as given (relative, e.g. ../shared/data/challenge2015
+        # from the repository root); it must still resolve when used from another directory
+        from edgebp.paths import REPO_ROOT
+
+        if (REPO_ROOT / path).exists():
+            path = REPO_ROOT / path
     if not path.exists():
         raise FileNotFoundError(2, "no such file or directory (--data)", str(path))
     return path

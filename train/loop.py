@@ -294,7 +294,12 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
             if di.main:
                 log.info("early stop: no validation improvement for %d epochs", cfg.patience)
             break
-        if cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s:
+        over = bool(cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s)
+        if di.world > 1:  # every rank must stop after the same epoch
+            flag = torch.tensor([1.0 if over else 0.0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item() > 0)
+        if over:
             if di.main:
                 log.info("time budget of %.0f s reached after epoch %d", cfg.time_budget_s, epoch + 1)
             break

@@ -90,6 +90,8 @@ def accuracy_points(bench: dict, x: str = "size") -> list[dict]:
             if "error" in acc or acc.get("sbp", {}).get("mae") is None:
                 continue
             if x == "size":
+                if v == "torch-fp32":  # the same weights as ort-fp32: one point per file
+                    continue
                 xv = (b.get("files", {}).get(key_of.get(v, ""), {}) or {}).get("bytes")
             else:
                 rows = [r for r in b.get("latency") or [] if r["variant"] == v and r["batch"] == 1 and r["threads"] == t]

@@ -227,6 +227,9 @@ def bench_short_table(bench: dict) -> str:
     lines = [head, table_text(summary_rows(bench))]
     for r in bench.get("ratios", []):
         lines.append(f"{r['bundle']} {r['variant']} vs {r['anchor']} ({r['anchor_preset']}): {ratio_text(r)}")
+    for b in bench.get("bundles", []):
+        for v, why in (b.get("skipped") or {}).items():
+            lines.append(f"skipped {b['name']} {v}: {why}")
     if bench.get("errors"):
         lines.append(f"{len(bench['errors'])} part(s) failed: " + "; ".join(f"{e['where']}: {e['error']}" for e in bench["errors"]))
     return "\n".join(lines)
@@ -263,7 +266,7 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
         "the repeats with their range [min-max]. Inputs are seeded noise (the cost of these networks does not depend on values).",
         f"- Threads: {', '.join(str(x) for x in st['thread_levels'])} intra-op thread(s); batch 1 and batch {st['batch']}.",
         "- Streaming: `edgebp run` as a subprocess on a simulated 250 Hz ECG + PPG log (`edgebp sim`), no torch loaded; peak RSS "
-        "is the kernel's ru_maxrss of that child (os.wait4). Output latency and concurrency come from `python -m edgebp.bench.worker`.",
+        "is the kernel's ru_maxrss of that child (read by a small launcher process, so the bench's own memory is not counted). Output latency and concurrency come from `python -m edgebp.bench.worker`.",
         "- Accuracy: `edgebp evaluate`'s scoring, per beat, calibration-free, on held-out records (split by record/subject).",
         "- Anchors: the seeds' networks at their published size with initial weights: speed and size only.",
         f"- Load average (1/5/15 min) before: {bench.get('load_average_before')}, after: {bench.get('load_average_after')}. "
@@ -425,12 +428,16 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
     # ---- anchors
     if bench.get("anchors"):
         rows = [["anchor", "preset", "paradigm", "params", "ONNX size", "MACs / window", "p50 ms / window [range]", "us / output sample",
-                 "RTF", "threads", "command"]]
+                 "RTF", "output latency ms (min-max)", "threads", "command"]]
         for a in bench["anchors"]:
             for r in a["latency"]:
+                ol = r.get("output_latency_ms") or {}
+                olt = f"{_f(ol.get('min'))}-{_f(ol.get('max'))}" if ol.get("bounded") else "unbounded (slower than real time)"
                 rows.append([a["name"], a["preset"], a["paradigm"], a["params"], _bytes(a["onnx_bytes"]), _f(a["macs_per_window"], ".3g"),
-                             _spread(r["p50_ms"]), _f(r["per_output_sample_us"]), _rtf(r["real_time_factor"]), r["threads"], r["command"]])
-        text = [f"The seeds' networks exported once (`{a['export_command']}`), initial weights: {a['weights']}." for a in bench["anchors"][:1]]
+                             _spread(r["p50_ms"]), _f(r["per_output_sample_us"]), _rtf(r["real_time_factor"]), olt, r["threads"], r["command"]])
+        text = ["The seeds' networks at the sizes given, exported once to ONNX (" + "; ".join(f"`{a['export_command']}`" for a in bench["anchors"])
+                + f"); weights: {bench['anchors'][0]['weights']}. Output latency of a window model on a live stream: from the compute "
+                "alone (newest sample of a window) to the hop plus the compute (oldest); unbounded when slower than real time.", ""]
         for r in bench.get("ratios", []):
             text.append(f"- {r['bundle']} ({r['variant']}, {r['kind']}): {_f(r['bundle_per_output_sample_us'])} us per output sample "
                         f"(real-time factor {_rtf(r['bundle_real_time_factor'])}) vs {_f(r['anchor_per_output_sample_us'])} us for {r['anchor']} "

@@ -1,8 +1,9 @@
 """Streaming benchmarks: the whole ``edgebp run`` path on a simulated 250 Hz ECG + PPG log.
 
 Everything here runs in subprocesses with no torch loaded, and each child's own peak RSS is
-read from :func:`os.wait4` (the kernel's ``ru_maxrss`` of exactly that child):
+the kernel's ``ru_maxrss`` of exactly that child:
 
+* :func:`child_run`: any command, with its own peak RSS (see there why a launcher is used);
 * :func:`run_measure`: ``edgebp run BUNDLE --stream serial.log`` as a user would run it;
   real-time factor and per-sample cost from its summary, peak RSS from the kernel, and the
   process's own wall time including interpreter start and imports;
@@ -22,12 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import edgebp
@@ -48,41 +47,55 @@ def command_text(argv: list[str]) -> str:
     return shlex.join(str(a) for a in argv)
 
 
-def child_run(argv: list[str], timeout_s: float = 3600.0, cwd: str | Path | None = None, env: dict | None = None) -> dict:
-    """Run a child process to the end; its exit code, wall time, output and its own peak RSS.
+# A small interpreter runs the measured command as its own child and reports that child's
+# rusage. Linux carries the RSS high-water mark of a forked process across exec, so a child
+# forked straight from the bench (hundreds of MB, with ONNX Runtime and maybe torch loaded)
+# would report at least the bench's size; forked from this ~10 MB launcher it reports its own.
+_LAUNCHER = (
+    "import json, resource, subprocess, sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "p = subprocess.run(sys.argv[2:])\n"
+    "wall = time.perf_counter() - t0\n"
+    "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "with open(sys.argv[1], 'w') as f:\n"
+    "    json.dump({'maxrss': ru.ru_maxrss, 'utime': ru.ru_utime, 'stime': ru.ru_stime, 'wall': wall}, f)\n"
+    "sys.exit(p.returncode)\n"
+)
 
-    The child's stdout and stderr go to temporary files (no pipe can fill up and stall it);
-    :func:`os.wait4` gives the resource usage of exactly this child.
+
+def child_run(argv: list[str], timeout_s: float = 3600.0, cwd: str | Path | None = None, env: dict | None = None) -> dict:
+    """Run a command to the end; its exit code, wall time, output and its own peak RSS.
+
+    The command runs as the child of a tiny launcher interpreter that reads
+    ``getrusage(RUSAGE_CHILDREN)`` once the command has exited: the kernel's ``ru_maxrss`` of
+    exactly that process (not inflated by the bench's own memory, which a direct fork would
+    carry over). Output goes to temporary files, so no pipe can fill up and stall it.
 
     Returns
     -------
     dict
-        ``returncode``, ``wall_seconds``, ``max_rss_mb``, ``user_seconds``, ``system_seconds``,
-        ``stdout``, ``stderr``, ``command``.
+        ``returncode``, ``wall_seconds`` (the command alone), ``max_rss_mb``, ``user_seconds``,
+        ``system_seconds``, ``stdout``, ``stderr``, ``command``.
     """
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=fo, stderr=fe, cwd=cwd, env=env)
-        deadline = t0 + timeout_s
-        while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                p.kill()
-                pid, status, ru = os.wait4(p.pid, 0)
-                p.returncode = -9
-                raise TimeoutError(f"{command_text(argv)}: no result after {timeout_s:.0f} s")
-            time.sleep(0.02)
-        wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe, tempfile.TemporaryDirectory(prefix="edgebp-bench-") as tmp:
+        usage = Path(tmp) / "rusage.json"
+        p = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(usage), *[str(a) for a in argv]], stdout=fo, stderr=fe, cwd=cwd, env=env)
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise TimeoutError(f"{command_text(argv)}: no result after {timeout_s:.0f} s") from None
         fo.seek(0)
         fe.seek(0)
         out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
+        if not usage.exists():
+            raise RuntimeError(f"{command_text(argv)}: the launcher did not report ({_last_line(err)})")
+        ru = json.loads(usage.read_text())
     # Linux reports ru_maxrss in kB (macOS in bytes)
-    rss_mb = ru.ru_maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else ru.ru_maxrss / 1024.0
-    return {"returncode": p.returncode, "wall_seconds": wall, "max_rss_mb": rss_mb, "user_seconds": ru.ru_utime,
-            "system_seconds": ru.ru_stime, "stdout": out, "stderr": err, "command": command_text(argv)}
+    rss_mb = ru["maxrss"] / (1024.0 * 1024.0) if sys.platform == "darwin" else ru["maxrss"] / 1024.0
+    return {"returncode": p.returncode, "wall_seconds": ru["wall"], "max_rss_mb": rss_mb, "user_seconds": ru["utime"],
+            "system_seconds": ru["stime"], "stdout": out, "stderr": err, "command": command_text(argv)}
 
 
 def _edgebp(*args: str) -> list[str]:
