@@ -42,7 +42,7 @@ from edgebp.runtime.crc import crc16_ccitt_false
 from edgebp.runtime.protocol_binary import (
     SYNC, BinaryParser, frame_size, header_encode_binary, samples_encode_binary,
 )
-from edgebp.runtime.protocol_common import MAX_LINE_BYTES, OK, REASONS, STATUS
+from edgebp.runtime.protocol_common import OK, REASONS
 from edgebp.runtime.protocol_header import (
     HeaderError, StreamHeader, header_apply_channel_map, header_fields_decode, header_fields_encode,
 )
@@ -62,6 +62,8 @@ _LOG_LIMIT = 5
 # Bytes that appear in text logs; anything else before the first line ends means binary.
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _DETECT_LIMIT = 512
+# Banner/comment lines skipped while detecting; beyond this the format is not guessed.
+_DETECT_GIVE_UP = 65536
 
 __all__ = [
     "StreamHeader", "HeaderError", "GapEvent", "ResetEvent", "HeaderEvent", "DecodedBlock",
@@ -379,13 +381,21 @@ class StreamDecoder:
                 kind = stream_detect_format(bytes(self._pre))
                 if kind is not None:
                     self._start(kind)
+                elif len(self._pre) > _DETECT_GIVE_UP:
+                    raise ValueError(
+                        f"could not recognise the stream format in its first {len(self._pre)} bytes "
+                        f"(no edgebp header, frame, MAX3010x or CSV line); give the format "
+                        f"explicitly (one of {', '.join(FORMATS[1:])})")
             else:
                 self._parser.feed(data)
         return self._pop()
 
     def finish(self) -> DecodedBlock:
         """End of stream: decode what is buffered; an unterminated last line or frame is
-        counted as rejected ``"truncated"``. Held records are accepted."""
+        counted as rejected ``"truncated"``. Held records are accepted.
+
+        If the last chunk changed the channel layout, ``pending`` is still True afterwards:
+        call ``finish()`` again for the next block (:func:`decode_stream` does)."""
         if not self._finished:
             self._finished = True
             if self._parser is None and self._pre:

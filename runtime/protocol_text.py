@@ -41,7 +41,6 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 _LINE_RE = re.compile(rb"-?[0-9]+(?:,-?[0-9]+)*\Z")
 _FAST_CHARS = b"0123456789-,\n"
-_I64 = np.iinfo(np.int64)
 
 
 def header_encode_text(h: StreamHeader) -> bytes:
@@ -212,13 +211,13 @@ class TextParser(LineParser):
         self._slow(c, first_line)
 
     def _slow(self, c: bytes, first_line: int) -> None:
+        """Per-line checks, then one bulk conversion of the good lines (as in the fast path)."""
         n_ch = self.n_channels
-        width = n_ch + 1
-        seqs: list[int] = []
-        raws: list[list[int]] = []
         stats: list[int] = []
         where: list[int] = []
-        zero = [0] * n_ch
+        good: list[bytes] = []
+        good_pos: list[int] = []
+        overlong, no_header, malformed = STATUS["overlong"], STATUS["no_header"], STATUS["malformed"]
         for i, line in enumerate(c.split(b"\n")[:-1]):
             if line.endswith(b"\r"):
                 line = line[:-1]
@@ -227,34 +226,33 @@ class TextParser(LineParser):
                 continue
             where.append(first_line + i)
             if len(line) > MAX_LINE_BYTES:
-                status = STATUS["overlong"]
+                stats.append(overlong)
             elif self.header is None:
-                status = STATUS["no_header"]
-            elif not _LINE_RE.match(line):
-                status = STATUS["malformed"]
+                stats.append(no_header)
+            elif line.count(b",") != n_ch or not _LINE_RE.match(line):
+                stats.append(malformed)
             else:
-                parts = line.split(b",")
-                if len(parts) != width:
-                    status = STATUS["malformed"]
-                else:
-                    ints = [min(max(int(p), _I64.min), _I64.max) for p in parts]
-                    if 0 <= ints[0] < SEQ_MODULO:
-                        seqs.append(ints[0])
-                        raws.append(ints[1:])
-                        stats.append(OK)
-                        continue
-                    status = STATUS["malformed"]
-            seqs.append(0)
-            raws.append(zero)
-            stats.append(status)
+                good_pos.append(len(stats))
+                good.append(line)
+                stats.append(OK)
         if not stats:
             return
-        seq = np.array(seqs, dtype=np.int64)
-        raw = np.array(raws, dtype=np.int64).reshape(len(stats), n_ch)
-        status_arr = np.array(stats, dtype=np.int8)
+        n = len(stats)
+        seq = np.zeros(n, dtype=np.int64)
+        raw = np.zeros((n, n_ch), dtype=np.int64)
+        status = np.array(stats, dtype=np.int8)
+        if good:
+            # Every good line has n_ch + 1 validated integer fields: parse them all at once.
+            vals = np.fromstring(b",".join(good), dtype=np.int64, sep=",").reshape(len(good), n_ch + 1)
+            pos = np.array(good_pos)
+            seq[pos] = vals[:, 0]
+            raw[pos] = vals[:, 1:]
+            bad_seq = (vals[:, 0] < 0) | (vals[:, 0] >= SEQ_MODULO)
+            status[pos[bad_seq]] = malformed
+            seq[pos[bad_seq]] = 0
         if self.header is not None:
-            status_arr = status_range(raw, status_arr, self.header)
-        self.sink.on_records(seq, raw, status_arr, lambda k: f"line {where[k]}")
+            status = status_range(raw, status, self.header)
+        self.sink.on_records(seq, raw, status, lambda k: f"line {where[k]}")
 
     def _special(self, line: bytes, line_no: int) -> None:
         if line.endswith(b"\r"):

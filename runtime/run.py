@@ -68,6 +68,12 @@ class OutputWriter:
 MAX_INTERP_SAMPLES = 2
 
 
+def _layout(h) -> tuple:
+    # StreamHeader.layout is a method; comparing the bound methods themselves is never equal
+    lay = h.layout
+    return lay() if callable(lay) else lay
+
+
 def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: str = "ort", variant: str = "int8",
                    hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
                    writer: OutputWriter | None = None, collect: bool = False, stop=None,
@@ -109,8 +115,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
         cuts = []
         for ev in block.events:
             if isinstance(ev, HeaderEvent):
-                if header_seen is not None and rt is not None and ev.header.layout != header_seen.layout:
-                    raise ValueError(f"stream: the device changed its layout mid-stream ({header_seen.layout} -> {ev.header.layout})")
+                if header_seen is not None and rt is not None and _layout(ev.header) != _layout(header_seen):
+                    raise ValueError(f"stream: the device changed its layout mid-stream ({_layout(header_seen)} -> {_layout(ev.header)})")
                 header_seen = ev.header
             elif isinstance(ev, (GapEvent, ResetEvent)):
                 cuts.append((int(getattr(ev, "index", getattr(ev, "at_index", 0))), ev))

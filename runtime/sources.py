@@ -74,6 +74,11 @@ def iter_file(path: str | os.PathLike, chunk: int = 65536) -> Iterator[bytes]:
     chunk : int
         Bytes per chunk (> 0).
 
+    Raises
+    ------
+    FileNotFoundError, SourceError
+        At the call, naming the file.
+
     Examples
     --------
     >>> import tempfile, os
@@ -85,6 +90,11 @@ def iter_file(path: str | os.PathLike, chunk: int = 65536) -> Iterator[bytes]:
     if chunk <= 0:
         raise ValueError(f"chunk must be a positive number of bytes, got {chunk}")
     path = Path(path)
+    _open_file(path).close()  # errors now, naming the file, not at the first next()
+    return _read_file(path, chunk)
+
+
+def _read_file(path: Path, chunk: int) -> Iterator[bytes]:
     with _open_file(path) as f:
         while True:
             data = f.read(chunk)
@@ -132,6 +142,11 @@ def iter_follow(path: str | os.PathLike, poll_s: float = 0.05, stop: Stop = None
     if poll_s <= 0:
         raise ValueError(f"poll_s must be positive, got {poll_s}")
     path = Path(path)
+    _open_file(path).close()  # errors now, naming the file
+    return _follow(path, poll_s, stop, idle_timeout_s, chunk)
+
+
+def _follow(path: Path, poll_s: float, stop: Stop, idle_timeout_s: float | None, chunk: int) -> Iterator[bytes]:
     f = _open_file(path)
     try:
         st = os.fstat(f.fileno())
@@ -189,16 +204,23 @@ def iter_serial(port: str, baud: int = 115200, timeout: float = 0.1, stop: Stop 
     idle_timeout_s : float, optional
         End after this many seconds without data.
 
+    Returns
+    -------
+    Iterator[bytes]
+        The port is open when this function returns (pyserial discards bytes that arrived
+        before), so a writer may start sending then.
+
     Raises
     ------
     SourceError
-        The port cannot be opened or fails while reading (unplugged); the message names it.
+        The port cannot be opened (raised by the call itself) or fails while reading
+        (unplugged); the message names it.
     ImportError
         pyserial is not installed.
 
     Examples
     --------
-    >>> next(iter_serial("/dev/edgebp-no-such-port"))
+    >>> iter_serial("/dev/edgebp-no-such-port")
     Traceback (most recent call last):
     ...
     edgebp.runtime.sources.SourceError: cannot open serial port '/dev/edgebp-no-such-port' at 115200 baud: ...
@@ -212,13 +234,17 @@ def iter_serial(port: str, baud: int = 115200, timeout: float = 0.1, stop: Stop 
     except (serial.SerialException, OSError, ValueError) as err:
         raise SourceError(f"cannot open serial port {port!r} at {baud} baud: {err}") from err
     log.info("reading serial port %s at %d baud", port, baud)
+    return _read_serial(ser, serial.SerialException, port, stop, idle_timeout_s)
+
+
+def _read_serial(ser, serial_error: type, port: str, stop: Stop, idle_timeout_s: float | None) -> Iterator[bytes]:
     last_data = time.monotonic()
     try:
         while True:
             try:
                 waiting = ser.in_waiting
                 data = ser.read(waiting if waiting else 1)
-            except (serial.SerialException, OSError) as err:
+            except (serial_error, OSError) as err:
                 raise SourceError(f"serial port {port!r} failed while reading: {err}") from err
             if data:
                 last_data = time.monotonic()

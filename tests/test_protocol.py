@@ -525,6 +525,8 @@ def test_format_detection():
     assert stream_detect_format(b"a;b\n") == "csv"
     assert stream_detect_format(b"#EDGEBP v=1 fs=2") is None
     assert stream_detect_format(b"12,3", final=True) == "text"
+    with pytest.raises(ValueError, match="could not recognise the stream format"):
+        StreamDecoder().feed(b"just words\n" * 7000)
 
 
 def test_binary_frame_layout():

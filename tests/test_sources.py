@@ -45,11 +45,11 @@ def test_iter_file_chunks_and_errors(tmp_path):
     blocks = list(decode_stream(iter_file(path, chunk=333)))
     assert np.concatenate([b.seq for b in blocks]).tolist() == seq.tolist()
     with pytest.raises(FileNotFoundError, match="nope.log"):
-        next(iter_file(tmp_path / "nope.log"))
+        iter_file(tmp_path / "nope.log")
     with pytest.raises(SourceError, match="is a directory"):
-        next(iter_file(tmp_path))
+        iter_file(tmp_path)
     with pytest.raises(ValueError, match="chunk"):
-        next(iter_file(path, chunk=0))
+        iter_file(path, chunk=0)
 
 
 def test_iter_follow_growing_truncated_and_rotated(tmp_path):
@@ -119,7 +119,7 @@ def test_iter_follow_idle_timeout_and_missing_file(tmp_path):
     assert list(iter_follow(path, poll_s=0.005, stop=stop)) == [b"12"]
     assert list(iter_follow(path, poll_s=0.005, stop=lambda: True)) == [b"12"]
     with pytest.raises(FileNotFoundError, match="absent.log"):
-        next(iter_follow(tmp_path / "absent.log"))
+        iter_follow(tmp_path / "absent.log")
 
 
 @pytest.fixture
@@ -149,11 +149,12 @@ def test_iter_serial_through_a_real_pty(pty_pair, fmt):
     else:
         data = header_encode_text(HDR) + samples_encode_text(seq, raw)
     assert b"\x0d" in data or fmt == "text"  # bytes a cooked tty would mangle
+    source = iter_serial(port, baud=115200, timeout=0.02, idle_timeout_s=WAIT_S)  # port open from here
     writer = threading.Thread(target=_write_all, args=(master, data), daemon=True)
     writer.start()
     dec = StreamDecoder()
     blocks = []
-    for chunk in iter_serial(port, baud=115200, timeout=0.02, idle_timeout_s=WAIT_S):
+    for chunk in source:
         blocks.append(dec.feed(chunk))
         if dec.counts["bytes_in"] >= len(data):
             break
@@ -167,21 +168,26 @@ def test_iter_serial_through_a_real_pty(pty_pair, fmt):
 
 def test_iter_serial_stop_and_errors(pty_pair):
     master, port = pty_pair
-    os.write(master, b"abc")
     stop = threading.Event()
     got = []
-    for chunk in iter_serial(port, timeout=0.02, stop=stop):
+    source = iter_serial(port, timeout=0.02, stop=stop, idle_timeout_s=WAIT_S)
+    os.write(master, b"abc")
+    for chunk in source:
         got.append(chunk)
         if b"".join(got) == b"abc":
             stop.set()  # checked at the next empty read
     assert b"".join(got) == b"abc"
     # A character device is read as a serial port by the CLI's source picker.
+    source = iter_source(port, idle_timeout_s=WAIT_S)
     os.write(master, b"xyz")
-    assert next(iter_source(port, idle_timeout_s=1.0)) in (b"x", b"xy", b"xyz")
+    assert next(source) in (b"x", b"xy", b"xyz")
+    source.close()
+    # Nothing arrives: the idle timeout ends the stream.
+    assert list(iter_serial(port, timeout=0.01, idle_timeout_s=0.05)) == []
     with pytest.raises(SourceError, match="/dev/edgebp-no-such-port"):
-        next(iter_serial("/dev/edgebp-no-such-port"))
+        iter_serial("/dev/edgebp-no-such-port")
     with pytest.raises(ValueError, match="edgebp-no-such-port"):  # also a ValueError for the CLI
-        next(iter_serial("/dev/edgebp-no-such-port"))
+        iter_serial("/dev/edgebp-no-such-port")
 
 
 def test_iter_stdin_in_a_child_process():
