@@ -72,11 +72,17 @@ def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, soft
     """Static QDQ int8 for ORT on CPU (or dynamic int8 when the graph holds an LSTM)."""
     ops = _op_types(fp32_path)
     tmp = out_path.with_suffix(".pre.onnx")
-    src = _preprocess(fp32_path, tmp)
     if "LSTM" in ops or "GRU" in ops:
+        # dynamic quantization needs no calibration; the exporter bakes traced shapes into the
+        # LSTM's value_info, which ONNX shape inference then contradicts: drop them first
+        m = onnx.load(str(fp32_path))
+        m.graph.ClearField("value_info")
+        src = tmp
+        onnx.save(m, str(src))
         quantize_dynamic(str(src), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
         mode = "dynamic (LSTM: int8 weights, activations quantized at run time)"
     else:
+        src = _preprocess(fp32_path, tmp)
         name = onnx.load(str(src)).graph.input[0].name
         exclude = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Softmax"] if softmax_float else []
         quantize_static(

@@ -286,9 +286,10 @@ def runtime_truth_compare(out: RuntimeOutput, truth: dict, fs: float, recover_wi
                 "resume_s": resume, "judged": bool(clean_after)}
 
     def kinds_of(a: int, b: int) -> list[str]:
-        names = {n for n, bit in FAULT_BITS.items() if ((bits[a:b] & bit) > 0).any()}
-        names |= {str(s) for s in status[a:b] if s in LOST_STATUSES}
-        return sorted(names)
+        # the state faults first, then what became of the frames (the frame-fault bits
+        # drop/corrupt/truncate only repeat the statuses dropped/corrupted/truncated)
+        names = [n for n in SIGNAL_FAULTS + ARTEFACT_FAULTS if ((bits[a:b] & FAULT_BITS[n]) > 0).any()]
+        return names + [s for s in LOST_STATUSES if (status[a:b] == s).any()]
 
     for a, b in _intervals(bad):
         cls = "signal" if signal[a:b].any() else "lost"
@@ -433,9 +434,9 @@ def compare_report_text(pointwise: dict, beats: dict | None = None) -> str:
         return "\n".join(lines)
     lines.append(f"faults ({len(faults)}): claims during signal faults and lost stretches must be 0; "
                  "resume = first valid output after the end")
-    lines.append(f"  {'class':<7} {'kinds':<28} {'start s':>8} {'end s':>8} {'outputs':>7} {'claimed':>7} {'MAE':>6} {'resume s':>8}  judged")
+    lines.append(f"  {'class':<7} {'kinds':<30} {'start s':>8} {'end s':>8} {'outputs':>7} {'claimed':>7} {'MAE':>6} {'resume s':>8}  judged")
     for f in faults:
-        lines.append(f"  {f['class']:<7} {'|'.join(f['kinds'])[:28]:<28} {f['start_s']:8.2f} {f['end_s']:8.2f} "
+        lines.append(f"  {f['class']:<7} {'|'.join(f['kinds'])[:30]:<30} {f['start_s']:8.2f} {f['end_s']:8.2f} "
                      f"{f['outputs_during']:7d} {f['claimed_valid_during']:7d} {_f(f['mae_during']):>6} "
                      f"{_f(f['resume_s'], '{:.2f}'):>8}  {'yes' if f['judged'] else 'no'}")
     judged = [f for f in faults if f["class"] in ("signal", "lost")]

@@ -13,7 +13,23 @@ time axis as the device's own samples, so outputs line up with a truth file.
 
 Accounting: every device sample is parsed, rejected (decoder reasons) or missing (gaps,
 inserted as NaN so the time axis stays right); every model-rate output carries ``valid`` and,
-when invalid, one reason: ``warmup``, ``gap``, ``flat``, ``clipped``, ``reset``.
+when invalid, one reason: ``warmup``, ``gap``, ``flat``, ``clipped``, ``reset``, ``artefact``.
+
+Input gates (an output is claimed only when its whole receptive field passed them):
+
+- flat: the rolling SD of ``flat_s`` seconds below 5 ADC steps, per channel (the offline
+  masks' rule); and *stuck*: every input channel repeating its exact previous value for
+  ``stuck_s`` seconds (a frozen front-end or a stale sensor FIFO; a live converter with any
+  noise never repeats on all channels at once). The stuck rule reacts within ``stuck_s``,
+  inside the model's look-ahead (``delay``), where the 2 s SD window would let ~2 s of a
+  frozen signal through as valid output.
+- clipped: runs at the rails (:class:`edgebp.processing.quality.FlatClipDetector`).
+- artefact: a PPG input whose running z-score (the model's own normalised input) leaves
+  +-``artefact_z``. A pulse wave stays within about +-3 of its running mean and SD; a jump
+  to 5 SDs within the 4 s normalisation window needs the amplitude to change several-fold in
+  seconds, which motion or a displaced sensor does and perfusion does not. It catches most
+  of a motion burst, not all (measured in tests/test_roundtrip.py); ECG is not gated this
+  way (R peaks legitimately reach 5-6 SDs).
 """
 
 from __future__ import annotations
@@ -32,8 +48,8 @@ from edgebp.runtime.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
-REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset")
-R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET = range(6)
+REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset", "artefact")
+R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET, R_ARTEFACT = range(7)
 
 
 @dataclass
@@ -109,7 +125,8 @@ class StreamRuntime:
 
     def __init__(self, bundle: Bundle, device_fs: float, channel_index: dict[str, int], backend: str = "ort",
                  variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
-                 flat_s: float = 2.0, gains: dict[str, float] | None = None):
+                 flat_s: float = 2.0, gains: dict[str, float] | None = None, stuck_s: float = 0.1,
+                 artefact_z: float | None = 5.0):
         m = bundle.manifest
         self.bundle, self.m = bundle, m
         self.inputs = list(m["inputs"])
@@ -148,6 +165,10 @@ class StreamRuntime:
         # flat: rolling SD below 5 ADC steps (the offline masks' rule) over flat_s seconds
         gains = gains or {}
         self.gate = {c: FlatClipDetector(self.fs_dev, flat_s=flat_s, flat_sd=5.0 * float(gains.get(c, 1.0))) for c in self.inputs}
+        # stuck: this many identical samples in a row on every input channel
+        self.stuck_n = max(2, int(round(stuck_s * self.fs_dev)))
+        self.artefact_z = None if artefact_z is None else float(artefact_z)
+        self.artefact_rows = [j for j, c in enumerate(self.inputs) if c.startswith("ppg")]
         self.beat_det = BeatDetector(self.fs)
         self.t_base = 0.0  # device time (s) of the first sample since the last device reset
         self._cal_acc: list = []
@@ -172,6 +193,8 @@ class StreamRuntime:
         self.gate_state = {c: g.init_state() for c, g in self.gate.items()}
         self._dev_base = 0
         self._last_bad_reason = R_WARMUP
+        self._stuck_last = np.full(len(self.inputs), np.nan)
+        self._stuck_run = 0
 
     # ----------------------------------------------------------------- input gate
     def _gate(self, vals: np.ndarray) -> np.ndarray:
@@ -181,7 +204,20 @@ class StreamRuntime:
         for j, c in enumerate(self.inputs):
             flags, self.gate_state[c] = self.gate[c].process(vals[:, j], self.gate_state[c])
             code = np.where((flags & CLIPPED) > 0, R_CLIP, np.where((flags & FLAT) > 0, np.maximum(code, R_FLAT), code)).astype(np.int8)
+        code[self._stuck(vals) & (code == 0)] = R_FLAT
         return code
+
+    def _stuck(self, vals: np.ndarray) -> np.ndarray:
+        """Samples ending a run of ``stuck_n`` identical rows (every input channel unchanged)."""
+        n = vals.shape[0]
+        prev = np.vstack([self._stuck_last[None, :], vals[:-1]])
+        same = np.all(vals == prev, axis=1)  # NaN never equals: a gap ends the run
+        idx = np.arange(n)
+        last_change = np.maximum.accumulate(np.where(same, -1, idx))
+        run = np.where(last_change < 0, self._stuck_run + idx + 1, idx - last_change)
+        self._stuck_run = int(run[-1])
+        self._stuck_last = vals[-1].astype(np.float64).copy()
+        return run >= self.stuck_n - 1
 
     # ----------------------------------------------------------------- main step
     def push(self, vals: np.ndarray, bad_code: np.ndarray | None = None) -> OutputBlock:
@@ -210,6 +246,9 @@ class StreamRuntime:
         reason_new = code[src] if len(code) else np.zeros(n_new, np.int8)
         reason_new = np.where(~np.isfinite(X).all(axis=0) & (reason_new == 0), R_GAP, reason_new).astype(np.int8)
         reason_new[np.isfinite(X).all(axis=0)] = 0
+        if self.artefact_z is not None and n_new:
+            for j in self.artefact_rows:
+                reason_new[(np.abs(X[j]) > self.artefact_z) & (reason_new == 0)] = R_ARTEFACT
         self._dev_base += len(code)
         self.k += n_new
         out = self._model_feed(X, reason_new)
@@ -334,12 +373,27 @@ class StreamRuntime:
         return self.t_base - (self.delay + self.res_delay) / self.fs
 
     def flush(self) -> OutputBlock:
-        """End of stream: emit the beat still pending in the detector."""
+        """End of stream (or of a boot): run the model on the samples still waiting for a
+        whole chunk/hop, so every device sample gets its output row, then emit the beat
+        still pending in the detector. Call :meth:`reset` before pushing again."""
+        out = OutputBlock.empty()
+        n = self.pending_x.shape[1]
+        if n:
+            xc, rc = self.pending_x, self.pending_bad
+            self.pending_x, self.pending_bad = xc[:, :0], rc[:0]
+            if self.streamable and n < self.chunk:
+                # causal model: zeros after the last sample cannot change the outputs before it
+                pad = self.chunk - n
+                k, y, reason = self._run_chunk(np.concatenate([xc, np.zeros((xc.shape[0], pad), np.float32)], axis=1),
+                                               np.concatenate([rc, np.full(pad, R_GAP, np.int8)]))
+                k, y, reason = k[:n], y[:n], reason[:n]
+                self.n_model_in -= pad
+            else:
+                k, y, reason = self._run_chunk(xc, rc)
+            out = self._finalise([(k, y, reason)])
         b, self.beat_state = self.beat_det.flush(self.beat_state)
-        rows = self._beat_rows(b, np.zeros(0))
-        z = OutputBlock.empty()
-        z.beats = rows
-        return z
+        out.beats = list(out.beats) + self._beat_rows(b, np.zeros(0))
+        return out
 
     def device_reset(self, t_dev: float) -> None:
         """The device restarted: its time axis restarts; outputs resume after a new warm-up."""

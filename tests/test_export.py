@@ -15,9 +15,11 @@ from edgebp.runtime.bundle import BundleError, bundle_load
 ZOO = ["edge-tcn", "msca-cssc-unet", "cbpe-net", "pulse2pressure", "inn-par"]
 
 # int8 tolerance vs fp32 on the same windows, in mmHg after de-normalisation. Stated here so a
-# reader knows what "close" means: relative RMSE (RMSE of the difference / SD of the fp32
-# output) below 0.25 and the 99th percentile of |difference| below 10 mmHg.
-REL_RMSE_MAX = 0.25
+# reader knows what "close" means: relative RMSE (RMSE of the difference / SD of the training
+# reference, i.e. the model's own output scale) below 0.10 and the 99th percentile of
+# |difference| below 10 mmHg. (Relative to the fp32 output's own SD would be ill-posed: a
+# barely trained model's output is nearly constant.)
+REL_RMSE_MAX = 0.10
 P99_MAX_MMHG = 10.0
 
 
@@ -51,7 +53,7 @@ def test_int8_close_to_fp32_and_smaller(model, bundles):
     yf = f.run(None, {name: x})[0] * scale
     yq = q.run(None, {q.get_inputs()[0].name: x})[0] * scale
     d = np.abs(yq - yf)
-    rel = np.sqrt(np.mean((yq - yf) ** 2)) / max(np.std(yf), 1e-6)
+    rel = np.sqrt(np.mean((yq - yf) ** 2)) / scale
     assert rel < REL_RMSE_MAX, f"relative RMSE {rel:.3f}"
     assert np.percentile(d, 99) < P99_MAX_MMHG
     # quantized ops really present, and the file smaller
@@ -119,7 +121,7 @@ def test_tensorrt_engine_matches_ort(bundles):
     ref = ort.InferenceSession(str(b.file("fp32")), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     be = TensorRTBackend(b.file("trt_int8"), precision="int8")
     got = be.run({be.input_names[0]: x})[0]
-    assert np.sqrt(np.mean((got - ref) ** 2)) / np.std(ref) < REL_RMSE_MAX
+    assert np.sqrt(np.mean((got - ref) ** 2)) < REL_RMSE_MAX
 
 
 def test_evaluate_accepts_a_bundle(bundles):
