@@ -185,10 +185,17 @@ def _intervals(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
 
 
-def _stats(e: np.ndarray) -> dict:
+def _stats(e: np.ndarray, ref: np.ndarray | None = None) -> dict:
+    """ME/SD/MAE of errors; with ``ref``, also ``const_mae``: the MAE of predicting the mean of
+    ``ref`` everywhere (an oracle constant: this subject's own mean, i.e. a perfectly
+    calibrated "hold the mean" baseline; context for the MAE, not a calibration-free bar)."""
     e = np.asarray(e, float)
-    return {"n": int(len(e)), "me": float(e.mean()) if len(e) else None,
-            "sd": float(e.std(ddof=1)) if len(e) > 1 else None, "mae": float(np.abs(e).mean()) if len(e) else None}
+    out = {"n": int(len(e)), "me": float(e.mean()) if len(e) else None,
+           "sd": float(e.std(ddof=1)) if len(e) > 1 else None, "mae": float(np.abs(e).mean()) if len(e) else None}
+    if ref is not None:
+        r = np.asarray(ref, float)
+        out["const_mae"] = float(np.abs(r - r.mean()).mean()) if len(r) else None
+    return out
 
 
 def runtime_truth_compare(out: RuntimeOutput, truth: dict, fs: float, recover_window_s: float = 2.0,
@@ -259,7 +266,8 @@ def runtime_truth_compare(out: RuntimeOutput, truth: dict, fs: float, recover_wi
     any_fault = bad | motion | bridged
     res: dict = {
         "valid_share": float(out.valid.mean()) if len(out.valid) else 0.0,
-        "pointwise": _stats(err[ok]),
+        "outputs": int(len(out.t)),
+        "pointwise": _stats(err[ok], ref[ok]),
         "faults": [],
         "bridged": {"runs": len(bridged_runs), "samples": int(bridged.sum())},
         "axis": {"ticks": int(len(ticks)), "ticks_total": int(n_ticks),
@@ -305,7 +313,7 @@ def runtime_truth_compare(out: RuntimeOutput, truth: dict, fs: float, recover_wi
         near = np.clip(np.searchsorted(axis_t, out.t), 0, len(axis_t) - 1)
         keep &= ~any_fault[near]
     keep &= ~fault_t
-    res["pointwise_clean"] = _stats(err[keep])
+    res["pointwise_clean"] = _stats(err[keep], ref[keep])
     return res
 
 
@@ -394,7 +402,7 @@ def beats_truth_compare(pred_beats: dict, truth_beats: dict, truth: dict, fs: fl
            "max_dt_s": float(max_dt_s),
            "dt_median_s": float(np.median(pt[ip] - ref["t"][ir])) if len(ip) else None}
     for k in ("sbp", "dbp", "map"):
-        res[k] = _stats(np.asarray(pred_beats[k], float)[ip] - ref[k][ir]) if len(ip) else _stats(np.zeros(0))
+        res[k] = _stats(np.asarray(pred_beats[k], float)[ip] - ref[k][ir], ref[k][ir])
     return res
 
 
@@ -411,13 +419,14 @@ def compare_report_text(pointwise: dict, beats: dict | None = None) -> str:
     >>> truth = {"status": st, "t_true_s": np.arange(4.0), "abp_mmHg": np.full(4, 90.0)}
     >>> res = runtime_truth_compare(RuntimeOutput(np.arange(4.0), np.full(4, 93.0), np.ones(4, bool)), truth, 1.0)
     >>> print(compare_report_text(res).splitlines()[1])
-    point-wise ABP vs truth (claimed outputs): n 4  ME +3.0  SD 0.0  MAE 3.0 mmHg
+    point-wise ABP vs truth (claimed outputs): n 4  ME +3.0  SD 0.0  MAE 3.0 mmHg  [oracle constant (this subject's mean) MAE 0.0]
     """
     r = pointwise
     p, c = r["pointwise"], r["pointwise_clean"]
-    lines = [f"valid share: {r['valid_share'] * 100:.1f} % of {r['axis']['ticks']} device samples' outputs "
-             f"({r['axis']['off_axis']} sampled frames off the runtime's axis: lost before/after each boot's first/last intact frame)",
-             f"point-wise ABP vs truth (claimed outputs): n {p['n']}  ME {_f(p['me'], '{:+.1f}')}  SD {_f(p['sd'])}  MAE {_f(p['mae'])} mmHg",
+    lines = [f"valid share: {r['valid_share'] * 100:.1f} % of {r['outputs']} outputs; {r['axis']['ticks']} device samples on the "
+             f"runtime's axis, {r['axis']['off_axis']} sampled frames off it (lost before/after a boot's first/last intact frame)",
+             f"point-wise ABP vs truth (claimed outputs): n {p['n']}  ME {_f(p['me'], '{:+.1f}')}  SD {_f(p['sd'])}  MAE {_f(p['mae'])} mmHg"
+             f"  [oracle constant (this subject's mean) MAE {_f(p['const_mae'])}]",
              f"point-wise ABP vs truth, clear of faults:  n {c['n']}  ME {_f(c['me'], '{:+.1f}')}  SD {_f(c['sd'])}  MAE {_f(c['mae'])} mmHg"]
     if beats is not None:
         b = beats
@@ -425,7 +434,8 @@ def compare_report_text(pointwise: dict, beats: dict | None = None) -> str:
                      f"(within {b['max_dt_s']:g} s; median dt {_f(b['dt_median_s'], '{:+.3f}')} s)")
         for k in ("sbp", "dbp", "map"):
             s = b[k]
-            lines.append(f"  {k.upper()}: n {s['n']}  ME {_f(s['me'], '{:+.1f}')}  SD {_f(s['sd'])}  MAE {_f(s['mae'])} mmHg")
+            lines.append(f"  {k.upper()}: n {s['n']}  ME {_f(s['me'], '{:+.1f}')}  SD {_f(s['sd'])}  MAE {_f(s['mae'])} mmHg"
+                         f"  [oracle constant MAE {_f(s.get('const_mae'))}]")
     lines.append(f"bridged lost runs (<= {BRIDGE_SAMPLES} samples, interpolated by the runtime): "
                  f"{r['bridged']['runs']} ({r['bridged']['samples']} samples)")
     faults = r["faults"]

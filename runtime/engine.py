@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,6 +196,7 @@ class StreamRuntime:
         self._last_bad_reason = R_WARMUP
         self._stuck_last = np.full(len(self.inputs), np.nan)
         self._stuck_run = 0
+        self._gated_last = False
 
     # ----------------------------------------------------------------- input gate
     def _gate(self, vals: np.ndarray) -> np.ndarray:
@@ -206,6 +208,24 @@ class StreamRuntime:
             code = np.where((flags & CLIPPED) > 0, R_CLIP, np.where((flags & FLAT) > 0, np.maximum(code, R_FLAT), code)).astype(np.int8)
         code[self._stuck(vals) & (code == 0)] = R_FLAT
         return code
+
+    def _preprocess(self, c: str, x: np.ndarray, restarts: np.ndarray) -> np.ndarray:
+        """One input through its chain, with filter and normaliser restarted at ``restarts``."""
+        pre, st = self.pre[c], self.pre_state[c]
+        if not len(restarts):
+            y, self.pre_state[c] = pre.process(x, st)
+            return np.atleast_2d(y)
+        parts, pos = [], 0
+        for i in [*restarts.tolist(), len(x)]:
+            if i > pos:
+                y, st = pre.process(x[pos:i], st)
+                parts.append(np.atleast_2d(y))
+            if i < len(x):
+                st = dataclasses.replace(st, filter=None if pre.filter is None else pre.filter.init_state(),
+                                         norm=None if pre.norm is None else pre.norm.init_state())
+            pos = i
+        self.pre_state[c] = st
+        return np.concatenate(parts, axis=1)
 
     def _stuck(self, vals: np.ndarray) -> np.ndarray:
         """Samples ending a run of ``stuck_n`` identical rows (every input channel unchanged)."""
@@ -234,10 +254,17 @@ class StreamRuntime:
         code[missing & (code == 0)] = R_GAP
         x_in = cols.copy()
         x_in[code > 0] = np.nan  # flat/clipped input is a gap to the model: no BP is claimed from it
+        # after a flat/clipped stretch the filter and running normaliser start afresh: the
+        # samples before the gate fired (up to clip_s/stuck_s of rail or frozen input) would
+        # otherwise sit in the running variance for many time constants
+        gated = (code == R_FLAT) | (code == R_CLIP)
+        prev = np.concatenate([[self._gated_last], gated[:-1]])
+        restarts = np.flatnonzero(prev & ~gated)
+        if len(gated):
+            self._gated_last = bool(gated[-1])
         ys = []
         for j, c in enumerate(self.inputs):
-            y, self.pre_state[c] = self.pre[c].process(x_in[:, j], self.pre_state[c])
-            ys.append(np.atleast_2d(y))
+            ys.append(self._preprocess(c, x_in[:, j], restarts))
         n_new = ys[0].shape[1]
         X = np.concatenate(ys, axis=0).astype(np.float32) if n_new else np.zeros((len(self.inputs), 0), np.float32)
         # reason per new model-rate sample: the device sample it came from (nearest, delay-compensated)

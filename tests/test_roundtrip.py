@@ -182,8 +182,13 @@ def test_fault_round_trip(tcn, source, fault, fmt, caplog):
     assert d["resets"] == S["resets"]
     frames_on_wire = int(np.sum(np.isin(T["status"], ["emitted", "corrupted", "truncated"])))
     unsent_seen = S["frames_generated"] - frames_on_wire - _invisible(T)
-    # every copy on the wire is parsed or rejected; every unsent frame a gap reveals is missing
-    assert d["samples_parsed"] + d["samples_rejected"] + d["samples_missing"] == S["copies_on_wire"] + unsent_seen
+    # every copy on the wire is parsed or rejected; every unsent frame a gap reveals is missing.
+    # Exact for binary frames. A text line whose corruption or truncation changed its line
+    # structure (a byte turned into a newline splits one frame into two records; a lost line
+    # end merges two frames into one) shifts the sum by one each way: bounded by their count.
+    reframed = sum(c.count(b"\n") != 1 for c in sim.chunks) if fmt == "text" else 0
+    counted = d["samples_parsed"] + d["samples_rejected"] + d["samples_missing"]
+    assert abs(counted - (S["copies_on_wire"] + unsent_seen)) <= reframed
     if fmt == "binary":
         # CRC-16: what parses is what was sent. A truncated frame can still decode intact when
         # its lost tail byte happens to equal the next frame's first byte (the CRC then checks
@@ -197,9 +202,9 @@ def test_fault_round_trip(tcn, source, fault, fmt, caplog):
         assert d["samples_parsed"] == S["frames_intact"]
     # the runtime's time axis holds every sample it knew of (parsed, rejected in place, missing)
     on_axis = d["samples_parsed"] + d["samples_missing"] + d["samples_rejected"] - d["duplicates_dropped"]
-    assert on_axis == res["axis"]["ticks"]
-    # one output row per two device samples on the axis (250 -> 125 Hz), per boot
-    assert abs(s["outputs"] - on_axis / 2) <= 0.5 * (S["resets"] + 1) and s["outputs"] == len(out.t)
+    assert abs(on_axis - res["axis"]["ticks"]) <= reframed
+    # one output row per two device samples on the axis (250 -> 125 Hz), rounded up per boot
+    assert abs(s["outputs"] - res["axis"]["ticks"] / 2) <= 0.5 * (S["resets"] + 1) and s["outputs"] == len(out.t)
 
     # --- fault behaviour on the output's time axis
     faults = res["faults"]

@@ -86,7 +86,7 @@ def test_streaming_equals_offline_fp32(tcn, record, chunk_bytes):
     data, qrec = _log_from_record(record, seconds=20 if chunk_bytes < 100 else None)
     s, t, abp, valid = _stream(bundle_load(tcn), data, chunk_bytes=chunk_bytes)
     d = _compare(tcn, t, abp, valid, _offline(tcn, qrec))
-    assert d.max() < 1e-3, d.max()  # float32 graph: ~1e-6 in normalised units times the ABP scale
+    assert d.max() < 1e-4, d.max()  # the bar: 1e-4 mmHg with the fp32 model
     assert s["decoder"]["samples_rejected"] == 0 and s["decoder"]["samples_missing"] == 0
 
 
@@ -103,7 +103,7 @@ def test_window_model_hops_equal_offline(tiny_bundle_factory, record, hop):
     data, qrec = _log_from_record(record, channels=("ecg", "ppg"), seconds=12 if hop == 1 else None)
     _, t, abp, valid = _stream(bundle_load(b), data, hop=hop)
     d = _compare(b, t, abp, valid, _offline(b, qrec, hop=hop))
-    assert d.max() < 1e-3
+    assert d.max() < 1e-4
 
 
 def test_gaps_corruption_and_truncation_are_accounted(tcn, record):
@@ -155,10 +155,17 @@ def test_runtime_runs_without_torch(tcn, record, tmp_path):
     log = tmp_path / "serial.log"
     log.write_bytes(data)
     out = tmp_path / "bp.csv"
-    code = ("import sys; sys.modules['torch'] = None\n"
+    # importing torch fails in this process: the whole runtime path must not need it
+    code = ("import sys, importlib.abc\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ImportError('torch is blocked in this test')\n"
+            "sys.meta_path.insert(0, Block())\n"
             "from edgebp.cli import main\n"
             f"sys.argv = ['edgebp', 'run', {str(tcn)!r}, '--stream', {str(log)!r}, '--out', {str(out)!r}, '--summary-json', {str(tmp_path / 's.json')!r}]\n"
-            "main()\n")
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
