@@ -30,8 +30,8 @@ step "6. Stream it through the shipped default bundle (int8 edge-tcn trained on 
 $EDGEBP run default --stream "$OUT/serial.log" --out "$OUT/bp.csv" --summary-json "$OUT/run-summary.json"
 .venv/bin/python scripts/compare_truth.py "$OUT/bp.csv" "$OUT/truth.csv"
 
-step "7. Device budget of the default bundle on a Cortex-M4F"
-$EDGEBP budget default --mcu cortex-m4f
+step "7. Device budget of the default bundle on a Cortex-M4F (nRF52832) and the other profiles"
+$EDGEBP budget default --mcu all
 
 step "8. Quick benchmark: latency and accuracy per variant"
 $EDGEBP bench default --quick --report "$OUT/bench"
