@@ -523,8 +523,19 @@ def onnx_budget(
         nd = g.node[peak_i]
         peak_node = f"{nd.name or nd.op_type} ({nd.op_type})"
 
-    state_bytes = sum(int(np.prod(shapes_in[n], dtype=np.int64)) * _dtype_size(info.get(n, (None, 1))[1] or 1)
-                      for n in state_set)
+    def state_elem_bytes(n: str) -> int:
+        # deployed view: a state whose only consumers quantize it is kept quantized on the
+        # device (the ring buffer holds the int8 activations), as activations are above
+        users = [nd for nd in g.node if n in nd.input]
+        if users and all(nd.op_type == "QuantizeLinear" for nd in users):
+            zp = users[0].input[2] if len(users[0].input) > 2 else ""
+            if zp in const_types:
+                return _dtype_size(const_types[zp])
+            return 1
+        return _dtype_size(info.get(n, (None, 1))[1] or 1)
+
+    const_types = {t.name: t.data_type for t in g.initializer}
+    state_bytes = sum(int(np.prod(shapes_in[n], dtype=np.int64)) * state_elem_bytes(n) for n in state_set)
     budget = ModelBudget(
         model=name, precision=precision, input_shapes=shapes_in,
         weight_bytes=int(weight_bytes), weight_bytes_by_kind=by_kind, weight_bytes_by_dtype=by_dtype,

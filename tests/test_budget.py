@@ -276,3 +276,27 @@ def test_bundle_manifest_is_read(tmp_path, tiny):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="manifest.json"):
         bundle_resolve(tmp_path)
+
+
+def test_edge_bundle_fits_a_cortex_m4f_and_the_paper_seed_does_not(tiny_bundle_factory, tmp_path):
+    """The int8 edge-tcn bundle passes the nRF52832 (Cortex-M4F, 64 MHz); the paper-size
+    MSCA-CSSC-UNet at the seeds' one-sample stride is far beyond every profile."""
+    torch = pytest.importorskip("torch")
+    from edgebp.firmware_sim.budget import bundle_resolve, mcu_check, onnx_budget
+    from edgebp.firmware_sim.mcu_profiles import MCU_PROFILES, mcu_profile
+    from edgebp.train.zoo import model_build
+
+    path, meta = bundle_resolve(tiny_bundle_factory("edge-tcn"))
+    b = onnx_budget(path, fs=meta["fs"], hop=meta["hop"], window=meta.get("window"), state_inputs=meta.get("state_inputs"))
+    assert mcu_check(b, mcu_profile("nrf52832")).ok
+
+    paper = model_build("msca-cssc-unet", "paper", in_channels=1).eval()
+    onnx_path = tmp_path / "paper.onnx"
+    torch.onnx.export(paper, (torch.zeros(1, 1, 88),), str(onnx_path), dynamo=True, external_data=False, opset_version=18)
+    pb = onnx_budget(onnx_path, fs=125.0, hop=1)
+    profiles = MCU_PROFILES.values() if isinstance(MCU_PROFILES, dict) else MCU_PROFILES
+    for mcu in profiles:
+        c = mcu_check(pb, mcu)
+        assert not c.ok
+    assert pb.weight_bytes > 100 * 2**20  # ~220 MB of fp32 weights
+    assert pb.macs_per_inference * 125 > 1e11  # > 100 G MAC per second of signal
