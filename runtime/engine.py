@@ -30,13 +30,18 @@ Input gates (an output is claimed only when its whole receptive field passed the
   seconds, which motion or a displaced sensor does and perfusion does not. It catches most
   of a motion burst, not all (measured in tests/test_roundtrip.py); ECG is not gated this
   way (R peaks legitimately reach 5-6 SDs).
+
+After a flat or clipped stretch the filter and running normaliser of every input restart
+(the resampler keeps its place, so the time axis is unchanged): the samples that entered
+before the gate fired (up to ``clip_s``/``stuck_s`` of rail or frozen input) would otherwise
+inflate the running variance for many time constants and shrink the model's input.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,6 +175,7 @@ class StreamRuntime:
         self.stuck_n = max(2, int(round(stuck_s * self.fs_dev)))
         self.artefact_z = None if artefact_z is None else float(artefact_z)
         self.artefact_rows = [j for j, c in enumerate(self.inputs) if c.startswith("ppg")]
+        self._hist_n = int(np.ceil((self.res_delay + 2) * self.fs_dev / self.fs)) + 2
         self.beat_det = BeatDetector(self.fs)
         self.t_base = 0.0  # device time (s) of the first sample since the last device reset
         self._cal_acc: list = []
@@ -197,6 +203,7 @@ class StreamRuntime:
         self._stuck_last = np.full(len(self.inputs), np.nan)
         self._stuck_run = 0
         self._gated_last = False
+        self._code_hist = np.zeros(0, np.int8)
 
     # ----------------------------------------------------------------- input gate
     def _gate(self, vals: np.ndarray) -> np.ndarray:
@@ -269,8 +276,13 @@ class StreamRuntime:
         X = np.concatenate(ys, axis=0).astype(np.float32) if n_new else np.zeros((len(self.inputs), 0), np.float32)
         # reason per new model-rate sample: the device sample it came from (nearest, delay-compensated)
         k_idx = self.k + np.arange(n_new)
-        src = np.clip(np.floor((k_idx - self.res_delay) * self.fs_dev / self.fs).astype(np.int64) - self._dev_base, 0, max(len(code) - 1, 0))
-        reason_new = code[src] if len(code) else np.zeros(n_new, np.int8)
+        # the resampler's delay maps the first new outputs to samples of earlier blocks: keep
+        # their codes, so the reasons do not depend on how the stream was cut into blocks
+        hist = np.concatenate([self._code_hist, code])
+        base = self._dev_base - len(self._code_hist)
+        src = np.clip(np.floor((k_idx - self.res_delay) * self.fs_dev / self.fs).astype(np.int64) - base, 0, max(len(hist) - 1, 0))
+        reason_new = hist[src] if len(hist) else np.zeros(n_new, np.int8)
+        self._code_hist = hist[-self._hist_n:]
         reason_new = np.where(~np.isfinite(X).all(axis=0) & (reason_new == 0), R_GAP, reason_new).astype(np.int8)
         reason_new[np.isfinite(X).all(axis=0)] = 0
         if self.artefact_z is not None and n_new:

@@ -156,6 +156,9 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                 last_row = None
                 r.device_reset(t_dev_base)
 
+    from edgebp.runtime.sources import SourceError
+
+    source_error = None
     try:
         for data in chunks:
             consume(decoder.feed(data))
@@ -163,6 +166,11 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                 break
     except KeyboardInterrupt:
         log.warning("interrupted: writing the summary of what was processed")
+    except SourceError as exc:
+        # a device unplugged (or a pseudo-terminal closed) mid-stream: what arrived is still
+        # processed, flushed and summarised, and the summary says why the stream ended
+        source_error = str(exc)
+        log.error("%s: writing the summary of what was processed", exc)
     consume(decoder.finish(), final=True)
     if held_gap and rt is not None:  # a short gap at the very end: nothing after it to bridge to
         emit(rt.push(np.full((held_gap, len(decoder.header.channels)), np.nan)))
@@ -171,6 +179,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     wall = time.perf_counter() - t_wall
     counts = dict(decoder.counts)
     summary = {"decoder": counts, "interpolated_samples": interpolated}
+    if source_error is not None:
+        summary["source_error"] = source_error
     if rt is not None:
         lat = np.asarray(rt.stats["step_latency_s"]) * 1e3
         audio_s = (counts.get("samples_parsed", 0) + counts.get("samples_missing", 0)) / rt.fs_dev
@@ -198,4 +208,6 @@ def summary_text(s: dict) -> str:
         lines.append(f"per-chunk latency p50 {s['chunk_latency_ms']['p50'] or 0:.3f} ms, p99 {s['chunk_latency_ms']['p99'] or 0:.3f} ms; "
                      f"{s['signal_seconds']:.1f} s of signal in {s['wall_seconds']:.2f} s = {s['real_time_factor']:.0f} x real time ({s['model']} {s['variant']} on {s['backend']})")
         lines.append(f"calibration: {s['calibration']}")
+    if s.get("source_error"):
+        lines.append(f"stream ended early: {s['source_error']}")
     return "\n".join(lines)

@@ -196,6 +196,8 @@ def test_quick_bench_json_holds_every_field(quick_bench, tiny):
     assert run["command"].startswith("edgebp run ")
     lat = s["output_latency"]["int8"]
     assert lat["torch_loaded"] is False and lat["block_samples"] == 5
+    # the worker sets the runtime up as `edgebp run` does: the same share of valid outputs
+    assert lat["valid_share"] > 0.5 and abs(lat["valid_share"] - run["valid_share"]) < 0.05
     assert lat["output_latency_ms"]["p50"] >= lat["algorithmic_latency_ms"]["model_delay"]
     assert [g["minutes"] for g in s["length_growth"]] == [0.25, 0.5]
     assert s["length_growth"][1]["marginal_per_sample_us"] is not None

@@ -240,14 +240,15 @@ def test_gates_do_not_depend_on_chunking(tcn, source, caplog):
     caplog.set_level(logging.ERROR)
     sim = device_simulate(source, fmt="binary", seed=3, minutes=0.5,
                           faults="flat@6s+2s,saturate@12s+1s,motion@18s+2s,drop@25s+0.5s")
-    runs = [_run(tcn, sim, block=b) for b in (97, 4096, 10**9)]
+    # fp32: the int8 model's output moves by one quantisation step (~0.1 mmHg) between call sizes
+    runs = [_run(tcn, sim, variant="fp32", block=b) for b in (97, 4096, 10**9)]
     (s0, o0, b0) = runs[0]
     assert s0["invalid_reasons"]["flat"] > 0 and s0["invalid_reasons"]["clipped"] > 0
     assert s0["invalid_reasons"]["artefact"] > 0 and s0["invalid_reasons"]["gap"] > 0
     for s, o, b in runs[1:]:
         assert s["invalid_reasons"] == s0["invalid_reasons"]
         assert np.array_equal(o.t, o0.t) and np.array_equal(o.valid, o0.valid)
-        assert np.nanmax(np.abs(o.abp - o0.abp)) < 1e-3  # ONNX Runtime sums in another order per call size
+        assert np.nanmax(np.abs(o.abp - o0.abp)) < 1e-3  # float32 sums in another order per call size
         assert len(b["t"]) == len(b0["t"])
 
 
@@ -317,7 +318,7 @@ def test_live_pty_sim_to_run(tcn, tmp_path):
     truth = tmp_path / "truth.csv"
     sim = subprocess.Popen([sys.executable, "-m", "edgebp", "sim", "--source", "synth:3", "--minutes", "0.1",
                             "--format", "binary", "--faults", "drop=0.005", "--seed", "4", "--pty", "--realtime",
-                            "--pty-wait", "60", "--truth", str(truth), "--quiet"],
+                            "--pty-wait", "60", "--pty-linger", "30", "--truth", str(truth), "--quiet"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
     run = None
     try:
@@ -351,3 +352,25 @@ def test_live_pty_sim_to_run(tcn, tmp_path):
     assert summary["valid"] > 0
     res = runtime_truth_compare(RuntimeOutput.from_csv(bp), T, FS)
     assert res["pointwise"]["n"] == summary["valid"]
+
+
+def test_device_disconnect_mid_stream_still_summarised(tcn, source):
+    """A serial source that fails mid-stream (device unplugged, pty closed): what arrived is
+    processed, flushed and summarised, and the summary says why the stream ended."""
+    from edgebp.runtime.sources import SourceError
+
+    sim = device_simulate(source, fmt="binary", seed=1, minutes=0.2)
+    data = sim.stream
+    cut = len(data) // 2
+
+    def unplugged():
+        for i in range(0, cut, 4096):
+            yield data[i:min(i + 4096, cut)]
+        raise SourceError("serial port '/dev/ttyUSB0' failed while reading: device disconnected")
+
+    s = stream_process(unplugged(), bundle_load(tcn), protocol.StreamDecoder(), collect=True)
+    outs = s.pop("_outputs")
+    assert "device disconnected" in s["source_error"]
+    n = s["decoder"]["samples_parsed"]
+    assert n > 0 and s["decoder"]["samples_rejected"] <= 1  # at most the frame cut by the unplug
+    assert s["outputs"] == sum(len(o.t) for o in outs) == math.ceil(n / 2)

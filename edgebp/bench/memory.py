@@ -39,13 +39,22 @@ def onnx_params(path: str | Path) -> int:
 
 
 def bundle_files(bundle: Bundle) -> dict:
-    """Every model file of a bundle: path, bytes, weight elements."""
+    """Every model file of a bundle: path, bytes, parameters.
+
+    ``params`` is the model's parameter count from the manifest; for the pruned models, which
+    have fewer, it is counted in the fp32 pruned graph. ``onnx_elements`` counts every weight
+    tensor in the file as stored (an int8 file adds per-channel scales and zero points)."""
+    m = bundle.manifest
     out = {}
-    for key, rel in bundle.manifest["files"].items():
+    pruned_params = None
+    if bundle.has("pruned"):
+        pruned_params = onnx_params(bundle.file("pruned"))
+    for key, rel in m["files"].items():
         p = bundle.path / rel
         if p.suffix != ".onnx" or not p.exists():
             continue
-        out[key] = {"file": rel, "bytes": p.stat().st_size, "params": onnx_params(p)}
+        params = pruned_params if key.startswith("pruned") else m["model"].get("params")
+        out[key] = {"file": rel, "bytes": p.stat().st_size, "params": params, "onnx_elements": onnx_params(p)}
     return out
 
 

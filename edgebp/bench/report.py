@@ -317,6 +317,7 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
     crows = [["model", "streams", "block (samples)", "aggregate RTF", "RTF per stream", "sustained", "us / sample", "peak RSS MB",
               "output latency p50 / p99 ms", "command"]]
     notes = []
+    log_cmds: set[str] = set()
     for b in bench["bundles"]:
         s = b.get("streaming")
         if not isinstance(s, dict) or "error" in s:
@@ -343,8 +344,9 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
                      f"streams tested, largest sustained {spc['measured_max_sustained']} (aggregate {_f(spc['throughput_at_largest'], '.0f')}x real time "
                      f"at the largest level); memory per extra stream {_f(spc.get('memory_per_stream_mb'), '.2f')} MB. Runtime imports alone "
                      f"(Python, numpy, numba, ONNX Runtime): {_f(s['imports']['peak_rss_mb'], '.1f')} MB.")
-        log_cmds = sorted({v["command"] for v in s["logs"].values()})
-        notes.append(f"- Device logs: " + "; ".join(f"`{c}`" for c in log_cmds))
+        log_cmds.update(v["command"] for v in s["logs"].values())
+    if log_cmds:
+        notes.append("- Device logs (250 Hz ECG + PPG, text protocol): " + "; ".join(f"`{c}`" for c in sorted(log_cmds)))
     if len(srows) > 1:
         secs.append(_sec("Streaming: the whole edgebp run path", "\n".join(notes), srows))
         secs.append(_sec("Output latency (sample arrival to BP out) at the device rate",
@@ -442,7 +444,10 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
             text.append(f"- {r['bundle']} ({r['variant']}, {r['kind']}): {_f(r['bundle_per_output_sample_us'])} us per output sample "
                         f"(real-time factor {_rtf(r['bundle_real_time_factor'])}) vs {_f(r['anchor_per_output_sample_us'])} us for {r['anchor']} "
                         f"({r['anchor_preset']}, real-time factor {_rtf(r['anchor_real_time_factor'])}); file {_bytes(r['bundle_bytes'])} vs "
-                        f"{_bytes(r['anchor_bytes'])}; parameters {_f(r['bundle_params'])} vs {_f(r['anchor_params'])}: **{ratio_text(r)}**.")
+                        f"{_bytes(r['anchor_bytes'])}; parameters {_f(r['bundle_params'])} vs {_f(r['anchor_params'])}: **{ratio_text(r)}**. "
+                        f"Output latency: {_f(r.get('bundle_output_latency_ms_p50'))} ms median, {_f(r.get('bundle_output_latency_ms_max'))} ms "
+                        f"at most (measured, whole runtime) vs " + (f"up to {_f(r.get('anchor_output_latency_ms_max'))} ms (window + compute)."
+                                                                    if r.get("anchor_keeps_up") else "unbounded (the anchor is slower than real time)."))
         secs.append(_sec("Anchors: the seeds' paradigms beside edgebp", "\n".join(text), rows))
     if bench.get("errors"):
         secs.append(_sec("Errors", "Parts that failed (the rest of the bench is valid).",

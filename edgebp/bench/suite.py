@@ -482,7 +482,12 @@ def bench_ratios(bundles: list[dict], anchors: list[dict], threads: int) -> list
             theirs = next((r for r in a["latency"] if r["threads"] == threads), None)
             if theirs is None:
                 continue
+            runv = {"ort-int8": "int8", "ort-fp32": "fp32"}.get(mine["variant"])
+            ol = ((((b.get("streaming") or {}).get("output_latency") or {}).get(runv) or {}).get("output_latency_ms") or {})
+            aol = theirs.get("output_latency_ms") or {}
             out.append({
+                "bundle_output_latency_ms_p50": ol.get("p50"), "bundle_output_latency_ms_max": ol.get("max"),
+                "anchor_output_latency_ms_max": aol.get("max"), "anchor_keeps_up": aol.get("bounded"),
                 "bundle": b["name"], "variant": mine["variant"], "kind": mine["kind"], "anchor": a["name"], "anchor_preset": a["preset"],
                 "bundle_per_output_sample_us": mine["per_output_sample_us"], "anchor_per_output_sample_us": theirs["per_output_sample_us"],
                 "speed_ratio": theirs["per_output_sample_us"] / mine["per_output_sample_us"],

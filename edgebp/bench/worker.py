@@ -55,8 +55,8 @@ def _current_rss_mb() -> float | None:
 _RSS_AT_START = _rss_mb()
 
 
-def log_decode(path: str) -> tuple[np.ndarray, float, list[str], dict, float]:
-    """All samples of a serial log: (values (n, n_ch), fs, channel names, decoder counts, seconds)."""
+def log_decode(path: str) -> tuple[np.ndarray, object, dict, float]:
+    """All samples of a serial log: (values (n, n_ch), the stream header, decoder counts, seconds)."""
     from edgebp.runtime.protocol import GapEvent, StreamDecoder
     from edgebp.runtime.sources import iter_file
 
@@ -86,7 +86,18 @@ def log_decode(path: str) -> tuple[np.ndarray, float, list[str], dict, float]:
     if dec.header is None:
         raise ValueError(f"{path}: no stream header decoded; the bench needs an edgebp text or binary log (edgebp sim)")
     values = np.concatenate([p for p in parts if len(p)]) if parts else np.zeros((0, n_ch or 0))
-    return values, float(dec.header.fs), list(dec.header.channels), dict(dec.counts), seconds
+    return values, dec.header, dict(dec.counts), seconds
+
+
+def runtime_open(bundle, header, variant: str, threads: int):
+    """A :class:`StreamRuntime` set up from the stream header exactly as ``edgebp run`` sets it
+    up (:func:`edgebp.runtime.run.stream_process`): channel columns and ADC gains (the flat-input
+    gate's threshold is in LSBs)."""
+    from edgebp.runtime.engine import StreamRuntime
+
+    index = {name: i for i, name in enumerate(header.channels)}
+    gains = {name: float(g) for name, g in zip(header.channels, header.gain)}
+    return StreamRuntime(bundle, float(header.fs), index, backend="ort", variant=variant, threads=threads, gains=gains)
 
 
 def _pct(a, qs=(50, 99)) -> dict:
@@ -100,23 +111,23 @@ def streams_run(bundle_path: str, log: str, variant: str = "int8", threads: int 
                 warmup_s: float = 5.0) -> dict:
     """K streams of the same log through K runtimes, interleaved; see the module docstring."""
     from edgebp.runtime.bundle import bundle_load
-    from edgebp.runtime.engine import StreamRuntime
+    from edgebp.runtime.engine import StreamRuntime  # noqa: F401 - counted with the imports
     from edgebp.runtime.protocol import StreamDecoder  # noqa: F401 - counted with the imports
 
     import onnxruntime  # noqa: F401 - counted with the imports (the backend imports it lazily)
 
     rss_imports = _current_rss_mb()
     bundle = bundle_load(bundle_path)
-    values, fs, channels, counts, decode_s = log_decode(log)
+    values, header, counts, decode_s = log_decode(log)
+    fs, channels = float(header.fs), list(header.channels)
     n = len(values)
     if n == 0:
         raise ValueError(f"{log}: no samples decoded")
-    index = {c: i for i, c in enumerate(channels)}
     rss_decoded = _current_rss_mb()
 
     # warm-up: numba kernels load from their cache, ONNX Runtime allocates; not timed
     t0 = time.perf_counter()
-    warm = StreamRuntime(bundle, fs, index, backend="ort", variant=variant, threads=threads)
+    warm = runtime_open(bundle, header, variant, threads)
     nw = min(n, int(warmup_s * fs))
     for s in range(0, nw, block):
         warm.push(values[s:s + block])
@@ -125,7 +136,7 @@ def streams_run(bundle_path: str, log: str, variant: str = "int8", threads: int 
     del warm
 
     t0 = time.perf_counter()
-    rts = [StreamRuntime(bundle, fs, index, backend="ort", variant=variant, threads=threads) for _ in range(streams)]
+    rts = [runtime_open(bundle, header, variant, threads) for _ in range(streams)]
     open_s = time.perf_counter() - t0
     rss_open = _current_rss_mb()
 
@@ -156,8 +167,11 @@ def streams_run(bundle_path: str, log: str, variant: str = "int8", threads: int 
                 lat_beat.append(clock - float(b["t"]))
     for rt in rts:
         t1 = time.perf_counter()
-        rt.flush()
+        out = rt.flush()
         clock += time.perf_counter() - t1
+        outputs += len(out.t)
+        valid += int(np.asarray(out.valid, bool).sum())
+        beats += len(out.beats)
     loop_s = time.perf_counter() - t_loop
     signal_s = n / fs
     lw = np.concatenate(lat_wave) * 1e3 if lat_wave else np.zeros(0)
@@ -180,7 +194,7 @@ def streams_run(bundle_path: str, log: str, variant: str = "int8", threads: int 
             "model_step": rt0.chunk / rt0.fs * 1e3, "device_block": block / fs * 1e3,
         },
         "streamable": bool(rt0.streamable), "model_step_samples": int(rt0.chunk),
-        "outputs": outputs, "valid_outputs": valid, "beats": beats,
+        "outputs": outputs, "valid_outputs": valid, "valid_share": valid / outputs if outputs else None, "beats": beats,
         "rss_mb": {"interpreter_and_numpy": _RSS_AT_START, "after_imports": rss_imports, "after_decode": rss_decoded,
                    "after_open": rss_open, "peak": _rss_mb()},
         "torch_loaded": "torch" in sys.modules,
