@@ -169,8 +169,9 @@ class StreamRuntime:
         self.pre = {c: Preprocessor(ChainConfig.from_dict({**m["preprocessing"][c], "fs_in": self.fs_dev, "fs_out": self.fs})) for c in self.inputs}
         self.res_delay = next(iter(self.pre.values())).resampler.delay_out
         # flat: rolling SD below 5 ADC steps (the offline masks' rule) over flat_s seconds
+        # (without the ADC step, only an exactly constant input is called flat: no guessed scale)
         gains = gains or {}
-        self.gate = {c: FlatClipDetector(self.fs_dev, flat_s=flat_s, flat_sd=5.0 * float(gains.get(c, 1.0))) for c in self.inputs}
+        self.gate = {c: FlatClipDetector(self.fs_dev, flat_s=flat_s, flat_sd=5.0 * float(gains[c]) if c in gains else 0.0) for c in self.inputs}
         # stuck: this many identical samples in a row on every input channel
         self.stuck_n = max(2, int(round(stuck_s * self.fs_dev)))
         self.artefact_z = None if artefact_z is None else float(artefact_z)

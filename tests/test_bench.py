@@ -252,6 +252,13 @@ def test_quick_bench_report_and_plots_hold_data(quick_bench):
     fig = plots.plot_growth(b)
     lines = {ln.get_gid(): ln for ax in fig.axes for ln in ax.lines if ln.get_gid()}
     assert len(lines["length_cost"].get_xdata()) == 2 and len(lines["streams_rss"].get_xdata()) == 1
+    # bench.json and pairs.npz redraw the same report
+    from edgebp.bench.report import bench_load, bench_write
+
+    again, pairs = bench_load(out)
+    assert set(pairs[again["bundles"][0]["bundle"]]) == {"ort-fp32", "ort-int8", "torch-fp32"}
+    redo = bench_write(out.parent / "redrawn", again, pairs)
+    assert sorted(p.name for p in redo["figures"]) == sorted(p.name for p in out.glob("*.png"))
     # the short table printed at the end
     text = quick_bench["stdout"]
     assert "ort-int8" in text and "anchor inn-par" in text and "naive training mean" in text
@@ -285,3 +292,12 @@ def test_rerun_commands_name_the_row():
         "edgebp bench b --parts latency --variants ort-int8 --threads 2 --batch 32 --repeat 2 --quick --report bench-rerun")
     assert "--data synth" in _rerun(cfg, "b", "accuracy", ["torch-fp32"]) and "--run runs/x" in _rerun(cfg, "b", "accuracy", ["torch-fp32"])
     assert _rerun(cfg, None, "anchors").startswith("edgebp bench --parts anchors")
+
+
+def test_command_line_records_only_what_was_given():
+    from edgebp.bench.cli import _command_line, bench_command
+
+    ctx = bench_command.make_context("bench", ["b1", "--report", "r"])
+    assert _command_line(ctx) == "edgebp bench b1 --report r"
+    ctx = bench_command.make_context("bench", ["b1", "--quick", "--streams", "2", "--report", "r"])
+    assert _command_line(ctx) == "edgebp bench b1 --quick --streams 2 --report r"

@@ -27,11 +27,13 @@ def _command_line(ctx: click.Context) -> str:
         if not isinstance(p, click.Option):
             continue
         value = ctx.params.get(p.name)
-        if value is None or value == p.default or (p.multiple and not value):
-            continue
         flag = p.opts[0]
         if p.is_flag:
-            argv.append(flag)
+            if value:
+                argv.append(flag)
+            continue
+        if value is None or value == p.default or (p.multiple and not value):
+            continue
         elif p.multiple:
             for v in value:
                 argv += [flag, str(v)]

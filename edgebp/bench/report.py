@@ -204,13 +204,21 @@ def table_text(rows: list[list]) -> str:
 def _times(x: float | None, more: str, less: str) -> str:
     if x is None or not math.isfinite(x) or x <= 0:
         return "-"
+    if abs(x - 1.0) < 0.02:
+        return f"about the same ({x:.3g}x)"
     return f"{x:.3g}x {more}" if x >= 1 else f"{1 / x:.3g}x {less}"
 
 
 def ratio_text(r: dict) -> str:
-    """``"250x faster per output sample, 2900x smaller file"`` (or slower / larger)."""
-    return (f"{_times(r['speed_ratio'], 'faster', 'slower')} per output sample, "
-            f"{_times(r['size_ratio'], 'smaller', 'larger')} file, {_times(r['params_ratio'], 'fewer', 'more')} parameters")
+    """``"compute per output sample 250x faster, file 2900x smaller, parameters 10x fewer"``.
+
+    Examples
+    --------
+    >>> ratio_text({"speed_ratio": 0.5, "size_ratio": 100.0, "params_ratio": 1.0})
+    'compute per output sample 2x slower, file 100x smaller, parameters about the same (1x)'
+    """
+    return (f"compute per output sample {_times(r['speed_ratio'], 'faster', 'slower')}, "
+            f"file {_times(r['size_ratio'], 'smaller', 'larger')}, parameters {_times(r['params_ratio'], 'fewer', 'more')}")
 
 
 def _rtf(x) -> str:
@@ -493,5 +501,22 @@ def bench_write(out_dir: str | Path, bench: dict, pairs: dict | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "bench.json"
     jpath.write_text(json.dumps(_finite(json.loads(json.dumps(bench, default=_jd))), indent=1))
+    arrays = {f"{b}|{v}|{k}": np.asarray(a, dtype=np.float64) for b, per in (pairs or {}).items() for v, pr in per.items() for k, a in pr.items()}
+    if arrays:  # the paired beats behind the Bland-Altman plots, so the report can be redrawn
+        np.savez_compressed(out / "pairs.npz", **arrays)
     paths = report_write(out, "edgebp bench", bench_sections(bench, pairs))
     return {"json": jpath, "markdown": paths.markdown, "html": paths.html, "figures": paths.figures}
+
+
+def bench_load(out_dir: str | Path) -> tuple[dict, dict]:
+    """A written bench back: ``(bench dict, Bland-Altman pairs)``; ``bench_write`` of the two
+    redraws the same report."""
+    out = Path(out_dir)
+    bench = json.loads((out / "bench.json").read_text())
+    pairs: dict = {}
+    if (out / "pairs.npz").exists():
+        with np.load(out / "pairs.npz") as z:
+            for key in z.files:
+                b, v, k = key.split("|")
+                pairs.setdefault(b, {}).setdefault(v, {})[k] = z[key]
+    return bench, pairs
