@@ -137,6 +137,23 @@ def mase_bootstrap(scored: list[ScoredRecord], naive: dict, key: str, n_boot: in
     return {"mase": point, "ci95": [float(lo), float(hi)], "n_records": len(a)}
 
 
+def prediction_spread(scored: list[ScoredRecord], key: str = "sbp") -> dict:
+    """SD of the predictions beside the SD of the reference, over all readings and between
+    records (SD of per-record means): a model collapsed to the population mean shows a
+    between-record prediction SD near 0 however small its error looks."""
+    pred = [getattr(s.pairs, f"pred_{key}") for s in scored if len(s.pairs)]
+    ref = [getattr(s.pairs, f"ref_{key}") for s in scored if len(s.pairs)]
+    if not pred:
+        nan = float("nan")
+        return {"pred_sd": nan, "ref_sd": nan, "pred_sd_between_records": nan, "ref_sd_between_records": nan, "n_records": 0}
+    pa, ra = np.concatenate(pred), np.concatenate(ref)
+    pm, rm = np.array([p.mean() for p in pred]), np.array([r.mean() for r in ref])
+    between = len(pm) > 1
+    return {"pred_sd": float(pa.std(ddof=1)) if len(pa) > 1 else float("nan"), "ref_sd": float(ra.std(ddof=1)) if len(ra) > 1 else float("nan"),
+            "pred_sd_between_records": float(pm.std(ddof=1)) if between else float("nan"),
+            "ref_sd_between_records": float(rm.std(ddof=1)) if between else float("nan"), "n_records": int(len(pm))}
+
+
 def tracking_by_change(scored: list[ScoredRecord], calib: dict, key: str = "sbp", edges=(0, 5, 10, 20, np.inf)) -> list[dict]:
     """Calibrated error binned by how far the reference moved from its calibration value:
     does the model track changes the hold baseline misses?"""
@@ -184,6 +201,7 @@ def score_report(scored: list[ScoredRecord], norm: dict, calib: dict | None = No
     rep["paired_by_detector_share"] = float(allp.by_detector.mean()) if len(allp) else float("nan")
     naive = {"sbp": norm["sbp_mean"], "dbp": norm["dbp_mean"]}
     rep["mase_bootstrap"] = {k: mase_bootstrap(scored, naive, k) for k in ("sbp", "dbp")}
+    rep["spread"] = {k: prediction_spread(scored, k) for k in ("sbp", "dbp")}
     if calib:
         rep["tracking"] = {k: tracking_by_change(scored, calib, k) for k in ("sbp", "dbp")}
     return rep

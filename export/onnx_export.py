@@ -29,6 +29,7 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
             torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, opset_version=OPSET,
                               input_names=input_names, output_names=output_names, dynamic_axes=axes or None, verbose=False)
             _check_single_file(path)
+            _strip_debug_info(path)
             return "dynamo"
         except Exception as exc:  # noqa: BLE001 - some graphs (LSTM, attention) only export one way
             errors.append(f"dynamo: {type(exc).__name__}: {str(exc)[:300]}")
@@ -36,6 +37,7 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[
             torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=input_names,
                               output_names=output_names, dynamic_axes=axes or None)
             _check_single_file(path)
+            _strip_debug_info(path)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001
             errors.append(f"torchscript: {type(exc).__name__}: {str(exc)[:300]}")
@@ -50,6 +52,22 @@ def _check_single_file(path: Path) -> None:
         onnx.save_model(model, str(path), save_as_external_data=False)
         side.unlink()
     onnx.checker.check_model(str(path))
+
+
+def _strip_debug_info(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata and doc strings.
+
+    The dynamo exporter stores a Python stack trace, FX node text and class hierarchy on every
+    node: for a small model that is a quarter of the file (and more of an int8 one, whose
+    weights shrink while the names do not), and it embeds the build machine's absolute source
+    paths in a shipped artefact. Nothing at run time reads it.
+    """
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        node.ClearField("metadata_props")
+        node.doc_string = ""
+    model.graph.doc_string = ""
+    onnx.save_model(model, str(path))
 
 
 def onnx_export_model(model: torch.nn.Module, path: Path, in_channels: int, window: int, dynamic_length: bool) -> dict:

@@ -330,8 +330,14 @@ def _tensorrt_artefacts(out: Path, calib: np.ndarray, files: dict, int8: bool) -
 
 
 def _train_command(cfg) -> str:
+    """The ``edgebp train`` command that reproduces ``cfg``, every non-default key as ``--set``."""
+    from edgebp.train.config import TrainConfig
+
     inputs = f" --inputs {','.join(cfg.inputs)}" if cfg.inputs else ""
-    return f"edgebp train --model {cfg.model} --preset {cfg.preset}{inputs} --data {cfg.data} --epochs {cfg.epochs} --seed {cfg.seed}"
+    given = {"model", "preset", "inputs", "data", "epochs", "seed"}
+    default = TrainConfig().to_dict()
+    sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in cfg.to_dict().items() if k not in given and v != default.get(k))
+    return f"edgebp train --model {cfg.model} --preset {cfg.preset}{inputs} --data {cfg.data} --epochs {cfg.epochs} --seed {cfg.seed}{sets}"
 
 
 def _jd(o):

@@ -155,5 +155,10 @@ def evaluate_command(model_path, data, split, variant, calibrate, hop, report_di
         mb = report["mase_bootstrap"]
         click.echo(f"MASE vs naive mean: SBP {mb['sbp']['mase']:.3f} [{mb['sbp']['ci95'][0]:.3f}, {mb['sbp']['ci95'][1]:.3f}], "
                    f"DBP {mb['dbp']['mase']:.3f} [{mb['dbp']['ci95'][0]:.3f}, {mb['dbp']['ci95'][1]:.3f}] (95 % record bootstrap, {mb['sbp']['n_records']} records)")
+        sp = report.get("spread", {})
+        if sp:
+            click.echo("SD of predictions vs reference (all readings; between records): " + ", ".join(
+                f"{k.upper()} {sp[k]['pred_sd']:.1f} vs {sp[k]['ref_sd']:.1f}; {sp[k]['pred_sd_between_records']:.1f} vs {sp[k]['ref_sd_between_records']:.1f}"
+                for k in ("sbp", "dbp")))
         if report_dir:
             click.echo(f"report written to {report_dir}")
