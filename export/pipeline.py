@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import edgebp
+from edgebp.jsonsafe import json_default
 from edgebp.evaluation import ModelGeometry, records_score, score_report
 from edgebp.export import onnx_export, quantize
 from edgebp.runtime.backends import OrtBackend, tensorrt_available
@@ -218,7 +219,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
         report["int8_delta_mae"] = delta
 
     # 7. report and manifest
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=_jd))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=json_default))
     (out / "report.md").write_text(export_report_markdown(report))
     files["report_json"] = "report.json"
     files["report_md"] = "report.md"
@@ -253,7 +254,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
         "pruning": report.get("pruning"),
         "split": {k: list(v) for k, v in run.split.items()},
     }
-    manifest = json.loads(json.dumps(manifest, default=_jd))
+    manifest = json.loads(json.dumps(manifest, default=json_default))
     bundle_write_manifest(out, manifest)
     bundle_load(out)  # prove it verifies
     if delta is not None and max(delta.values()) > max_delta_mae:
@@ -338,20 +339,6 @@ def _train_command(cfg) -> str:
     default = TrainConfig().to_dict()
     sets = "".join(f" --set {k}={json.dumps(v)}" for k, v in cfg.to_dict().items() if k not in given and v != default.get(k))
     return f"edgebp train --model {cfg.model} --preset {cfg.preset}{inputs} --data {cfg.data} --epochs {cfg.epochs} --seed {cfg.seed}{sets}"
-
-
-def _jd(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def export_report_markdown(report: dict) -> str:

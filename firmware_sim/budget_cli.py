@@ -46,7 +46,7 @@ Examples:
     edgebp budget bundle/ --mcu nrf52832 --json
 """,
 )
-@click.argument("model", type=click.Path(exists=True, dir_okay=True))
+@click.argument("model", metavar="BUNDLE|MODEL.onnx")
 @click.option("--mcu", default="all", show_default=True, help="MCU profile name(s), comma-separated, or 'all'.")
 @click.option("--fs", type=float, default=None, help="Sampling rate of the model input (Hz); overrides the bundle's.")
 @click.option("--hop", type=int, default=None, help="Samples between inferences; overrides the bundle's.")
@@ -59,7 +59,28 @@ Examples:
               help="Which model of a bundle: stream_int8, int8, fp32, ... (auto: streaming int8 first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, variant, as_json):
-    """Check a model against microcontroller budgets."""
+    """Check a bundle (or an ONNX model) against microcontroller budgets.
+
+    Weight memory (flash), peak activation memory over the execution order, streaming state,
+    and MACs per second of signal at the bundle's rate and hop, against profiles of real
+    microcontrollers (stated int8 MAC-per-cycle assumptions): duty cycle and pass/fail per
+    resource. BUNDLE may be "default", the bundle shipped with edgebp.
+
+    \b
+    Example:
+        edgebp budget default --mcu nrf52832
+        edgebp budget model.onnx --fs 125 --hop 25 --mcu all --json
+    """
+    from pathlib import Path
+
+    from edgebp.cli import CliError
+
+    if model == "default":
+        from edgebp.paths import ASSETS
+
+        model = str(ASSETS / "default_bundle")
+    if not Path(model).exists():
+        raise CliError(f"{model}: no such bundle directory or ONNX file")
     profiles = mcu_profiles_select(mcu)
     onnx_path, meta = bundle_resolve(model, variant)
     if meta:

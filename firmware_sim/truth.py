@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebp.jsonsafe import json_default
+
 from edgebp.firmware_sim.faults import FAULT_BITS
 
 log = logging.getLogger(__name__)
@@ -157,15 +159,7 @@ def beats_truth(abp: np.ndarray, fs: float, t0: float = 0.0) -> dict[str, np.nda
 
 def summary_write(path: str | os.PathLike, summary: dict) -> None:
     """Write the simulator's counts and settings as indented JSON."""
-    Path(path).write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    Path(path).write_text(json.dumps(summary, indent=2, default=json_default) + "\n")
     log.info("wrote %s", path)
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -22,13 +22,26 @@ $EDGEBP evaluate "$OUT/run" --report "$OUT/run/report"
 step "4. Export it: ONNX fp32, int8 (ONNX Runtime), TensorRT form; validated against fp32"
 $EDGEBP export "$OUT/run" --int8 --out "$OUT/bundle"
 
-step "5. Simulate a wearable's serial stream (250 Hz ECG+PPG) with faults, and its truth"
+step "5. Simulate a wearable's serial stream (250 Hz ECG+PPG) of a new synthetic subject, with faults, and its truth"
 $EDGEBP sim --source synth:101 --minutes 1 --format text --faults "drop=0.002,corrupt=1e-4,leadoff@20s+3s,reset@40s" --seed 1 \
     --out "$OUT/serial.log" --truth "$OUT/truth.csv"
 
-step "6. Stream it through the shipped default bundle (int8 edge-tcn trained on the real recordings), no torch"
-$EDGEBP run default --stream "$OUT/serial.log" --out "$OUT/bp.csv" --summary-json "$OUT/run-summary.json"
+step "6. Stream it through the bundle exported in step 4 (edgebp run: no torch) and score it against the truth"
+$EDGEBP run "$OUT/bundle" --stream "$OUT/serial.log" --out "$OUT/bp.csv" --summary-json "$OUT/run-summary.json"
 .venv/bin/python scripts/compare_truth.py "$OUT/bp.csv" "$OUT/truth.csv"
+
+step "6b. The shipped default bundle (int8 edge-tcn trained on the real ICU recordings) on a simulated device"
+echo "    streaming one of its held-out real records (binary protocol, a few dropped frames)"
+REC=$(.venv/bin/python -c 'import json; from edgebp.paths import ASSETS; print(json.load(open(ASSETS / "default_bundle" / "manifest.json"))["split"]["test"][0])')
+DATA=$(.venv/bin/python -c 'from edgebp.paths import shared_data_dir; print(shared_data_dir())')
+if [ -e "$DATA/challenge2015/$REC.hea" ]; then
+    $EDGEBP sim --source "record:$DATA/challenge2015/$REC" --minutes 2 --format binary --faults "drop=0.001" --seed 2 \
+        --out "$OUT/real.bin" --truth "$OUT/real-truth.csv"
+    $EDGEBP run default --stream "$OUT/real.bin" --out "$OUT/real-bp.csv" --summary-json "$OUT/real-run-summary.json"
+    .venv/bin/python scripts/compare_truth.py "$OUT/real-bp.csv" "$OUT/real-truth.csv"
+else
+    echo "    (skipped: $DATA/challenge2015/$REC not found; set EDGEBP_DATA)"
+fi
 
 step "7. Device budget of the default bundle on a Cortex-M4F (nRF52832) and the other profiles"
 $EDGEBP budget default --mcu all

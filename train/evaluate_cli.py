@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from edgebp.cli import CliError
+from edgebp.jsonsafe import json_default
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
     from edgebp.scoring import BeatPairs
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=_json_default))
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=json_default))
     allp = BeatPairs.concat([s.pairs for s in scored])
     sections = [{"heading": "Summary", "text": f"Model: {json.dumps(report['model'])}\n\nAnalysis unit: {report['analysis_unit']}", "table": None, "figure": None, "figure_name": ""},
                 {"heading": "Clinical table", "text": "```\n" + format_report_table(report) + "\n```", "table": None, "figure": None, "figure_name": ""}]
@@ -109,18 +110,6 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
     return report_write(out_dir, title, sections)
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return str(o)
-
-
 @click.command(name="evaluate")
 @click.argument("model_path", metavar="RUN_DIR|BUNDLE")
 @click.option("--data", default=None, help="'synth' or a path; default: the data the model was trained on.")
@@ -149,7 +138,7 @@ def evaluate_command(model_path, data, split, variant, calibrate, hop, report_di
     if report_dir:
         report_plots_write(report, scored, info, Path(report_dir), f"edgebp evaluate: {src.describe().get('model')}")
     if as_json:
-        click.echo(json.dumps(report, default=_json_default))
+        click.echo(json.dumps(report, default=json_default))
     else:
         click.echo(format_report_table(report))
         mb = report["mase_bootstrap"]
