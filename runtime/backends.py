@@ -133,24 +133,6 @@ class TensorRTBackend:
         return [h for h, _ in outs]
 
 
-class TorchBackend:
-    """The original torch model of a run directory (development only: a gateway has no torch)."""
-
-    name = "torch"
-
-    def __init__(self, run_dir: str | Path):
-        import torch  # noqa: F401 - development path only
-
-        from edgebp.train.predict import RunDir
-
-        self.run = RunDir(run_dir)
-        self.input_names = ["x"]
-        self.output_names = ["y"]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return [self.run.runner(next(iter(feeds.values())))]
-
-
 def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str = "int8") -> Backend:
     """Open a backend by name; ``kind`` is one of :data:`BACKENDS`."""
     if kind == "ort":
@@ -158,7 +140,11 @@ def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str =
     if kind == "tensorrt":
         return TensorRTBackend(path, precision=precision)
     if kind == "torch":
-        return TorchBackend(path)
+        # development only: the torch backend lives on the training side, so nothing in the
+        # runtime package imports torch
+        from importlib import import_module
+
+        return import_module("edgebp.train.torch_backend").TorchBackend(path)
     raise ValueError(f"backend {kind!r} is not valid; choose one of: {', '.join(BACKENDS)}")
 
 

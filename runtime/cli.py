@@ -36,11 +36,12 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
 @click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
 @click.option("--hop", type=int, default=None, help="Window models: run every HOP samples (1 = the seeds' point-wise paradigm).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
+@click.option("--run-dir", type=click.Path(exists=True, file_okay=False), default=None, help="With --backend torch (development only): the training run the bundle was exported from.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None, help="Cuff readings CSV (time,sbp,dbp) for a per-user offset.")
 @click.option("--out", "out_path", default=None, help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
 @click.option("--idle-timeout", type=float, default=None, help="With --follow or --port: stop after this many seconds without data.")
-def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, calibration, out_path, summary_json, idle_timeout):
+def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, out_path, summary_json, idle_timeout):
     """Run a bundle on a device stream: point-wise ABP with validity, and beat SBP/DBP/MAP.
 
     BUNDLE defaults to the bundle shipped in the package (an int8 edge-tcn trained and
@@ -85,7 +86,7 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     writer = OutputWriter(out_path, header)
     old = signal.getsignal(signal.SIGINT)
     try:
-        summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal, writer=writer)
+        summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal, writer=writer, run_dir=run_dir)
     finally:
         writer.close()
         signal.signal(signal.SIGINT, old)

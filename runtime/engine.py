@@ -131,9 +131,11 @@ class StreamRuntime:
 
     def __init__(self, bundle: Bundle, device_fs: float, channel_index: dict[str, int], backend: str = "ort",
                  variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
-                 flat_s: float = 2.0, gains: dict[str, float] | None = None, stuck_s: float = 0.1,
+                 flat_s: float = 2.0, gains: dict[str, float] | None = None, run_dir: str | None = None, stuck_s: float = 0.1,
                  artefact_z: float | None = 5.0):
         m = bundle.manifest
+        if backend == "torch" and not run_dir:
+            raise ValueError("--backend torch needs --run-dir RUN_DIR: a bundle holds ONNX models, not the torch weights")
         self.bundle, self.m = bundle, m
         self.inputs = list(m["inputs"])
         missing = [c for c in self.inputs if c not in channel_index]
@@ -157,12 +159,12 @@ class StreamRuntime:
             key = m["streaming"]["file_keys"].get(variant)
             if key is None:
                 raise ValueError(f"variant {variant!r}: this bundle's streaming model exists as {', '.join(m['streaming']['file_keys'])}")
-            self.backend = backend_open(backend, bundle.file(key), threads=threads, precision=variant)
+            self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(key), threads=threads, precision=variant)
             self.chunk = int(m["streaming"]["chunk"])
             self.state_names = [s["name"] for s in m["streaming"]["states"]]
             self.state_shapes = [tuple(s["shape"]) for s in m["streaming"]["states"]]
         else:
-            self.backend = backend_open(backend, bundle.file(variant) if backend != "torch" else m["model"].get("run_dir", ""), threads=threads, precision=variant)
+            self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(variant), threads=threads, precision=variant)
             self.chunk = self.hop
         self.in_name = self.backend.input_names[0]
         # preprocessing per input

@@ -202,3 +202,18 @@ def test_calibration_offset_is_applied_and_stated(tcn, record, tmp_path):
         bad = tmp_path / "bad.csv"
         bad.write_text("t,s\n1,2\n")
         Calibration.from_csv(str(bad))
+
+
+def test_torch_backend_matches_onnx_fp32(tcn, record, tiny_run_factory):
+    """--backend torch (development only) runs the run's own model through the same runtime."""
+    data, _ = _log_from_record(record, seconds=20)
+    b = bundle_load(tcn)
+    s_ort = stream_process(_chunks(data, 4096), b, StreamDecoder(), variant="fp32", collect=True)
+    s_pt = stream_process(_chunks(data, 4096), b, StreamDecoder(), backend="torch", variant="fp32", collect=True,
+                          run_dir=str(tiny_run_factory("edge-tcn")))
+    a = np.concatenate([o.abp for o in s_ort["_outputs"]])
+    p = np.concatenate([o.abp for o in s_pt["_outputs"]])
+    ok = np.isfinite(a) & np.isfinite(p)
+    assert ok.sum() > 1000 and np.max(np.abs(a[ok] - p[ok])) < 1e-3
+    with pytest.raises(ValueError, match="--run-dir"):
+        stream_process(_chunks(data, 4096), b, StreamDecoder(), backend="torch", variant="fp32")
