@@ -1,9 +1,10 @@
-"""``edgebp data synth``."""
+"""``edgebp data synth``: write the built-in synthetic cohort (not clinical evidence)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-import numpy as np
 
 from edgebp.cli import CliError
 
@@ -20,13 +21,15 @@ def synth_command(subjects, minutes, seed, fs, out_dir):
     Physiologically coupled: per-subject heart rate, BP, stiffness, pre-ejection period;
     pulse transit time shortens as BP rises; PPG shape follows BP and stiffness; BP moves
     with breathing, slow drifts and step changes; realistic noise and ADC quantisation.
+    Beside the records: RECORDS, cohort.json (parameters, true summaries, generator
+    version) and truth/<record>.csv (per-beat true SBP/DBP, PEP, PTT).
+
     SYNTHETIC RESULTS ARE NOT CLINICAL EVIDENCE.
 
     \b
     Example:
         edgebp data synth --subjects 8 --minutes 3 --seed 0 --out cohort/
     """
-    from edgebp.processing.beats import abp_beats
     from edgebp.synth import synth_cohort_write
 
     if subjects < 1:
@@ -35,15 +38,18 @@ def synth_command(subjects, minutes, seed, fs, out_dir):
         raise CliError(f"--minutes must be within (0, 1440], got {minutes}")
     if not 50 <= fs <= 2000:
         raise CliError(f"--fs must be within 50..2000 Hz, got {fs}")
+    if seed < 0:
+        raise CliError(f"--seed must be >= 0, got {seed}")
+    out = Path(out_dir)
+    if (out / "cohort.json").exists():
+        click.echo(f"replacing the synthetic cohort in {out}", err=True)
 
-    def progress(k, n, rec):
-        abp = rec.get("abp")
-        b = abp_beats(abp.signal, abp.fs)
-        v = np.asarray(b.valid, bool)
-        hr = 60.0 / np.median(np.diff(np.asarray(b.t_sys)[v])) if v.sum() > 2 else float("nan")
-        s, d = np.asarray(b.sbp)[v], np.asarray(b.dbp)[v]
-        click.echo(f"[{k}/{n}] {rec.record_id}: HR {hr:.0f} bpm, SBP {s.mean():.0f} ({s.min():.0f}-{s.max():.0f}), "
-                   f"DBP {d.mean():.0f} ({d.min():.0f}-{d.max():.0f}) mmHg")
+    def progress(k, n, subj):
+        # True values from the generator, not a detector's estimate.
+        s = subj.summary()
+        click.echo(f"[{k}/{n}] {subj.record.record_id}: HR {s['hr_mean']:.0f} bpm, "
+                   f"SBP {s['sbp_mean']:.0f} ({s['sbp_min']:.0f}-{s['sbp_max']:.0f}), "
+                   f"DBP {s['dbp_mean']:.0f} ({s['dbp_min']:.0f}-{s['dbp_max']:.0f}) mmHg (true)")
 
-    paths = synth_cohort_write(out_dir, subjects, minutes, seed=seed, fs=fs, progress=progress)
-    click.echo(f"wrote {len(paths)} synthetic records to {out_dir} (synthetic: not clinical evidence)")
+    paths = synth_cohort_write(out, subjects, minutes, seed=seed, fs=fs, progress=progress)
+    click.echo(f"wrote {len(paths)} synthetic records to {out} (synthetic: not clinical evidence)")
