@@ -217,3 +217,34 @@ def test_torch_backend_matches_onnx_fp32(tcn, record, tiny_run_factory):
     assert ok.sum() > 1000 and np.max(np.abs(a[ok] - p[ok])) < 1e-3
     with pytest.raises(ValueError, match="--run-dir"):
         stream_process(_chunks(data, 4096), b, StreamDecoder(), backend="torch", variant="fp32")
+
+
+def test_run_reads_standard_input_and_a_growing_file(tcn, record, tmp_path):
+    """`--stream -` and `--follow` reach the same runtime (real subprocesses, real files)."""
+    import threading
+    import time
+
+    data, _ = _log_from_record(record, seconds=10)
+    exe = os.path.join(os.path.dirname(sys.executable), "edgebp")
+    s1 = tmp_path / "stdin.json"
+    p = subprocess.run([exe, "run", str(tcn), "--stream", "-", "--summary-json", str(s1)], input=data, capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(s1.read_text())["decoder"]["samples_parsed"] == 10 * 250
+
+    log = tmp_path / "growing.log"
+    log.write_bytes(b"")
+
+    def writer():
+        for i in range(0, len(data), 20000):
+            with open(log, "ab") as f:
+                f.write(data[i : i + 20000])
+            time.sleep(0.05)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    s2 = tmp_path / "follow.json"
+    p = subprocess.run([exe, "run", str(tcn), "--stream", str(log), "--follow", "--idle-timeout", "2", "--summary-json", str(s2)],
+                       capture_output=True, timeout=300)
+    t.join()
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(s2.read_text())["decoder"]["samples_parsed"] == 10 * 250
