@@ -10,6 +10,7 @@ import numpy as np
 from edgebp.evaluation import ModelGeometry
 from edgebp.runtime.backends import OrtBackend
 from edgebp.runtime.bundle import Bundle, BundleError, bundle_load
+from edgebp.synth.cohort import DEFAULT_MINUTES, DEFAULT_SUBJECTS
 
 VARIANT_FILES = {"fp32": "fp32", "int8": "int8", "pruned": "pruned"}
 
@@ -33,8 +34,8 @@ class BundleModel:
         self.split = m.get("split") or {"train": [], "val": [], "test": []}
         rc = dict(m["model"].get("run_config") or {})
         rc.setdefault("data", "synth")
-        rc.setdefault("synth_subjects", 32)
-        rc.setdefault("synth_minutes", 3.0)
+        rc.setdefault("synth_subjects", DEFAULT_SUBJECTS)
+        rc.setdefault("synth_minutes", DEFAULT_MINUTES)
         rc.setdefault("seed", 0)
         rc.setdefault("max_minutes", 0.0)
         self.config = SimpleNamespace(**rc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgebp.config_base import StrictConfig, check_choice
+from edgebp.synth.cohort import DEFAULT_MINUTES, DEFAULT_SUBJECTS
 
 INPUT_CHOICES = ("ecg", "ppg")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -34,9 +35,8 @@ class TrainConfig(StrictConfig):
     max_windows_per_record: int = 400
     val_frac: float = 0.15
     test_frac: float = 0.15
-    # more subjects beat longer records: what must generalise is the across-subject mapping
-    synth_subjects: int = 64
-    synth_minutes: float = 1.5
+    synth_subjects: int = DEFAULT_SUBJECTS
+    synth_minutes: float = DEFAULT_MINUTES
     max_minutes: float = 0.0  # 0: whole records; otherwise cap each record (quick runs)
     amp: bool = True  # mixed precision, used on CUDA only
     time_budget_s: float = 150.0  # stop after the epoch that crosses it (0: no limit); keeps the default run within 3 min

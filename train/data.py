@@ -19,6 +19,7 @@ import numpy as np
 
 import edgebp
 from edgebp.record import Record
+from edgebp.synth.cohort import DEFAULT_MINUTES, DEFAULT_SUBJECTS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp"))
 
 
-def data_source_path(data: str, synth_subjects: int = 32, synth_minutes: float = 3.0, seed: int = 0) -> Path:
+def data_source_path(data: str, synth_subjects: int = DEFAULT_SUBJECTS, synth_minutes: float = DEFAULT_MINUTES, seed: int = 0) -> Path:
     """Resolve ``--data``: ``synth`` (the built-in cohort, cached) or a path."""
     if data == "synth":
         from edgebp.synth import synth_cohort_cached

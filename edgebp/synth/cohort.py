@@ -44,6 +44,10 @@ from edgebp.synth.waveforms import abp_render, ecg_render, ppg_render
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"
+# The built-in default cohort (`--data synth`): more subjects beat longer records, since what
+# must generalise is the across-subject mapping.
+DEFAULT_SUBJECTS = 64
+DEFAULT_MINUTES = 1.5
 NOTICE = "synthetic: not clinical evidence"
 # ADC models (range, bits): ECG 12 bit over +-5 mV, PPG 16 bit over 0..8 NU, ABP 0.01 mmHg steps
 _ECG_ADC = (-5.0, 5.0, 12)
