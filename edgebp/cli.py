@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "export": "edgebp.export.cli:export_command",
     "run": "edgebp.runtime.cli:run_command",
     "sim": "edgebp.firmware_sim.cli:sim_command",
+    "score": "edgebp.firmware_sim.score_cli:score_command",
     "budget": "edgebp.firmware_sim.budget_cli:budget_command",
     "bench": "edgebp.bench.cli:bench_command",
 }

@@ -855,6 +855,17 @@ def format_report_table(report: Mapping) -> str:
         up = report["unpaired"]
         lines.append(f"Unpaired rows (not graded): {up.get('pred_only', 0)} only in estimates, "
                      f"{up.get('ref_only', 0)} only in reference")
+    m = report.get("match")
+    if m:
+        lines.append("Pairing: " + ("equal subject and time (1 ms)" if m.get("mode") == "exact" else
+                                    f"nearest time per subject within {m.get('tolerance_s'):g} s, one to one"))
+    ng = report.get("not_graded")
+    if ng:
+        inv, oth = ng.get("invalid", {}), ng.get("other_subjects", {})
+        lines.append(f"Rows with valid=0 (not graded): {inv.get('pred', 0)} in estimates, {inv.get('ref', 0)} in reference")
+        if oth.get("pred") or oth.get("ref"):
+            lines.append(f"Rows of other subjects (not graded): {oth.get('pred', 0)} in estimates, "
+                         f"{oth.get('ref', 0)} in reference")
     comps = [c for c in _COMPONENTS if c in report]
     excl = ", ".join(f"{c.upper()} {report[c].get('n_excluded', 0)}" for c in comps)
     lines.append(f"Excluded pairs (NaN/inf): {excl}")

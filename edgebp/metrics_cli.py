@@ -19,17 +19,32 @@ from edgebp.metrics import bp_report, format_report_table
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("subject", "time", "sbp", "dbp")
-OPTIONAL_COLUMNS = ("map",)
+OPTIONAL_COLUMNS = ("map", "valid")
+# Other spellings read as the canonical columns when those are absent: the beats truth that
+# `edgebp sim` writes (t_dia_s,t_sys_s,t_end_s,sbp_mmHg,dbp_mmHg,map_mmHg,valid).
+COLUMN_ALIASES = {"time": ("t_sys_s",), "sbp": ("sbp_mmhg",), "dbp": ("dbp_mmhg",), "map": ("map_mmhg",)}
+# the subject of rows when neither file has a subject column (and no --subject is given)
+SINGLE_SUBJECT = "all"
+MATCH_MODES = ("exact", "nearest")
 _MS = Decimal("0.001")
 
 
 @dataclass
 class BpTable:
-    """Rows of one BP CSV, keyed by (subject, time rounded to the nearest ms)."""
+    """Rows of one BP CSV, keyed by (subject, time rounded to the nearest ms).
+
+    ``invalid``: rows with ``valid`` 0 (read, not graded); ``other_subjects``: rows of other
+    subjects than the one selected with ``subject=``; ``aliases``: column spellings read as
+    the canonical names (e.g. ``{"time": "t_sys_s"}``).
+    """
 
     path: str
     has_map: bool
     rows: dict[tuple[str, int], dict] = field(default_factory=dict)
+    invalid: int = 0
+    other_subjects: int = 0
+    has_subject: bool = True
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def _time_key(text: str) -> int | None:
@@ -53,11 +68,71 @@ def _number(text: str, path: str, line: int, column: str) -> float:
     return value
 
 
-def bp_csv_read(path: str | Path) -> BpTable:
-    """Read a ``subject,time,sbp,dbp[,map]`` CSV (time in seconds, BP in mmHg).
+class _Lines:
+    """The lines of a file without ``#`` comment lines, counting physical lines (``n``)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.n = 0
+
+    def __iter__(self):
+        for ln in self.fh:
+            self.n += 1
+            if ln.lstrip().startswith("#"):
+                continue
+            yield ln
+
+
+def _valid_cell(text: str, path: str, line: int) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true"):
+        return True
+    if t in ("0", "false"):
+        return False
+    raise CliError(f"{path}: line {line}: column 'valid': {text!r} is not 1 or 0")
+
+
+def csv_header(path: str | Path) -> list[str] | None:
+    """The lower-cased header of a CSV (after ``#`` comment lines), or None if unreadable."""
+    try:
+        with Path(path).open("r", newline="", encoding="utf-8-sig") as fh:
+            for row in csv.reader(_Lines(fh)):
+                if any(cell.strip() for cell in row):
+                    return [cell.strip().lower() for cell in row]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
+
+
+def bp_csv_read(path: str | Path, subject: str | None = None, default_subject: str | None = None) -> BpTable:
+    """Read a ``subject,time,sbp,dbp[,map][,valid]`` CSV (time in seconds, BP in mmHg).
+
+    Lines starting with ``#`` are comments (``edgebp run`` writes its settings there). Rows
+    with ``valid`` 0 are counted (``invalid``) and not read further (their BP cells may be
+    empty). The beats truth of ``edgebp sim`` is read through :data:`COLUMN_ALIASES`
+    (``t_sys_s`` as ``time``, ``sbp_mmHg`` as ``sbp``, ...).
+
+    Parameters
+    ----------
+    path : str or Path
+    subject : str, optional
+        Keep only this subject's rows of a file with a subject column (the others are
+        counted in ``other_subjects``); the subject of every row of a file without one.
+    default_subject : str, optional
+        The subject of the rows of a file without a subject column when ``subject`` is not
+        given; without either, a missing subject column is an error.
 
     Raises :class:`edgebp.cli.CliError` naming the file (and line or column) for a missing file,
     an empty file, a missing column, a non-numeric / NaN value or a duplicate (subject, time).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "beats.csv")
+    >>> _ = open(p, "w").write("# edgebp run\\ntime,sbp,dbp,map,hr,valid,reason\\n1.0,120,80,93,60,1,ok\\n2.0,,,,,0,gap\\n")
+    >>> t = bp_csv_read(p, subject="s1")
+    >>> sorted(t.rows), t.invalid
+    ([('s1', 1000)], 1)
     """
     name = str(path)
     p = Path(path)
@@ -70,7 +145,8 @@ def bp_csv_read(path: str | Path) -> BpTable:
     except OSError as exc:
         raise CliError(f"{name}: cannot open: {exc.strerror or exc}") from None
     with fh:
-        reader = csv.reader(fh)
+        src = _Lines(fh)
+        reader = csv.reader(src)
         header = None
         for row in reader:
             if any(cell.strip() for cell in row):
@@ -78,54 +154,114 @@ def bp_csv_read(path: str | Path) -> BpTable:
                 break
         if header is None:
             raise CliError(f"{name}: empty file (expected a header {','.join(REQUIRED_COLUMNS)})")
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        aliases = {}
+        for canon, alts in COLUMN_ALIASES.items():
+            if canon not in header:
+                alt = next((a for a in alts if a in header), None)
+                if alt is not None:
+                    aliases[canon] = alt
+        if aliases:
+            logger.info("%s: reading column(s) %s", name, ", ".join(f"{a} as {c}" for c, a in aliases.items()))
+        has_subject = "subject" in header
+        need = [c for c in REQUIRED_COLUMNS if not (c == "subject" and (subject is not None or default_subject is not None))]
+        missing = [c for c in need if c not in header and c not in aliases]
         if missing:
+            hint = " (a single-subject file: give --subject NAME)" if "subject" in missing else ""
             raise CliError(
                 f"{name}: missing column{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(repr(c) for c in missing)} (header: {','.join(header)})"
+                f"{', '.join(repr(c) for c in missing)} (header: {','.join(header)}){hint}"
             )
         dup_cols = sorted({c for c in header if c and header.count(c) > 1})
         if dup_cols:
             raise CliError(f"{name}: column {dup_cols[0]!r} appears more than once in the header")
-        idx = {c: header.index(c) for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in header}
-        table = BpTable(path=name, has_map="map" in idx)
+        idx = {c: header.index(aliases.get(c, c)) for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+               if c in header or c in aliases}
+        table = BpTable(path=name, has_map="map" in idx, has_subject=has_subject, aliases=aliases)
+        fixed_subject = subject if subject is not None else default_subject
         for row in reader:
-            line = reader.line_num
+            line = src.n
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) < len(header):
                 raise CliError(f"{name}: line {line}: {len(row)} fields, header has {len(header)}")
-            subject = row[idx["subject"]].strip()
-            if not subject:
-                raise CliError(f"{name}: line {line}: column 'subject' is empty")
+            if has_subject:
+                subj = row[idx["subject"]].strip()
+                if not subj:
+                    raise CliError(f"{name}: line {line}: column 'subject' is empty")
+                if subject is not None and subj != subject:
+                    table.other_subjects += 1
+                    continue
+            else:
+                subj = fixed_subject
+            if "valid" in idx and not _valid_cell(row[idx["valid"]], name, line):
+                table.invalid += 1
+                continue
             t_text = row[idx["time"]].strip()
             t_ms = _time_key(t_text)
             if t_ms is None:
-                raise CliError(f"{name}: line {line}: column 'time': {t_text!r} is not a finite number")
+                raise CliError(f"{name}: line {line}: column '{aliases.get('time', 'time')}': {t_text!r} is not a finite number")
             values = {"line": line, "time": float(t_text)}
             for col in ("sbp", "dbp", "map"):
                 if col in idx:
-                    values[col] = _number(row[idx[col]].strip(), name, line, col)
-            key = (subject, t_ms)
+                    values[col] = _number(row[idx[col]].strip(), name, line, aliases.get(col, col))
+            key = (subj, t_ms)
             if key in table.rows:
                 raise CliError(
-                    f"{name}: line {line}: duplicate row for subject {subject!r} at time {t_text} s "
+                    f"{name}: line {line}: duplicate row for subject {subj!r} at time {t_text} s "
                     f"(first at line {table.rows[key]['line']})"
                 )
             table.rows[key] = values
     if not table.rows:
-        raise CliError(f"{name}: no data rows after the header")
+        why = ""
+        if table.other_subjects:
+            why = f" for subject {subject!r} ({table.other_subjects} rows of other subjects)"
+        elif table.invalid:
+            why = f" with valid=1 ({table.invalid} invalid rows)"
+        raise CliError(f"{name}: no data rows after the header{why}")
     return table
 
 
-def bp_csv_pair(pred: BpTable, ref: BpTable) -> tuple[list[tuple[str, int]], dict]:
-    """Keys present in both tables (sorted by subject, time) and the unpaired counts."""
-    common = sorted(pred.rows.keys() & ref.rows.keys())
-    unpaired = {
-        "pred_only": len(pred.rows.keys() - ref.rows.keys()),
-        "ref_only": len(ref.rows.keys() - pred.rows.keys()),
-    }
-    return common, unpaired
+def bp_csv_pair(pred: BpTable, ref: BpTable, match: str = "exact",
+                tolerance_s: float = 0.3) -> tuple[list[tuple[tuple[str, int], tuple[str, int]]], dict]:
+    """Pair the rows of two tables by subject and time; returns ``(pairs, unpaired)``.
+
+    ``pairs``: ``(pred_key, ref_key)`` sorted by subject and predicted time; ``unpaired``:
+    ``{"pred_only", "ref_only"}`` counts. ``match="exact"`` pairs equal times (after
+    rounding to 1 ms); ``"nearest"`` pairs each predicted row with the nearest reference row
+    of its subject within ``tolerance_s``, one to one, nearest first
+    (:func:`edgebp.pairing.beat_times_pair`).
+
+    Examples
+    --------
+    >>> a = BpTable("a", False, {("s", 1000): {"time": 1.0}, ("s", 2100): {"time": 2.1}})
+    >>> b = BpTable("b", False, {("s", 1050): {"time": 1.05}, ("s", 3000): {"time": 3.0}})
+    >>> bp_csv_pair(a, b, "nearest", 0.3)
+    ([(('s', 1000), ('s', 1050))], {'pred_only': 1, 'ref_only': 1})
+    """
+    if match == "exact":
+        common = sorted(pred.rows.keys() & ref.rows.keys())
+        pairs = [(k, k) for k in common]
+    elif match == "nearest":
+        from edgebp.pairing import beat_times_pair
+
+        by_subject: dict[str, tuple[list, list]] = {}
+        for k in pred.rows:
+            by_subject.setdefault(k[0], ([], []))[0].append(k)
+        for k in ref.rows:
+            by_subject.setdefault(k[0], ([], []))[1].append(k)
+        pairs = []
+        for subj in sorted(by_subject):
+            pk, rk = by_subject[subj]
+            if not pk or not rk:
+                continue
+            pk.sort(key=lambda k: k[1])
+            ip, ir = beat_times_pair(np.array([pred.rows[k]["time"] for k in pk]),
+                                     np.array([ref.rows[k]["time"] for k in rk]), tolerance_s)
+            pairs += [(pk[i], rk[j]) for i, j in zip(ip.tolist(), ir.tolist())]
+    else:
+        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+    unpaired = {"pred_only": len(pred.rows) - len(pairs), "ref_only": len(ref.rows) - len(pairs)}
+    return pairs, unpaired
 
 
 def _calib_read(path: str) -> dict[str, dict]:
@@ -176,34 +312,71 @@ def _calib_read(path: str) -> dict[str, dict]:
                    "With a time column, every graded reading must come after it.")
 @click.option("--unit", default="reading", show_default=True,
               help="What one row is (reading, beat, window), for the stated analysis unit.")
-def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_csv, unit: str) -> None:
+@click.option("--subject", default=None, metavar="NAME",
+              help="Grade one subject: the subject of every row of a file without a subject column, "
+                   "and the only subject kept from a file with one.")
+@click.option("--match", type=click.Choice(MATCH_MODES), default="exact", show_default=True,
+              help="Pair rows at equal times (1 ms) or each estimate with the nearest reference row "
+                   "within --tolerance, one to one.")
+@click.option("--tolerance", type=float, default=0.3, show_default=True,
+              help="With --match nearest: largest time difference of a pair (s).")
+def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_csv, unit: str,
+                  subject: str | None = None, match: str = "exact", tolerance: float = 0.3) -> None:
     """Grade BP estimates against reference readings (BHS, AAMI/ISO 81060-2, IEEE 1708).
 
     Both CSVs have a header with columns subject,time,sbp,dbp (time in seconds, BP in mmHg;
-    a map column is graded when both files have one). Rows are paired by subject and time
-    (equal after rounding to 1 ms); unpaired rows are counted and reported. Errors are
-    estimate - reference; SD is the sample SD (ddof=1); shares are percentages.
+    a map column is graded when both files have one). Lines starting with # are comments.
+    The subject column may be left out of a single-subject file when --subject NAME is
+    given, or of both files (one subject then). Rows are paired by subject and time: equal
+    after rounding to 1 ms (--match exact), or each estimate with the nearest reference row
+    of its subject within --tolerance seconds, one to one, nearest first (--match nearest,
+    for beats whose times differ slightly). Paired and unpaired rows are counted and
+    reported. Rows with valid=0 (where a valid column exists) are counted, not graded.
+    Errors are estimate - reference; SD is the sample SD (ddof=1); shares are percentages.
+
+    \b
+    Read directly (columns mapped when time,sbp,dbp are absent):
+      edgebp run's beats (bp.beats.csv, or its stdout): time,sbp,dbp,map,hr,valid,reason
+      edgebp sim's beats truth (truth_beats.csv): t_sys_s as time, sbp_mmHg as sbp,
+        dbp_mmHg as dbp, map_mmHg as map, valid. Its times are on the simulated
+        source's axis; edgebp run's start at its first parsed sample, so they agree only
+        for a stream without resets or frames lost before the first intact one (edgebp
+        score maps the truth onto the runtime's axis exactly; use it for faulty streams).
 
     \b
     Example:
         edgebp grade estimates.csv cuff.csv
         edgebp grade estimates.csv cuff.csv --train-mean 127.5 68.0 --json > grade.json
         edgebp grade estimates.csv cuff.csv --calib calibration.csv
+        edgebp grade bp.beats.csv truth_beats.csv --subject s3 --match nearest --unit beat
     """
-    pred = bp_csv_read(pred_csv)
-    ref = bp_csv_read(ref_csv)
-    keys, unpaired = bp_csv_pair(pred, ref)
-    if not keys:
+    if match == "nearest" and not (tolerance > 0 and math.isfinite(tolerance)):
+        raise CliError(f"--tolerance must be a positive number of seconds, got {tolerance:g}")
+    # a subject column may be missing from both files (one subject) or, with --subject, from either
+    default_subject = None
+    if subject is None:
+        hp, hr = csv_header(pred_csv), csv_header(ref_csv)
+        if hp is not None and hr is not None and "subject" not in hp and "subject" not in hr:
+            default_subject = SINGLE_SUBJECT
+    pred = bp_csv_read(pred_csv, subject=subject, default_subject=default_subject)
+    ref = bp_csv_read(ref_csv, subject=subject, default_subject=default_subject)
+    pairs, unpaired = bp_csv_pair(pred, ref, match=match, tolerance_s=tolerance)
+    if not pairs:
+        how = "subject and time (1 ms) must match" if match == "exact" else \
+            f"no estimate within {tolerance:g} s of a reference row of its subject"
         raise CliError(
             f"no rows pair up between {pred.path} ({len(pred.rows)} rows) and {ref.path} "
-            f"({len(ref.rows)} rows): subject and time (1 ms) must match"
+            f"({len(ref.rows)} rows): {how}"
         )
     if unpaired["pred_only"] or unpaired["ref_only"]:
         logger.warning("unpaired rows: %d only in %s, %d only in %s",
                        unpaired["pred_only"], pred.path, unpaired["ref_only"], ref.path)
+    keys = [pk for pk, _ in pairs]
+    ref_keys = [rk for _, rk in pairs]
 
     def col(table: BpTable, name: str) -> np.ndarray:
-        return np.array([table.rows[k][name] for k in keys], dtype=np.float64)
+        ks = keys if table is pred else ref_keys
+        return np.array([table.rows[k][name] for k in ks], dtype=np.float64)
 
     subjects = [k[0] for k in keys]
     with_map = pred.has_map and ref.has_map
@@ -237,7 +410,12 @@ def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_
         calibrated=calib_csv is not None,
     )
     out = {"n_pairs": report.pop("n_pairs"), "unpaired": unpaired,
+           "not_graded": {"invalid": {"pred": pred.invalid, "ref": ref.invalid},
+                          "other_subjects": {"pred": pred.other_subjects, "ref": ref.other_subjects}},
+           "match": {"mode": match, "tolerance_s": tolerance if match == "nearest" else None},
            "files": {"pred": pred.path, "ref": ref.path}}
+    if pred.aliases or ref.aliases:
+        out["columns_mapped"] = {"pred": pred.aliases, "ref": ref.aliases}
     out.update(report)
     if as_json:
         click.echo(json.dumps(out, allow_nan=False))

@@ -8,9 +8,11 @@ runtime's axis (per boot, the ticks from its first to its last intact frame, in 
 reboot ticks and frames no sequence gap reveals are not on it) and measures:
 
 - point-wise ABP error wherever the runtime claimed a value;
-- per-beat SBP/DBP error of the runtime's beats against the truth beats, paired by time
-  (the truth beats' source times are mapped onto the runtime's axis through the true
-  sample instants, so the device's clock error does not shift them);
+- per-beat SBP/DBP/MAP error of the runtime's valid beats against the truth beats, paired
+  one to one by nearest time (the truth beats' source times are mapped onto the runtime's
+  axis through the true sample instants, so the device's clock error does not shift them),
+  with the beat counts (valid, invalid by reason, paired, unpaired on each side) and the
+  mean heart rate of both;
 - per fault: whether anything was claimed while the signal was wrong or missing, and how
   soon valid output resumed after the fault ended.
 
@@ -49,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebp.firmware_sim.faults import FAULT_BITS
+from edgebp.pairing import beat_times_pair as beats_pair  # re-exported: the one beat pairing
 
 # faults after which the signal itself is wrong or missing: no BP may be claimed over them
 SIGNAL_FAULTS = ("saturate", "leadoff", "flat")
@@ -61,6 +64,13 @@ LOST_STATUSES = ("dropped", "overflow", "truncated", "corrupted", "reset_lost")
 BRIDGE_SAMPLES = 2
 
 
+# the beats file of ``edgebp run`` (``bp.beats.csv``, or its standard output): this header,
+# NaN as an empty cell, valid 1/0. Files written before hr/valid/reason existed carry only
+# the first four columns; they are read as all valid, reason ok, hr unknown.
+BEAT_COLUMNS = ("time", "sbp", "dbp", "map", "hr", "valid", "reason")
+POINTWISE_HEADER = "time,abp,valid,reason"
+
+
 @dataclass
 class RuntimeOutput:
     """Point-wise output of ``edgebp run`` (times on the runtime's axis, s; ABP in mmHg)."""
@@ -71,7 +81,11 @@ class RuntimeOutput:
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> "RuntimeOutput":
-        """Read ``bp.csv`` (``time,abp,valid,reason``) or ``bp.jsonl`` as written by ``edgebp run``."""
+        """Read ``bp.csv`` (``time,abp,valid,reason``) or ``bp.jsonl`` as written by ``edgebp run``.
+
+        Raises ``ValueError`` naming the file and line for anything else (a beats file
+        included: it has no point-wise rows; see :func:`runtime_output_kind`).
+        """
         if str(path).endswith(".jsonl"):
             return cls(*_jsonl_read(path)[0])
         t, a, v = [], [], []
@@ -83,8 +97,9 @@ class RuntimeOutput:
                 if header is None:
                     header = ln
                     if not ln.startswith("time,abp,valid"):
+                        what = " (it is a beats file: no point-wise rows)" if _is_beats_header(ln) else ""
                         raise ValueError(f"{path}: line {line_no}: not an edgebp run CSV "
-                                         "(expected the header time,abp,valid,reason)")
+                                         f"(expected the header {POINTWISE_HEADER}){what}")
                     continue
                 p = ln.rstrip("\n").split(",")
                 try:
@@ -92,48 +107,163 @@ class RuntimeOutput:
                     a.append(float(p[1]) if p[1] else np.nan)
                     v.append(p[2] == "1")
                 except (ValueError, IndexError):
-                    raise ValueError(f"{path}: line {line_no}: expected time,abp,valid,reason, got {ln.strip()!r}") from None
+                    raise ValueError(f"{path}: line {line_no}: expected {POINTWISE_HEADER}, got {ln.strip()!r}") from None
         if header is None:
-            raise ValueError(f"{path}: empty (no time,abp,valid,reason header)")
+            raise ValueError(f"{path}: empty (no {POINTWISE_HEADER} header)")
         return cls(np.asarray(t, float), np.asarray(a, float), np.asarray(v, bool))
 
 
-def runtime_beats_read(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Beats of ``edgebp run``: ``bp.beats.csv`` beside ``bp.csv`` (or the beat rows of a
-    ``.jsonl``). Returns arrays ``t``, ``sbp``, ``dbp``, ``map``.
+def _is_beats_header(line: str) -> bool:
+    cols = [c.strip() for c in line.strip().split(",")]
+    return all(c in cols for c in BEAT_COLUMNS[:4])
 
-    ``path`` may be the point-wise CSV itself; its beats file is then found beside it.
+
+def runtime_output_kind(path: str | os.PathLike) -> str:
+    """What an ``edgebp run`` output file holds: ``"jsonl"`` (samples and beats),
+    ``"pointwise"`` (``bp.csv``; its beats are in ``bp.beats.csv``) or ``"beats"`` (a beats
+    file, e.g. the standard output of ``edgebp run`` without ``--out``).
+
+    Raises ``ValueError`` naming the file and line when the first line that is not a ``#``
+    comment is neither header.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "beats.csv")
+    >>> _ = open(p, "w").write("# edgebp run\\ntime,sbp,dbp,map,hr,valid,reason\\n")
+    >>> runtime_output_kind(p)
+    'beats'
+    """
+    if str(path).endswith(".jsonl"):
+        return "jsonl"
+    with open(path) as fh:
+        for line_no, ln in enumerate(fh, start=1):
+            if not ln.strip() or ln.startswith("#"):
+                continue
+            if ln.startswith("time,abp,valid"):
+                return "pointwise"
+            if _is_beats_header(ln):
+                return "beats"
+            raise ValueError(f"{path}: line {line_no}: not an edgebp run CSV (expected the header "
+                             f"{POINTWISE_HEADER} or {','.join(BEAT_COLUMNS)})")
+    raise ValueError(f"{path}: empty (no {POINTWISE_HEADER} or {','.join(BEAT_COLUMNS)} header)")
+
+
+def runtime_beats_path(path: str | os.PathLike) -> Path:
+    """The beats file of an ``edgebp run`` output: ``bp.csv`` -> ``bp.beats.csv``; a
+    ``.jsonl`` or a ``.beats.csv`` is its own.
+
+    Examples
+    --------
+    >>> runtime_beats_path("out/bp.csv").name, runtime_beats_path("out/bp.beats.csv").name
+    ('bp.beats.csv', 'bp.beats.csv')
+    """
+    p = Path(path)
+    if p.suffix == ".jsonl" or p.name.endswith(".beats.csv"):
+        return p
+    return p.with_suffix(".beats.csv")
+
+
+def _beats_arrays(cols: dict[str, list]) -> dict[str, np.ndarray]:
+    out = {k: np.asarray(cols[k], float) for k in ("t", "sbp", "dbp", "map", "hr")}
+    out["valid"] = np.asarray(cols["valid"], bool)
+    out["reason"] = np.asarray(cols["reason"], dtype=object)
+    return out
+
+
+def _beats_new() -> dict[str, list]:
+    return {"t": [], "sbp": [], "dbp": [], "map": [], "hr": [], "valid": [], "reason": []}
+
+
+def _valid_parse(text: str) -> bool | None:
+    t = text.strip().lower()
+    return True if t in ("1", "true") else False if t in ("0", "false") else None
+
+
+def runtime_beats_read(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Beats of ``edgebp run``: ``bp.beats.csv`` beside ``bp.csv``, a beats file itself (the
+    standard output of ``edgebp run`` without ``--out``), or the beat rows of a ``.jsonl``.
+
+    Reads both the current columns ``time,sbp,dbp,map,hr,valid,reason`` and the older
+    ``time,sbp,dbp,map`` (read as valid, reason ``ok``, ``hr`` NaN); ``#`` lines are
+    comments, an empty cell is NaN. ``path`` may be the point-wise CSV; its beats file is
+    then found beside it (:func:`runtime_beats_path`); a file whose header is a beats
+    header is read itself, whatever its name.
+
+    Returns
+    -------
+    dict
+        Arrays ``t`` (s, runtime axis), ``sbp``, ``dbp``, ``map`` (mmHg, NaN when invalid),
+        ``hr`` (bpm, NaN when unknown), ``valid`` (bool), ``reason`` (str), one per beat row.
+
+    Raises
+    ------
+    FileNotFoundError
+        No beats file.
+    ValueError
+        Naming the file and line: a wrong header, a non-number, a valid beat without BP.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "bp.beats.csv")
+    >>> _ = open(p, "w").write("time,sbp,dbp,map,hr,valid,reason\\n1.0,120,80,93,60,1,ok\\n2.0,,,,,0,gap\\n")
+    >>> b = runtime_beats_read(p)
+    >>> b["valid"].tolist(), b["reason"].tolist(), b["hr"].tolist()[:1]
+    ([True, False], ['ok', 'gap'], [60.0])
     """
     p = Path(path)
     if p.suffix == ".jsonl":
         return _jsonl_read(p)[1]
-    if not p.name.endswith(".beats.csv"):
-        p = p.with_suffix(".beats.csv")
-    cols: dict[str, list[float]] = {"t": [], "sbp": [], "dbp": [], "map": []}
+    if not (p.name.endswith(".beats.csv") or (p.is_file() and runtime_output_kind(p) == "beats")):
+        p = runtime_beats_path(p)
+    cols = _beats_new()
     with open(p) as fh:
-        header = None
+        idx: dict[str, int] | None = None
         for line_no, ln in enumerate(fh, start=1):
             if not ln.strip() or ln.startswith("#"):
                 continue
-            if header is None:
-                header = ln.strip().split(",")
-                if header[:4] != ["time", "sbp", "dbp", "map"]:
-                    raise ValueError(f"{p}: line {line_no}: expected the header time,sbp,dbp,map")
+            cells = [c.strip() for c in ln.rstrip("\n").split(",")]
+            if idx is None:
+                if not _is_beats_header(ln):
+                    raise ValueError(f"{p}: line {line_no}: expected the header {','.join(BEAT_COLUMNS)} "
+                                     f"(or the older time,sbp,dbp,map), got {ln.strip()!r}")
+                idx = {c: cells.index(c) for c in BEAT_COLUMNS if c in cells}
                 continue
-            try:
-                vals = [float(x) for x in ln.strip().split(",")[:4]]
-            except ValueError:
-                raise ValueError(f"{p}: line {line_no}: not four numbers: {ln.strip()!r}") from None
-            if len(vals) != 4:
-                raise ValueError(f"{p}: line {line_no}: expected time,sbp,dbp,map")
-            for k, x in zip(cols, vals):
+            if len(cells) <= max(idx.values()):
+                raise ValueError(f"{p}: line {line_no}: {len(cells)} fields, expected {len(idx)} ({ln.strip()!r})")
+            valid = True
+            if "valid" in idx:
+                valid = _valid_parse(cells[idx["valid"]])
+                if valid is None:
+                    raise ValueError(f"{p}: line {line_no}: column 'valid': {cells[idx['valid']]!r} is not 1 or 0")
+            row = {}
+            for key, col in (("t", "time"), ("sbp", "sbp"), ("dbp", "dbp"), ("map", "map"), ("hr", "hr")):
+                text = cells[idx[col]] if col in idx else ""
+                try:
+                    row[key] = float(text) if text else np.nan
+                except ValueError:
+                    raise ValueError(f"{p}: line {line_no}: column '{col}': {text!r} is not a number") from None
+            if not np.isfinite(row["t"]):
+                raise ValueError(f"{p}: line {line_no}: column 'time' is empty or not finite")
+            if valid and not (np.isfinite(row["sbp"]) and np.isfinite(row["dbp"])):
+                raise ValueError(f"{p}: line {line_no}: a valid beat without sbp/dbp")
+            for k, x in row.items():
                 cols[k].append(x)
-    return {k: np.asarray(v, float) for k, v in cols.items()}
+            cols["valid"].append(valid)
+            cols["reason"].append(cells[idx["reason"]] if "reason" in idx else ("ok" if valid else ""))
+    if idx is None:
+        raise ValueError(f"{p}: empty (no {','.join(BEAT_COLUMNS)} header)")
+    return _beats_arrays(cols)
+
+
+def _num(x) -> float:
+    return np.nan if x is None else float(x)
 
 
 def _jsonl_read(path) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[str, np.ndarray]]:
     t, a, v = [], [], []
-    beats: dict[str, list[float]] = {"t": [], "sbp": [], "dbp": [], "map": []}
+    beats = _beats_new()
     with open(path) as fh:
         for line_no, ln in enumerate(fh, start=1):
             if not ln.strip():
@@ -142,14 +272,20 @@ def _jsonl_read(path) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict[s
                 row = json.loads(ln)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: line {line_no}: not JSON ({exc.msg})") from None
-            if row.get("type") == "sample":
-                t.append(float(row["t"]))
-                a.append(np.nan if row.get("abp") is None else float(row["abp"]))
-                v.append(bool(row["valid"]))
-            elif row.get("type") == "beat":
-                for k in beats:
-                    beats[k].append(float(row[k]))
-    return (np.asarray(t, float), np.asarray(a, float), np.asarray(v, bool)), {k: np.asarray(x, float) for k, x in beats.items()}
+            try:
+                if row.get("type") == "sample":
+                    t.append(float(row["t"]))
+                    a.append(_num(row.get("abp")))
+                    v.append(bool(row["valid"]))
+                elif row.get("type") == "beat":
+                    valid = bool(row.get("valid", True))
+                    for k in ("t", "sbp", "dbp", "map", "hr"):
+                        beats[k].append(_num(row.get(k)) if k != "t" else float(row["t"]))
+                    beats["valid"].append(valid)
+                    beats["reason"].append(str(row.get("reason", "ok" if valid else "")))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: line {line_no}: bad {row.get('type')} record ({exc})") from None
+    return (np.asarray(t, float), np.asarray(a, float), np.asarray(v, bool)), _beats_arrays(beats)
 
 
 def truth_axis(truth: dict, fs: float) -> tuple[np.ndarray, np.ndarray]:
@@ -317,12 +453,9 @@ def runtime_truth_compare(out: RuntimeOutput, truth: dict, fs: float, recover_wi
     return res
 
 
-def truth_beats_on_axis(truth_beats: dict, truth: dict, fs: float) -> dict[str, np.ndarray]:
-    """Truth beats (source times) placed on the runtime's axis; beats the device did not
-    observe (before its first / after its last sample, or inside a reboot) are left out.
-
-    Returns arrays ``t`` (runtime axis, s), ``sbp``, ``dbp``, ``map`` of valid beats.
-    """
+def _truth_beats_observed(truth_beats: dict, truth: dict, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(keep, t_src, t_axis)``: which truth beats are valid and observed by the device, their
+    source times, and (for the kept ones) their times on the runtime's axis."""
     axis_t, ticks = truth_axis(truth, fs)
     t_src = np.asarray(truth["t_true_s"], float)[ticks]
     ts = np.asarray(truth_beats["t_sys_s"], float)
@@ -336,50 +469,88 @@ def truth_beats_on_axis(truth_beats: dict, truth: dict, fs: float) -> dict[str, 
     else:
         keep &= False
     t_axis = np.interp(ts[keep], t_src, axis_t) if keep.any() else np.zeros(0)
+    return keep, ts, t_axis
+
+
+def truth_beats_on_axis(truth_beats: dict, truth: dict, fs: float) -> dict[str, np.ndarray]:
+    """Truth beats (source times) placed on the runtime's axis; beats the device did not
+    observe (before its first / after its last sample, or inside a reboot) are left out.
+
+    Returns arrays ``t`` (runtime axis, s), ``sbp``, ``dbp``, ``map`` of valid beats.
+    """
+    keep, _, t_axis = _truth_beats_observed(truth_beats, truth, fs)
     return {"t": t_axis, "sbp": np.asarray(truth_beats["sbp_mmHg"], float)[keep],
             "dbp": np.asarray(truth_beats["dbp_mmHg"], float)[keep], "map": np.asarray(truth_beats["map_mmHg"], float)[keep]}
 
 
-def beats_pair(pred_t: np.ndarray, ref_t: np.ndarray, max_dt_s: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """Pair two beat-time lists one to one, nearest first, within ``max_dt_s``.
+# consecutive beats further apart than this are not a heart-rate interval (a missed beat or a gap)
+HR_MAX_INTERVAL_S = 2.0
 
-    Returns index arrays ``(i_pred, i_ref)`` sorted by the predicted beat's time.
+
+def _interval_hr(t: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """60 / interval (bpm) of consecutive beats (in the given order) that are both ``ok`` and
+    less than :data:`HR_MAX_INTERVAL_S` apart."""
+    t = np.asarray(t, float)
+    ok = np.asarray(ok, bool)
+    if len(t) < 2:
+        return np.zeros(0)
+    dt = np.diff(t)
+    use = ok[:-1] & ok[1:] & (dt > 0) & (dt < HR_MAX_INTERVAL_S)
+    return 60.0 / dt[use]
+
+
+def heart_rate_truth(truth_beats: dict, truth: dict, fs: float) -> dict:
+    """Mean heart rate of the truth beats the device observed: 60 / interval of consecutive
+    valid truth beats (source times) less than 2 s apart.
+
+    Returns ``{"mean_bpm", "n_intervals"}`` (``mean_bpm`` None without an interval).
 
     Examples
     --------
-    >>> beats_pair(np.array([1.02, 1.9, 5.0]), np.array([1.0, 2.0, 3.0]))
-    (array([0, 1]), array([0, 1]))
+    >>> truth = {"status": np.array(["emitted"] * 1000), "t_true_s": np.arange(1000) / 100.0}
+    >>> tb = {"t_sys_s": np.array([1.0, 1.8, 2.6, 3.4, 6.0]), "valid": np.array([1, 1, 1, 1, 1])}
+    >>> heart_rate_truth(tb, truth, 100.0)  # the 2.6 s interval before 6.0 is not counted
+    {'mean_bpm': 75.0, 'n_intervals': 3}
     """
-    pred_t, ref_t = np.asarray(pred_t, float), np.asarray(ref_t, float)
-    if not len(pred_t) or not len(ref_t):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    order = np.argsort(ref_t)
-    rs = ref_t[order]
-    cand = []
-    for i, t in enumerate(pred_t):
-        k = np.searchsorted(rs, t)
-        for j in (k - 1, k):
-            if 0 <= j < len(rs) and abs(rs[j] - t) <= max_dt_s:
-                cand.append((abs(rs[j] - t), i, int(order[j])))
-    cand.sort()
-    used_p, used_r, pairs = set(), set(), []
-    for _, i, j in cand:
-        if i not in used_p and j not in used_r:
-            used_p.add(i)
-            used_r.add(j)
-            pairs.append((i, j))
-    pairs.sort()
-    a = np.asarray(pairs, np.int64).reshape(-1, 2)
-    return a[:, 0], a[:, 1]
+    keep, ts, _ = _truth_beats_observed(truth_beats, truth, fs)
+    hr = _interval_hr(ts, keep)
+    return {"mean_bpm": float(np.mean(hr)) if len(hr) else None, "n_intervals": int(len(hr))}
 
 
-def beats_truth_compare(pred_beats: dict, truth_beats: dict, truth: dict, fs: float, max_dt_s: float = 0.3) -> dict:
-    """Per-beat SBP/DBP/MAP error of the runtime's beats against the truth beats, paired by time.
+def heart_rate_runtime(pred_beats: dict, use: np.ndarray | None = None) -> dict:
+    """Mean heart rate of runtime beats: their ``hr`` column (bpm) where it has values, else
+    60 / interval of consecutive beats (both in ``use``) less than 2 s apart.
+
+    Returns ``{"mean_bpm", "n", "source"}`` (source ``"hr column"`` or ``"beat intervals"``).
+
+    Examples
+    --------
+    >>> heart_rate_runtime({"t": np.array([0.0, 1.0, 2.0]), "hr": np.array([60.0, 66.0, np.nan])})
+    {'mean_bpm': 63.0, 'n': 2, 'source': 'hr column'}
+    >>> heart_rate_runtime({"t": np.array([0.0, 0.5, 1.0])})
+    {'mean_bpm': 120.0, 'n': 2, 'source': 'beat intervals'}
+    """
+    t = np.asarray(pred_beats.get("t", []), float)
+    use = np.ones(len(t), bool) if use is None else np.asarray(use, bool)
+    hr = np.asarray(pred_beats.get("hr", np.full(len(t), np.nan)), float)
+    col = hr[use & np.isfinite(hr)]
+    if len(col):
+        return {"mean_bpm": float(np.mean(col)), "n": int(len(col)), "source": "hr column"}
+    order = np.argsort(t, kind="stable")
+    iv = _interval_hr(t[order], use[order])
+    return {"mean_bpm": float(np.mean(iv)) if len(iv) else None, "n": int(len(iv)), "source": "beat intervals"}
+
+
+def beats_truth_compare(pred_beats: dict, truth_beats: dict, truth: dict, fs: float, max_dt_s: float = 0.3,
+                        include_invalid: bool = False) -> dict:
+    """Per-beat SBP/DBP/MAP error of the runtime's beats against the truth beats, paired by time,
+    with beat counts and heart rate.
 
     Parameters
     ----------
     pred_beats : dict
-        ``t``, ``sbp``, ``dbp``, ``map`` (runtime axis), e.g. from :func:`runtime_beats_read`.
+        ``t``, ``sbp``, ``dbp``, ``map`` (runtime axis) and optionally ``hr``, ``valid``,
+        ``reason``, e.g. from :func:`runtime_beats_read` (without ``valid`` all are valid).
     truth_beats : dict
         The simulator's beat truth (``t_sys_s``, ``sbp_mmHg``, ... on the source axis).
     truth : dict
@@ -388,21 +559,58 @@ def beats_truth_compare(pred_beats: dict, truth_beats: dict, truth: dict, fs: fl
         The device's nominal rate.
     max_dt_s : float
         Largest systolic-time difference of a pair.
+    include_invalid : bool
+        Also score runtime beats marked invalid (those with SBP/DBP values); by default only
+        valid beats are scored, the others counted.
 
     Returns
     -------
     dict
-        ``n_truth`` (observed valid truth beats), ``n_runtime``, ``n_paired``, ``dt_median_s``
-        (runtime minus truth), and ``sbp``/``dbp``/``map`` error stats (n, me, sd, mae).
+        ``n_truth`` (observed valid truth beats), ``n_runtime`` (all runtime beat rows),
+        ``n_runtime_valid``, ``n_runtime_invalid``, ``invalid_reasons``, ``count_diff_pct``
+        (100 * (n_runtime - n_truth) / n_truth), ``n_scored`` (runtime beats paired against
+        the truth), ``n_paired``, ``unpaired_runtime`` and ``unpaired_truth``,
+        ``dt_median_s`` (runtime minus truth), ``hr`` (``runtime`` and ``truth`` mean bpm,
+        ``diff_bpm``) and ``sbp``/``dbp``/``map`` error stats (n, me, sd, mae, const_mae).
+
+    Examples
+    --------
+    >>> truth = {"status": np.array(["emitted"] * 500), "t_true_s": np.arange(500) / 100.0}
+    >>> tb = {"t_sys_s": np.array([0.5, 1.5, 2.5, 3.5]), "valid": np.ones(4, int),
+    ...       "sbp_mmHg": np.full(4, 120.0), "dbp_mmHg": np.full(4, 80.0), "map_mmHg": np.full(4, 93.0)}
+    >>> rb = {"t": np.array([0.52, 1.49, 2.6, 4.9]), "sbp": np.array([122.0, 118.0, np.nan, 121.0]),
+    ...       "dbp": np.array([80.0, 80.0, np.nan, 81.0]), "map": np.array([94.0, 93.0, np.nan, 94.0]),
+    ...       "valid": np.array([True, True, False, True]), "reason": np.array(["ok", "ok", "gap", "ok"])}
+    >>> r = beats_truth_compare(rb, tb, truth, 100.0)
+    >>> r["n_paired"], r["unpaired_runtime"], r["unpaired_truth"], r["n_runtime_invalid"], r["sbp"]["mae"]
+    (2, 1, 2, 1, 2.0)
     """
     ref = truth_beats_on_axis(truth_beats, truth, fs)
     pt = np.asarray(pred_beats.get("t", []), float)
-    ip, ir = beats_pair(pt, ref["t"], max_dt_s)
-    res = {"n_truth": int(len(ref["t"])), "n_runtime": int(len(pt)), "n_paired": int(len(ip)),
+    valid = np.asarray(pred_beats.get("valid", np.ones(len(pt), bool)), bool)
+    reasons = np.asarray(pred_beats.get("reason", np.where(valid, "ok", "")), dtype=object)
+    sbp = np.asarray(pred_beats["sbp"], float)
+    scored = (valid | include_invalid) & np.isfinite(pt) & np.isfinite(sbp)
+    idx = np.flatnonzero(scored)
+    ip, ir = beats_pair(pt[idx], ref["t"], max_dt_s)
+    n_truth = int(len(ref["t"]))
+    invalid_reasons: dict[str, int] = {}
+    for r in reasons[~valid]:
+        invalid_reasons[str(r) or "?"] = invalid_reasons.get(str(r) or "?", 0) + 1
+    hr_rt = heart_rate_runtime(pred_beats, use=scored)
+    hr_tr = heart_rate_truth(truth_beats, truth, fs)
+    res = {"n_truth": n_truth, "n_runtime": int(len(pt)), "n_runtime_valid": int(valid.sum()),
+           "n_runtime_invalid": int((~valid).sum()), "invalid_reasons": invalid_reasons,
+           "count_diff_pct": 100.0 * (len(pt) - n_truth) / n_truth if n_truth else None,
+           "include_invalid": bool(include_invalid), "n_scored": int(len(idx)), "n_paired": int(len(ip)),
+           "unpaired_runtime": int(len(idx) - len(ip)), "unpaired_truth": int(n_truth - len(ir)),
            "max_dt_s": float(max_dt_s),
-           "dt_median_s": float(np.median(pt[ip] - ref["t"][ir])) if len(ip) else None}
+           "dt_median_s": float(np.median(pt[idx][ip] - ref["t"][ir])) if len(ip) else None,
+           "hr": {"runtime": hr_rt, "truth": hr_tr,
+                  "diff_bpm": (hr_rt["mean_bpm"] - hr_tr["mean_bpm"])
+                  if hr_rt["mean_bpm"] is not None and hr_tr["mean_bpm"] is not None else None}}
     for k in ("sbp", "dbp", "map"):
-        res[k] = _stats(np.asarray(pred_beats[k], float)[ip] - ref[k][ir], ref[k][ir])
+        res[k] = _stats(np.asarray(pred_beats[k], float)[idx][ip] - ref[k][ir], ref[k][ir])
     return res
 
 
@@ -410,8 +618,30 @@ def _f(x, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def compare_report_text(pointwise: dict, beats: dict | None = None) -> str:
-    """Plain-text report of :func:`runtime_truth_compare` (and :func:`beats_truth_compare`).
+def beats_report_lines(b: dict) -> list[str]:
+    """Plain-text lines of :func:`beats_truth_compare`: counts, pairing, heart rate, errors."""
+    inv = ", ".join(f"{k} {v}" for k, v in sorted(b["invalid_reasons"].items()))
+    lines = [f"beats: {b['n_runtime']} from the runtime ({b['n_runtime_valid']} valid, {b['n_runtime_invalid']} invalid"
+             + (f": {inv}" if inv else "") + f"), {b['n_truth']} in the truth (valid, observed by the device); "
+             f"count difference {_f(b['count_diff_pct'], '{:+.1f}')} %",
+             f"  paired {b['n_paired']} of {b['n_scored']} scored runtime beats "
+             f"({'all with BP' if b['include_invalid'] else 'valid only'}; within {b['max_dt_s']:g} s; "
+             f"median dt {_f(b['dt_median_s'], '{:+.3f}')} s); unpaired: {b['unpaired_runtime']} runtime, "
+             f"{b['unpaired_truth']} truth"]
+    h = b["hr"]
+    lines.append(f"  heart rate: runtime {_f(h['runtime']['mean_bpm'])} bpm ({h['runtime']['source']}, n {h['runtime']['n']}), "
+                 f"truth {_f(h['truth']['mean_bpm'])} bpm ({h['truth']['n_intervals']} intervals < {HR_MAX_INTERVAL_S:g} s); "
+                 f"difference {_f(h['diff_bpm'], '{:+.1f}')} bpm")
+    for k in ("sbp", "dbp", "map"):
+        s = b[k]
+        lines.append(f"  {k.upper()}: n {s['n']}  ME {_f(s['me'], '{:+.1f}')}  SD {_f(s['sd'])}  MAE {_f(s['mae'])} mmHg"
+                     f"  [oracle constant MAE {_f(s.get('const_mae'))}]")
+    return lines
+
+
+def compare_report_text(pointwise: dict | None, beats: dict | None = None) -> str:
+    """Plain-text report of :func:`runtime_truth_compare` (and :func:`beats_truth_compare`);
+    ``pointwise`` may be None when only a beats file was scored.
 
     Examples
     --------
@@ -421,6 +651,11 @@ def compare_report_text(pointwise: dict, beats: dict | None = None) -> str:
     >>> print(compare_report_text(res).splitlines()[1])
     point-wise ABP vs truth (claimed outputs): n 4  ME +3.0  SD 0.0  MAE 3.0 mmHg  [oracle constant (this subject's mean) MAE 0.0]
     """
+    if pointwise is None:
+        lines = ["point-wise: none (a beats file only: no point-wise ABP, no fault table)"]
+        if beats is not None:
+            lines += beats_report_lines(beats)
+        return "\n".join(lines)
     r = pointwise
     p, c = r["pointwise"], r["pointwise_clean"]
     lines = [f"valid share: {r['valid_share'] * 100:.1f} % of {r['outputs']} outputs; {r['axis']['ticks']} device samples on the "
@@ -429,13 +664,7 @@ def compare_report_text(pointwise: dict, beats: dict | None = None) -> str:
              f"  [oracle constant (this subject's mean) MAE {_f(p['const_mae'])}]",
              f"point-wise ABP vs truth, clear of faults:  n {c['n']}  ME {_f(c['me'], '{:+.1f}')}  SD {_f(c['sd'])}  MAE {_f(c['mae'])} mmHg"]
     if beats is not None:
-        b = beats
-        lines.append(f"beats: {b['n_runtime']} from the runtime, {b['n_truth']} in the truth, {b['n_paired']} paired "
-                     f"(within {b['max_dt_s']:g} s; median dt {_f(b['dt_median_s'], '{:+.3f}')} s)")
-        for k in ("sbp", "dbp", "map"):
-            s = b[k]
-            lines.append(f"  {k.upper()}: n {s['n']}  ME {_f(s['me'], '{:+.1f}')}  SD {_f(s['sd'])}  MAE {_f(s['mae'])} mmHg"
-                         f"  [oracle constant MAE {_f(s.get('const_mae'))}]")
+        lines += beats_report_lines(beats)
     lines.append(f"bridged lost runs (<= {BRIDGE_SAMPLES} samples, interpolated by the runtime): "
                  f"{r['bridged']['runs']} ({r['bridged']['samples']} samples)")
     faults = r["faults"]

@@ -38,7 +38,8 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
 @click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
 @click.option("--run-dir", type=click.Path(exists=True, file_okay=False), default=None, help="With --backend torch (development only): the training run the bundle was exported from.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None, help="Cuff readings CSV (time,sbp,dbp) for a per-user offset.")
-@click.option("--out", "out_path", default=None, help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl.")
+@click.option("--out", "out_path", default=None,
+              help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl [default, or -: beats as CSV on stdout, summary on stderr].")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
 @click.option("--idle-timeout", type=float, default=None, help="With --follow or --port: stop after this many seconds without data.")
 def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, out_path, summary_json, idle_timeout):
@@ -51,9 +52,18 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     samples in / parsed / rejected / missing, outputs, valid share, latency, real-time factor.
 
     \b
+    Output: with --out bp.csv, point-wise rows time,abp,valid,reason there and beats
+    time,sbp,dbp,map,hr,valid,reason in bp.beats.csv (both after # comment lines); with
+    --out bp.jsonl, both as JSON lines. Without --out (or --out -), the beats go to standard
+    output as CSV: the header line, then one line per beat as it is produced (flushed), the
+    summary to standard error; a reader that closes the pipe (| head) ends the run (exit 0).
+    Empty cells are NaN; valid is 1/0; reason is ok or why the beat is not valid.
+
+    \b
     Example:
         edgebp sim --source synth:3 --minutes 1 --out serial.log --truth truth.csv
         edgebp run --stream serial.log --out bp.csv
+        edgebp run --stream serial.log | head
         edgebp run bundles/mine --port /dev/pts/5 --out bp.jsonl
     """
     from edgebp.runtime import sources
@@ -83,14 +93,26 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     header = [f"edgebp run: bundle={b.path} model={m['model']['name']}/{m['model']['preset']} variant={variant} backend={backend}",
               f"inputs={','.join(m['inputs'])} model_fs={m['fs']} delay={m['delay']} units=mmHg",
               f"calibration: {'per-user offset from ' + calibration if calibration else 'none (calibration-free)'}"]
-    writer = OutputWriter(out_path, header)
+    to_stdout = out_path in (None, "-")
+    writer = OutputWriter("-" if to_stdout else out_path, header)
+
+    def stop_requested() -> bool:
+        # standard output closed by its reader (| head): end the stream; sources that wait
+        # for data (--follow, --port) watch the same event
+        if writer.closed:
+            stop.set()
+        return writer.closed
+
     old = signal.getsignal(signal.SIGINT)
     try:
-        summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal, writer=writer, run_dir=run_dir)
+        summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal,
+                                 writer=writer, run_dir=run_dir, stop=stop_requested)
     finally:
         writer.close()
         signal.signal(signal.SIGINT, old)
-    click.echo(summary_text(summary), err=out_path is None)
+    if to_stdout and writer.closed:
+        summary["stopped"] = "standard output closed by the reader"
+    click.echo(summary_text(summary), err=to_stdout)
     if summary_json:
         with open(summary_json, "w") as f:
             json.dump(summary, f, indent=2, default=float)

@@ -17,34 +17,155 @@ from edgebp.runtime.engine import REASONS, Calibration, OutputBlock, StreamRunti
 log = logging.getLogger(__name__)
 
 
+# columns of the beats file (``<stem>.beats.csv``, or standard output without --out)
+BEAT_COLUMNS = ("time", "sbp", "dbp", "map", "hr", "valid", "reason")
+BEAT_HEADER = ",".join(BEAT_COLUMNS)
+POINTWISE_HEADER = "time,abp,valid,reason"
+
+
+def _num(x, fmt: str) -> str:
+    """A number for a CSV cell: empty for None / NaN / inf."""
+    if x is None:
+        return ""
+    x = float(x)
+    return fmt % x if np.isfinite(x) else ""
+
+
+def _json_num(x, nd: int):
+    if x is None:
+        return None
+    x = float(x)
+    return round(x, nd) if np.isfinite(x) else None
+
+
+def beat_fields(b: dict) -> dict:
+    """One beat row of the engine as the fields every writer writes: ``t``, ``sbp``, ``dbp``,
+    ``map`` (mmHg), ``hr`` (bpm), ``valid`` (bool), ``reason`` (str), plus ``calibrated``
+    when the row has it. Rows without ``hr`` / ``valid`` / ``reason`` (older engines) get
+    ``hr`` NaN, ``valid`` True and ``reason`` "ok"; NaN values stay NaN.
+
+    Examples
+    --------
+    >>> beat_fields({"t": 1.0, "sbp": 120.0, "dbp": 80.0, "map": 93.3})
+    {'t': 1.0, 'sbp': 120.0, 'dbp': 80.0, 'map': 93.3, 'hr': nan, 'valid': True, 'reason': 'ok'}
+    """
+    def num(k: str) -> float:
+        x = b.get(k)
+        return float("nan") if x is None else float(x)
+
+    valid = bool(b.get("valid", True))
+    out = {"t": float(b["t"]), "sbp": num("sbp"), "dbp": num("dbp"), "map": num("map"), "hr": num("hr"),
+           "valid": valid, "reason": str(b.get("reason", "ok" if valid else ""))}
+    if "calibrated" in b:
+        out["calibrated"] = bool(b["calibrated"])
+    return out
+
+
+def beat_csv_row(b: dict) -> str:
+    """One line of the beats CSV (``time,sbp,dbp,map,hr,valid,reason``; NaN as an empty cell).
+
+    Examples
+    --------
+    >>> beat_csv_row({"t": 1.0, "sbp": 120.0, "dbp": 80.0, "map": 93.3, "hr": 61.0, "valid": True, "reason": "ok"})
+    '1.000,120.00,80.00,93.30,61.0,1,ok'
+    >>> beat_csv_row({"t": 2.0, "sbp": float("nan"), "dbp": float("nan"), "map": float("nan"), "valid": False, "reason": "gap"})
+    '2.000,,,,,0,gap'
+    """
+    f = beat_fields(b)
+    return (f"{f['t']:.3f},{_num(f['sbp'], '%.2f')},{_num(f['dbp'], '%.2f')},{_num(f['map'], '%.2f')},"
+            f"{_num(f['hr'], '%.1f')},{1 if f['valid'] else 0},{f['reason']}")
+
+
 class OutputWriter:
-    """Point-wise rows to CSV (beats to ``<stem>.beats.csv``) or everything to JSONL."""
+    """Where ``edgebp run`` writes its outputs.
+
+    - ``path`` ending ``.jsonl``: everything to one JSON-lines file (a header record, then
+      ``{"type": "sample", "t", "abp", "valid", "reason"}`` and ``{"type": "beat", "t",
+      "sbp", "dbp", "map", "hr", "valid", "reason"[, "calibrated"]}``; NaN as null).
+    - another ``path`` (``bp.csv``): point-wise rows ``time,abp,valid,reason`` there, beats
+      ``time,sbp,dbp,map,hr,valid,reason`` to ``bp.beats.csv``; both start with ``#`` lines.
+    - ``"-"``: beats only, to standard output: the beats header line first, then one line per
+      beat as it is produced, flushed. When the reader closes the pipe (``| head``) the
+      writer stops writing and sets :attr:`closed` (pass ``stop=lambda: writer.closed`` to
+      :func:`stream_process` to end the run there).
+    - ``None``: nothing is written.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from edgebp.runtime.engine import OutputBlock
+    >>> path = os.path.join(tempfile.mkdtemp(), "bp.csv")
+    >>> w = OutputWriter(path, ["demo"])
+    >>> blk = OutputBlock.empty()
+    >>> blk.beats = [{"t": 1.0, "sbp": 120.0, "dbp": 80.0, "map": 93.3}]
+    >>> w.write(blk); w.close()
+    >>> open(path[:-4] + ".beats.csv").read().splitlines()[1:]
+    ['time,sbp,dbp,map,hr,valid,reason', '1.000,120.00,80.00,93.30,,1,ok']
+    """
 
     def __init__(self, path: str | None, header_lines: list[str]):
         self.path = path
-        self.jsonl = bool(path) and str(path).endswith(".jsonl")
+        self.stdout = path == "-"
+        self.jsonl = bool(path) and not self.stdout and str(path).endswith(".jsonl")
+        self.closed = False  # standard output: the reader closed the pipe
         self.f = self.fb = None
-        if path:
+        if self.stdout:
+            import sys
+
+            self.fb = sys.stdout
+            self._out(BEAT_HEADER + "\n")
+        elif path:
             self.f = open(path, "w")
             if self.jsonl:
                 self.f.write(json.dumps({"type": "header", "lines": header_lines}) + "\n")
             else:
                 for h in header_lines:
                     self.f.write(f"# {h}\n")
-                self.f.write("time,abp,valid,reason\n")
+                self.f.write(POINTWISE_HEADER + "\n")
                 bpath = Path(path).with_suffix(".beats.csv")
                 self.fb = open(bpath, "w")
                 for h in header_lines:
                     self.fb.write(f"# {h}\n")
-                self.fb.write("time,sbp,dbp,map\n")
+                self.fb.write(BEAT_HEADER + "\n")
+
+    def _out(self, text: str) -> None:
+        """Standard output: write and flush; a closed pipe ends the writing quietly."""
+        if self.closed:
+            return
+        try:
+            self.fb.write(text)
+            self.fb.flush()
+        except BrokenPipeError:
+            self.closed = True
+            log.info("standard output closed by the reader: stopping")
+            # what is still buffered can never be written: point stdout at /dev/null so the
+            # interpreter's final flush does not fail again
+            import os
+
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.fb.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
 
     def write(self, out: OutputBlock) -> None:
+        if self.stdout:
+            if out.beats:
+                self._out("".join(beat_csv_row(b) + "\n" for b in out.beats))
+            return
         if self.f is None:
             return
         if self.jsonl:
             lines = [json.dumps({"type": "sample", "t": round(float(t), 4), "abp": None if not v else round(float(a), 2), "valid": bool(v), "reason": REASONS[r]})
                      for t, a, v, r in zip(out.t, out.abp, out.valid, out.reason)]
-            lines += [json.dumps({"type": "beat", **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in b.items()}}) for b in out.beats]
+            for b in out.beats:
+                f = beat_fields(b)
+                rec = {"type": "beat", "t": round(f["t"], 3), **{k: _json_num(f[k], 2) for k in ("sbp", "dbp", "map")},
+                       "hr": _json_num(f["hr"], 1), "valid": f["valid"], "reason": f["reason"]}
+                if "calibrated" in f:
+                    rec["calibrated"] = f["calibrated"]
+                lines.append(json.dumps(rec))
             if lines:
                 self.f.write("\n".join(lines) + "\n")
             return
@@ -53,10 +174,13 @@ class OutputWriter:
             abp_s = np.where(out.valid, np.char.mod("%.2f", np.nan_to_num(out.abp)), "")
             rows = np.char.add(np.char.add(np.char.add(np.char.mod("%.4f,", out.t), abp_s), np.where(out.valid, ",1,", ",0,")), reasons.astype(str))
             self.f.write("\n".join(rows.tolist()) + "\n")
-        for b in out.beats:
-            self.fb.write(f"{b['t']:.3f},{b['sbp']:.2f},{b['dbp']:.2f},{b['map']:.2f}\n")
+        if out.beats:
+            self.fb.write("".join(beat_csv_row(b) + "\n" for b in out.beats))
 
     def close(self) -> None:
+        if self.stdout:
+            self._out("")
+            return
         for f in (self.f, self.fb):
             if f is not None:
                 f.close()
@@ -199,15 +323,26 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
 
 
 def summary_text(s: dict) -> str:
+    """The end-of-stream summary of :func:`stream_process` as a few plain-text lines.
+
+    Examples
+    --------
+    >>> print(summary_text({"decoder": {"samples_parsed": 10}, "stopped": "standard output closed by the reader"}))
+    samples in: 10  parsed: 10  rejected: 0 {}  missing: 0 (bridged by interpolation: 0)  duplicates dropped: 0  resets: 0
+    stopped early: standard output closed by the reader
+    """
     d = s["decoder"]
     lines = [f"samples in: {d.get('samples_parsed', 0) + d.get('samples_rejected', 0) + d.get('samples_missing', 0)}  "
              f"parsed: {d.get('samples_parsed', 0)}  rejected: {d.get('samples_rejected', 0)} {dict(d.get('rejected_reasons', {}))}  "
              f"missing: {d.get('samples_missing', 0)} (bridged by interpolation: {s.get('interpolated_samples', 0)})  duplicates dropped: {d.get('duplicates_dropped', 0)}  resets: {d.get('resets', 0)}"]
     if "outputs" in s:
-        lines.append(f"outputs: {s['outputs']} at {s['model_fs']:g} Hz  valid: {s['valid_share'] * 100:.1f} %  invalid by reason: {s['invalid_reasons']}  beats: {s['beats']}")
+        lines.append(f"outputs: {s['outputs']} at {s['model_fs']:g} Hz  valid: {s['valid_share'] * 100:.1f} %  invalid by reason: {s['invalid_reasons']}  beats: {s['beats']}"
+                     + (f" valid, {s['beats_invalid']} invalid" if "beats_invalid" in s else ""))
         lines.append(f"per-chunk latency p50 {s['chunk_latency_ms']['p50'] or 0:.3f} ms, p99 {s['chunk_latency_ms']['p99'] or 0:.3f} ms; "
                      f"{s['signal_seconds']:.1f} s of signal in {s['wall_seconds']:.2f} s = {s['real_time_factor']:.0f} x real time ({s['model']} {s['variant']} on {s['backend']})")
         lines.append(f"calibration: {s['calibration']}")
     if s.get("source_error"):
         lines.append(f"stream ended early: {s['source_error']}")
+    if s.get("stopped"):
+        lines.append(f"stopped early: {s['stopped']}")
     return "\n".join(lines)

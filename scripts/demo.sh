@@ -28,7 +28,7 @@ $EDGEBP sim --source synth:101 --minutes 1 --format text --faults "drop=0.002,co
 
 step "6. Stream it through the bundle exported in step 4 (edgebp run: no torch) and score it against the truth"
 $EDGEBP run "$OUT/bundle" --stream "$OUT/serial.log" --out "$OUT/bp.csv" --summary-json "$OUT/run-summary.json"
-.venv/bin/python scripts/compare_truth.py "$OUT/bp.csv" "$OUT/truth.csv"
+$EDGEBP score "$OUT/bp.csv" "$OUT/truth.csv"
 
 step "6b. The shipped default bundle (int8 edge-tcn trained on the real ICU recordings) on a simulated device"
 echo "    streaming one of its held-out real records (binary protocol, a few dropped frames)"
@@ -57,7 +57,7 @@ if [ -e "$DATA/challenge2015/$REC.hea" ]; then
     $EDGEBP sim --source "record:$DATA/challenge2015/$REC" --minutes 2 --format binary --faults "drop=0.001" --seed 2 \
         --out "$OUT/real.bin" --truth "$OUT/real-truth.csv"
     $EDGEBP run default --stream "$OUT/real.bin" --out "$OUT/real-bp.csv" --summary-json "$OUT/real-run-summary.json"
-    .venv/bin/python scripts/compare_truth.py "$OUT/real-bp.csv" "$OUT/real-truth.csv"
+    $EDGEBP score "$OUT/real-bp.csv" "$OUT/real-truth.csv"
 else
     echo "    (skipped: $DATA/challenge2015/$REC not found; set EDGEBP_DATA)"
 fi
