@@ -53,6 +53,9 @@ MODEL_KEYS = {"name", "preset", "params", "macs_per_window", "run_config"}
 NORM_KEYS = {"abp_mean", "abp_std", "sbp_mean", "sbp_std", "dbp_mean", "dbp_std", "map_mean", "map_std", "n_train_beats"}
 REFERENCE_KEYS = {"sbp_mean", "sbp_sd", "dbp_mean", "dbp_sd", "n_beats"}
 STREAMING_KEYS = {"chunk", "states", "file_keys"}
+#: train/val/test: record names; identity (optional, absent in older bundles): [{"record", "sha256"}]
+#: with edgebp.record_identity.samples_sha256 of each, so evaluation knows them under any path
+SPLIT_KEYS = {"train", "val", "test", "identity"}
 FILE_KEYS = {"fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "report_md", "report_json", "calibration"}
 
 
@@ -88,6 +91,19 @@ def manifest_validate(m: Any, where: str) -> None:
         bad = sorted(set(m[key]) - allowed)
         if bad:
             raise BundleError(f"{where}: unknown key(s) in {key!r}: {', '.join(bad)}")
+    if m.get("split"):
+        bad = sorted(set(m["split"]) - SPLIT_KEYS)
+        if bad:
+            raise BundleError(f"{where}: unknown key(s) in 'split': {', '.join(bad)}")
+        for key in ("train", "val", "test"):
+            v = m["split"].get(key, [])
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise BundleError(f"{where}: manifest field 'split.{key}' must be a list of record names")
+        ident = m["split"].get("identity", [])
+        if not isinstance(ident, list) or not all(
+                isinstance(e, dict) and set(e) == {"record", "sha256"} and isinstance(e["record"], str) and isinstance(e["sha256"], str)
+                for e in ident):
+            raise BundleError(f"{where}: manifest field 'split.identity' must be a list of {{\"record\": NAME, \"sha256\": HEX}}")
     if m.get("streaming"):
         bad = sorted(set(m["streaming"]) - STREAMING_KEYS)
         if bad:

@@ -19,6 +19,7 @@ import numpy as np
 
 import edgebp
 from edgebp.record import Record
+from edgebp.record_identity import RecordIdentity, samples_sha256
 from edgebp.synth.cohort import DEFAULT_MINUTES, DEFAULT_SUBJECTS
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,12 @@ MASK_MARGIN_S = 0.5
 
 @dataclass
 class PreparedRecord:
-    """One record at the model rate: inputs (C, n), ABP (n,) mmHg and the usable-sample mask."""
+    """One record at the model rate: inputs (C, n), ABP (n,) mmHg and the usable-sample mask.
+
+    ``sha256`` is :func:`edgebp.record_identity.samples_sha256` of the record as read (before
+    cropping or preprocessing): with ``record_id`` it is the record's identity, by which runs
+    and bundles remember their split.
+    """
 
     record_id: str
     subject_id: str
@@ -41,6 +47,12 @@ class PreparedRecord:
     median_map: float = float("nan")
     source: str = ""
     extras: dict = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def identity(self) -> RecordIdentity:
+        """``RecordIdentity(record_id, sha256)``."""
+        return RecordIdentity(self.record_id, self.sha256)
 
     @property
     def usable_fraction(self) -> float:
@@ -53,22 +65,20 @@ def cache_dir() -> Path:
 
 
 def data_source_path(data: str, synth_subjects: int = DEFAULT_SUBJECTS, synth_minutes: float = DEFAULT_MINUTES, seed: int = 0) -> Path:
-    """Resolve ``--data``: ``synth`` (the built-in cohort, cached) or a path."""
+    """Resolve ``--data``: ``synth`` (the built-in cohort, cached) or a path.
+
+    A run or bundle records ``--data`` as given (relative, e.g. ``../shared/data/challenge2015``
+    from the repository root); :func:`edgebp.paths.data_path_resolve` finds it from another
+    directory, from a checkout or under ``$EDGEBP_DATA`` on an installed package, and raises a
+    one-line :class:`FileNotFoundError` listing what it tried.
+    """
     if data == "synth":
         from edgebp.synth import synth_cohort_cached
 
         return Path(synth_cohort_cached(synth_subjects, synth_minutes, seed=seed))
-    path = Path(data)
-    if not path.exists() and not path.is_absolute():
-        # a run or bundle records --data as given (relative, e.g. ../shared/data/challenge2015
-        # from the repository root); it must still resolve when used from another directory
-        from edgebp.paths import REPO_ROOT
+    from edgebp.paths import data_path_resolve
 
-        if (REPO_ROOT / path).exists():
-            path = REPO_ROOT / path
-    if not path.exists():
-        raise FileNotFoundError(2, "no such file or directory (--data)", str(path))
-    return path
+    return data_path_resolve(data)
 
 
 def _mask_to_rate(mask: np.ndarray, fs_in: float, fs_out: float, n_out: int) -> np.ndarray:
@@ -130,6 +140,10 @@ def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0) -
     )
 
 
+# bump when what the cache holds changes (2: each record's samples sha256)
+CACHE_FORMAT = 2
+
+
 def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: float) -> str:
     from edgebp.processing.chain import CHAIN_PRESETS
 
@@ -138,7 +152,7 @@ def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: floa
     except Exception:  # noqa: BLE001 - the key only needs to change when presets change
         presets = repr(CHAIN_PRESETS)
     stat = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(path.glob("*"))[:2000]] if path.is_dir() else [(path.name, path.stat().st_size)]
-    blob = json.dumps([str(path.resolve()), inputs, fs, max_minutes, edgebp.__version__, presets, stat], sort_keys=True, default=str)
+    blob = json.dumps([CACHE_FORMAT, str(path.resolve()), inputs, fs, max_minutes, edgebp.__version__, presets, stat], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -159,12 +173,14 @@ def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_
             log.warning("prepared-data cache %s unreadable (%s); rebuilding", cfile, exc)
     prepared, skipped = [], []
     for k, rec in enumerate(read_records(path)):
+        digest = samples_sha256(rec)  # of the record as read: cropping must not change who it is
         if max_minutes > 0:
             rec = _record_crop(rec, max_minutes * 60.0)
         p, why = record_prepare(rec, tuple(inputs), fs)
         if p is None:
             skipped.append((rec.record_id, why))
         else:
+            p.sha256 = digest
             prepared.append(p)
         if progress is not None:
             progress(k + 1, rec.record_id, why or "ok")
@@ -186,7 +202,7 @@ def _cache_save(cfile: Path, prepared: list[PreparedRecord], skipped: list[tuple
     meta = []
     for i, p in enumerate(prepared):
         arrays[f"X{i}"], arrays[f"abp{i}"], arrays[f"u{i}"] = p.X, p.abp, p.usable
-        meta.append({"record_id": p.record_id, "subject_id": p.subject_id, "fs": p.fs, "median_map": p.median_map, "source": p.source})
+        meta.append({"record_id": p.record_id, "subject_id": p.subject_id, "fs": p.fs, "median_map": p.median_map, "source": p.source, "sha256": p.sha256})
     arrays["meta"] = np.frombuffer(json.dumps({"records": meta, "skipped": skipped}).encode(), dtype=np.uint8)
     tmp = cfile.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(tmp, **arrays)
@@ -197,7 +213,8 @@ def _cache_load(cfile: Path) -> tuple[list[PreparedRecord], list[tuple[str, str]
     with np.load(cfile, allow_pickle=False) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         out = [
-            PreparedRecord(m["record_id"], m["subject_id"], z[f"X{i}"], z[f"abp{i}"], z[f"u{i}"], m["fs"], m["median_map"], m["source"])
+            PreparedRecord(m["record_id"], m["subject_id"], z[f"X{i}"], z[f"abp{i}"], z[f"u{i}"], m["fs"], m["median_map"], m["source"],
+                           sha256=m["sha256"])  # KeyError for an older cache: rebuilt by the caller
             for i, m in enumerate(meta["records"])
         ]
     return out, [tuple(s) for s in meta["skipped"]]

@@ -32,23 +32,66 @@ def model_open(path: str, variant: str):
     raise CliError(f"{path}: neither a run directory (best.pt) nor a bundle (manifest.json)")
 
 
-def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int | None = None, progress: bool = True) -> tuple[dict, list, dict]:
-    """Score ``src`` on ``data``'s ``split`` records; returns (report, scored records, data info)."""
-    from edgebp.evaluation import calibrate_offsets, records_score, score_report
+def records_choose(src, data: str | None, split: str, include_training: bool = False) -> tuple[list, dict]:
+    """Prepare ``data`` (default: what ``src`` was trained on) for ``src`` and choose the
+    ``split`` records with :func:`edgebp.record_identity.split_select`: training and
+    validation records are recognised by sample hash and name whatever path or reader the data
+    come through. Returns (chosen prepared records, ``report["data"]``)."""
+    from edgebp.record_identity import split_select
     from edgebp.train.data import data_source_path, dataset_prepare
 
     cfg = src.config
     data = data or cfg.data
     path = data_source_path(data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
     prepared, skipped = dataset_prepare(path, tuple(src.inputs), float(src.geometry().fs), cfg.max_minutes)
-    if split in ("test", "val"):
-        wanted = set(src.split[split])
-        chosen = [p for p in prepared if p.record_id in wanted]
-        if not chosen:
-            raise CliError(f"{data}: none of the run's {len(wanted)} {split} records is in this data; use --split all for other data")
-    else:
-        trained = set(src.split["train"]) | set(src.split["val"])
-        chosen = [p for p in prepared if p.record_id not in trained] if data == cfg.data else prepared
+    try:
+        chosen, sel = split_select(prepared, src.split, split, include_training)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if not chosen:
+        if split in ("test", "val"):
+            n = len(src.split.get(split) or [])
+            raise CliError(f"{data}: none of the model's {n} {split} records is in this data (matched by sample sha256 and name); "
+                           "use --split all for other data")
+        raise CliError(f"{data}: all {len(prepared)} usable records were used for training or validation "
+                       f"({sel['excluded']['train']} train, {sel['excluded']['val']} val); nothing held out to score "
+                       "(--include-training scores them anyway, not as a held-out result)")
+    info = {"source": data, "path": str(path), "split": split, "records": [p.record_id for p in chosen], "skipped": len(skipped),
+            "excluded": dict(sel["excluded"]), "include_training": sel["include_training"], "selection": sel}
+    return chosen, info
+
+
+def selection_text(report: dict) -> str:
+    """The records line an accuracy table carries (with ``--include-training``: the warning)."""
+    from edgebp.record_identity import selection_line
+
+    sel = (report.get("data") or {}).get("selection")
+    return selection_line(sel) if sel else ""
+
+
+def report_table(report: dict) -> str:
+    """:func:`edgebp.metrics.format_report_table` with the records line above it and, when
+    training records are included, the warning below it too."""
+    from edgebp.metrics import format_report_table
+
+    line = selection_text(report)
+    text = (line + "\n" if line else "") + format_report_table(report)
+    if (report.get("data") or {}).get("include_training"):
+        text += "\n" + line
+    return text
+
+
+def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int | None = None, progress: bool = True,
+                   include_training: bool = False) -> tuple[dict, list, dict]:
+    """Score ``src`` on ``data``'s ``split`` records; returns (report, scored records, data info).
+
+    ``report["data"]`` says which records were scored and how many training (``excluded.train``)
+    and validation (``excluded.val``) records were left out; ``include_training`` (``--split
+    all`` only) scores them too and the report says so (``include_training``, ``selection``).
+    """
+    from edgebp.evaluation import calibrate_offsets, records_score, score_report
+
+    chosen, data_info = records_choose(src, data, split, include_training)
     geo = src.geometry()
 
     def _prog(k, rid):
@@ -64,14 +107,13 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
     unit = "window" if geo.output == "values" else "beat"
     report = score_report(scored, src.norm, calib, unit=unit)
     report["model"] = src.describe()
-    report["data"] = {"source": data, "split": split, "records": [p.record_id for p in chosen], "skipped": len(skipped)}
+    report["data"] = data_info
     report["calibration_s"] = calibrate
     return report, scored, {"prepared": {p.record_id: p for p in chosen}}
 
 
 def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, title: str) -> list[Path]:
     """report.md, report.html, metrics.json and the plots."""
-    from edgebp.metrics import format_report_table
     from edgebp.plot.clinical import plot_bland_altman, plot_error_cdf, plot_scatter, plot_waveforms
     from edgebp.plot.report import report_write
     from edgebp.scoring import BeatPairs
@@ -79,8 +121,10 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=json_default))
     allp = BeatPairs.concat([s.pairs for s in scored])
-    sections = [{"heading": "Summary", "text": f"Model: {json.dumps(report['model'])}\n\nAnalysis unit: {report['analysis_unit']}", "table": None, "figure": None, "figure_name": ""},
-                {"heading": "Clinical table", "text": "```\n" + format_report_table(report) + "\n```", "table": None, "figure": None, "figure_name": ""}]
+    records = selection_text(report)
+    sections = [{"heading": "Summary", "text": f"Model: {json.dumps(report['model'])}\n\nAnalysis unit: {report['analysis_unit']}"
+                 + (f"\n\n{records}" if records else ""), "table": None, "figure": None, "figure_name": ""},
+                {"heading": "Clinical table", "text": "```\n" + report_table(report) + "\n```", "table": None, "figure": None, "figure_name": ""}]
     if len(allp):
         for key in ("sbp", "dbp"):
             sections.append({"heading": f"Bland-Altman {key.upper()}", "text": "", "table": None,
@@ -112,14 +156,17 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
 
 @click.command(name="evaluate")
 @click.argument("model_path", metavar="RUN_DIR|BUNDLE")
-@click.option("--data", default=None, help="'synth' or a path; default: the data the model was trained on.")
-@click.option("--split", type=click.Choice(["test", "val", "all"]), default="test", show_default=True, help="test: the run's held-out records; val: its validation records (for tuning); all: every record not used for training.")
+@click.option("--data", default=None, help="'synth' or a path; default: the data the model was trained on (found from any directory, or under $EDGEBP_DATA).")
+@click.option("--split", type=click.Choice(["test", "val", "all"]), default="test", show_default=True,
+              help="test: the model's held-out records; val: its validation records (for tuning); all: every record not used for "
+                   "training or validation. Records are recognised by sample sha256 and name, whatever path the data come through.")
+@click.option("--include-training", is_flag=True, help="With --split all: score the training and validation records too (not a held-out result; every table says so).")
 @click.option("--variant", type=click.Choice(["fp32", "int8", "pruned"]), default="fp32", show_default=True, help="For a bundle: which exported model to run through ONNX Runtime.")
 @click.option("--calibrate", type=float, default=0.0, help="Seconds of per-subject calibration at the start of each record (0: calibration-free).")
 @click.option("--hop", type=int, default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate_command(model_path, data, split, variant, calibrate, hop, report_dir, as_json):
+def evaluate_command(model_path, data, split, include_training, variant, calibrate, hop, report_dir, as_json):
     """Score a trained run or an exported bundle on held-out records, beside the naive baselines.
 
     Per-beat SBP/DBP are read from the predicted waveform with the same beat detector as the
@@ -130,17 +177,18 @@ def evaluate_command(model_path, data, split, variant, calibrate, hop, report_di
     Example:
         edgebp evaluate runs/default --report runs/default/report
         edgebp evaluate runs/cbpe --calibrate 60 --json
+        edgebp evaluate default --split all --data /elsewhere/challenge2015
     """
-    from edgebp.metrics import format_report_table
-
+    if include_training and split != "all":
+        raise CliError(f"--include-training goes with --split all (--split {split} scores only the {split} records)")
     src = model_open(model_path, variant)
-    report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json)
+    report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json, include_training=include_training)
     if report_dir:
         report_plots_write(report, scored, info, Path(report_dir), f"edgebp evaluate: {src.describe().get('model')}")
     if as_json:
         click.echo(json.dumps(report, default=json_default))
     else:
-        click.echo(format_report_table(report))
+        click.echo(report_table(report))
         mb = report["mase_bootstrap"]
         click.echo(f"MASE vs naive mean: SBP {mb['sbp']['mase']:.3f} [{mb['sbp']['ci95'][0]:.3f}, {mb['sbp']['ci95'][1]:.3f}], "
                    f"DBP {mb['dbp']['mase']:.3f} [{mb['dbp']['ci95'][0]:.3f}, {mb['dbp']['ci95'][1]:.3f}] (95 % record bootstrap, {mb['sbp']['n_records']} records)")

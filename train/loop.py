@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 import edgebp
+from edgebp.record_identity import split_with_identity
 from edgebp.train.config import TrainConfig
 from edgebp.train.data import PreparedRecord, data_source_path, dataset_prepare, norm_stats_fit, windows_index
 from edgebp.train.splits import records_group, split_groups
@@ -145,12 +146,15 @@ def model_geometry(model, name: str, cfg: TrainConfig) -> tuple[int, int, int]:
     return int(getattr(model, "window", spec.window)), 0, delay
 
 
-def _split_records(prepared: list[PreparedRecord], cfg: TrainConfig) -> dict[str, list[str]]:
+def _split_records(prepared: list[PreparedRecord], cfg: TrainConfig) -> dict:
+    """Names per split, ``identity`` (name and samples sha256 of each: how evaluation knows a
+    training record under any path or name) and the patient groups."""
     ids = [p.record_id for p in prepared]
     synthetic = all(p.record_id.startswith("synth-") for p in prepared)
     groups = ids if synthetic else records_group(ids, [p.median_map for p in prepared])
     idx = split_groups(groups, cfg.val_frac, cfg.test_frac, cfg.seed)
-    return {k: [ids[i] for i in v] for k, v in idx.items()} | {"groups": dict(zip(ids, groups))}
+    names = {k: [ids[i] for i in v] for k, v in idx.items()}
+    return split_with_identity(names, [p.identity for p in prepared]) | {"groups": dict(zip(ids, groups))}
 
 
 def _progress_line(text: str, final: bool = False) -> None:
@@ -286,7 +290,7 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
                 f.write(json.dumps(rec) + "\n")
             if show_progress:
                 _progress_line(f"epoch {epoch + 1}/{cfg.epochs} train {train_loss:.4f} val {val_loss:.4f}{' *' if improved else ''} ({rec['seconds']:.1f} s)", final=True)
-            ck = {"state_dict": model.state_dict(), "config": cfg.to_dict(), "norm": norm, "split": {k: split[k] for k in ("train", "val", "test")}, "meta": meta, "epoch": epoch, "best_val": best_val, "bad_epochs": bad_epochs}
+            ck = {"state_dict": model.state_dict(), "config": cfg.to_dict(), "norm": norm, "split": {k: split[k] for k in ("train", "val", "test", "identity")}, "meta": meta, "epoch": epoch, "best_val": best_val, "bad_epochs": bad_epochs}
             if improved:
                 torch.save(ck, out_dir / "best.pt")
             torch.save({**ck, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, out_dir / "last.pt")

@@ -63,7 +63,7 @@ def accuracy_summary(report: dict) -> dict:
 
 
 def accuracy_measure(bundle_path: str | Path, variant: str, data: str | None = None, split: str = "test",
-                     run_dir: str | Path | None = None) -> tuple[dict, dict]:
+                     run_dir: str | Path | None = None, include_training: bool = False) -> tuple[dict, dict]:
     """Score one variant of a bundle on held-out records.
 
     Parameters
@@ -76,7 +76,11 @@ def accuracy_measure(bundle_path: str | Path, variant: str, data: str | None = N
         ``synth`` or a path; default: the data the bundle was trained on.
     split : {"test", "all"}
         ``test``: the bundle's held-out records; ``all``: every record of ``data`` not used
-        for training (for other data: every record).
+        for training or validation, recognised by sample sha256 and name whatever path the
+        data come through (:func:`edgebp.record_identity.split_select`).
+    include_training : bool
+        With ``all``: score the training and validation records too; the summary's ``data``
+        says so (``include_training``, ``selection``).
 
     Returns
     -------
@@ -100,7 +104,7 @@ def accuracy_measure(bundle_path: str | Path, variant: str, data: str | None = N
         from edgebp.runtime.bundle_model import BundleModel
 
         src = BundleModel.open(bundle_path, variant=key)
-    report, scored, _info = evaluation_run(src, data, split, 0.0, None, progress=False)
+    report, scored, _info = evaluation_run(src, data, split, 0.0, None, progress=False, include_training=include_training)
     allp = BeatPairs.concat([s.pairs for s in scored])
     pairs = {k: np.asarray(getattr(allp, k), dtype=np.float64) for k in ("pred_sbp", "ref_sbp", "pred_dbp", "ref_dbp")}
     summary = accuracy_summary(report)

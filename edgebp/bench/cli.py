@@ -46,7 +46,10 @@ def _command_line(ctx: click.Context) -> str:
 @click.argument("bundles", nargs=-1, metavar="[BUNDLE ...]")
 @click.option("--data", default=None, help="Records to score accuracy on: 'synth' or a path (default: each bundle's own training data, its held-out test split).")
 @click.option("--split", type=click.Choice(["auto", "test", "all"]), default="auto", show_default=True,
-              help="auto: the bundle's test split on its own data, every record on other --data.")
+              help="auto: the bundle's test split on its own data, every record not used for training or validation on other --data "
+                   "(recognised by sample sha256 and name, whatever the path).")
+@click.option("--include-training", is_flag=True,
+              help="Accuracy on every record (--split auto becomes all), training and validation ones included; every accuracy table then says so.")
 @click.option("--variants", default="torch-fp32,ort-fp32,ort-int8,pruned,tensorrt", show_default=True,
               help="Comma-separated: torch-fp32 (needs --run), ort-fp32, ort-int8, pruned, tensorrt (skipped without a GPU).")
 @click.option("--run", "runs", multiple=True, type=click.Path(exists=True, file_okay=False),
@@ -68,7 +71,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--mcu", default="nrf52832", show_default=True, help="Device profile for the budget (a Cortex-M4F by default; see edgebp budget).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, help="Where device logs and anchor ONNX files are kept [default: $EDGEBP_CACHE/bench].")
 @click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Write bench.json, report.md, report.html and plots here.")
-def bench_command(bundles, data, split, variants, runs, threads, batch, repeat, quick, parts, anchors, anchor_preset, stream_minutes,
+def bench_command(bundles, data, split, include_training, variants, runs, threads, batch, repeat, quick, parts, anchors, anchor_preset, stream_minutes,
                   lengths, concurrency, sim_source, mcu, cache_dir, report_dir):
     """Benchmark bundles: latency, streaming, memory, accuracy, beside the seeds' paradigms.
 
@@ -97,7 +100,7 @@ def bench_command(bundles, data, split, variants, runs, threads, batch, repeat, 
     try:
         cfg = BenchConfig(
             bundles=list(bundles) or ["default"], variants=_list(variants, "--variants"), threads=threads,
-            batch=batch or (8 if quick else 32), repeat=repeat, quick=quick, data=data, split=split, runs=list(runs),
+            batch=batch or (8 if quick else 32), repeat=repeat, quick=quick, data=data, split=split, include_training=include_training, runs=list(runs),
             parts=_list(parts, "--parts"), anchors=anchor_list, anchor_preset=anchor_preset, stream_minutes=stream_minutes,
             lengths=_list(lengths, "--lengths", float), concurrency=_list(concurrency, "--streams", int), mcu=mcu,
             sim_source=sim_source,

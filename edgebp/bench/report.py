@@ -227,12 +227,39 @@ def _rtf(x) -> str:
     return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
+def accuracy_includes_training(bench: dict) -> bool:
+    """True when any accuracy figure of ``bench`` was scored with training or validation records."""
+    return any(((a.get("data") or {}).get("include_training")) for b in bench.get("bundles", [])
+               for a in (b.get("accuracy") or {}).values() if isinstance(a, dict))
+
+
+def accuracy_records_lines(bench: dict) -> list[str]:
+    """Per bundle, which records its accuracy figures scored and how many training and
+    validation records were excluded (or, with ``--include-training``, included)."""
+    from edgebp.record_identity import selection_line
+
+    out = []
+    for b in bench.get("bundles", []):
+        seen = set()
+        for a in (b.get("accuracy") or {}).values():
+            sel = ((a.get("data") or {}).get("selection")) if isinstance(a, dict) else None
+            if sel:
+                line = selection_line(sel)
+                if line not in seen:
+                    seen.add(line)
+                    out.append(f"{b.get('name')} accuracy: {line}")
+    return out
+
+
 def bench_short_table(bench: dict) -> str:
     """The short latency / accuracy table printed at the end of ``edgebp bench``."""
     t = bench["settings"]["threads"]
+    where = ("accuracy calibration-free, INCLUDES TRAINING RECORDS (not a held-out result)" if accuracy_includes_training(bench)
+             else "accuracy calibration-free on held-out records")
     head = (f"edgebp bench: batch 1, {t} thread(s); p50/p99 = medians over {bench['settings']['repeat']} repeats; "
-            f"RTF = seconds of signal per second of compute; accuracy calibration-free on held-out records")
+            f"RTF = seconds of signal per second of compute; {where}")
     lines = [head, table_text(summary_rows(bench))]
+    lines += accuracy_records_lines(bench)
     for r in bench.get("ratios", []):
         lines.append(f"{r['bundle']} {r['variant']} vs {r['anchor']} ({r['anchor_preset']}): {ratio_text(r)}")
     for b in bench.get("bundles", []):
@@ -289,7 +316,8 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
                      + [["torch threads (subprocess)", str((m.get("torch") or {}).get("threads", "-"))]]
                      + [[k, v] for k, v in m["thread_env"].items() if v is not None]))
     secs.append(_sec("Summary", f"Batch 1, {t} thread(s). RTF model = the model alone per output sample; RTF edgebp run = the "
-                     "whole runtime path (decode, preprocessing, model, beats, writing) on the simulated device log.",
+                     "whole runtime path (decode, preprocessing, model, beats, writing) on the simulated device log."
+                     + "".join(f"\n\n{line}" for line in accuracy_records_lines(bench)),
                      summary_rows(bench)))
 
     # ---- latency
@@ -417,8 +445,12 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
     if len(arows) > 1:
         unit = next((a.get("analysis_unit") for b in bench["bundles"] for a in (b.get("accuracy") or {}).values() if a.get("analysis_unit")), "")
         data = next((a.get("data") for b in bench["bundles"] for a in (b.get("accuracy") or {}).values() if a.get("data")), {}) or {}
-        secs.append(_sec("Accuracy on held-out records", f"Analysis unit: {unit}. Data: {data.get('source')}, split {data.get('split')}, "
-                         f"{len(data.get('records') or [])} records. Naive = always the training-set mean; MASE = model MAE / naive MAE.", arows))
+        heading = ("Accuracy, INCLUDES TRAINING RECORDS (not a held-out result)" if accuracy_includes_training(bench)
+                   else "Accuracy on held-out records")
+        records = "\n\n".join(accuracy_records_lines(bench))
+        secs.append(_sec(heading, f"Analysis unit: {unit}. Data: {data.get('source')}, split {data.get('split')}, "
+                         f"{len(data.get('records') or [])} records. Naive = always the training-set mean; MASE = model MAE / naive MAE."
+                         + (f"\n\n{records}" if records else ""), arows))
         for x in ("size", "latency"):
             try:
                 secs.append(_sec(f"Accuracy vs {x} (Pareto view)", "", None, plots.plot_pareto(bench, x), f"pareto_{x}.png"))

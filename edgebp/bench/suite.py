@@ -45,6 +45,7 @@ class BenchConfig:
     quick: bool = False
     data: str | None = None
     split: str = "auto"
+    include_training: bool = False
     runs: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=lambda: list(PARTS))
     anchors: list[str] = field(default_factory=lambda: ["msca-cssc-unet", "inn-par"])
@@ -66,6 +67,8 @@ class BenchConfig:
             raise ValueError(f"unknown part(s) {', '.join(bad)}; valid parts: {', '.join(PARTS)}")
         if self.split not in ("auto", "test", "all"):
             raise ValueError(f"split {self.split!r} is not valid; choose one of: auto, test, all")
+        if self.include_training and self.split == "test":
+            raise ValueError("--include-training goes with --split all or auto, not test")
         if self.threads < 1 or self.batch < 2:
             raise ValueError("threads must be >= 1 and batch >= 2 (batch 1 is always measured)")
         if self.repeat is not None and self.repeat < 1:
@@ -135,6 +138,8 @@ def _rerun(cfg: BenchConfig, bundle: str | None, parts: str, variants: list[str]
             argv += ["--data", cfg.data]
         if cfg.split != "auto":
             argv += ["--split", cfg.split]
+        if cfg.include_training:
+            argv.append("--include-training")
     if parts == "anchors":
         argv += ["--anchors", ",".join(cfg.anchors), "--anchor-preset", cfg.anchor_preset]
     if "torch-fp32" in (variants or []) and cfg.runs:
@@ -339,7 +344,7 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
     if "accuracy" in cfg.parts:
         from edgebp.bench.accuracy import accuracy_measure
 
-        split = cfg.split if cfg.split != "auto" else ("test" if cfg.data is None else "all")
+        split = cfg.split if cfg.split != "auto" else ("test" if cfg.data is None and not cfg.include_training else "all")
         for v in cfg.variants:
             if v in ("torch-fp32", "tensorrt"):
                 if v == "tensorrt":
@@ -349,10 +354,11 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
                 continue
             L.say(f"{shown}: accuracy {v}")
             try:
-                summary, pr = accuracy_measure(shown, v, cfg.data, split)
+                summary, pr = accuracy_measure(shown, v, cfg.data, split, include_training=cfg.include_training)
                 summary["command"] = _rerun(cfg, shown, "accuracy", [v])
                 summary["evaluate_command"] = shlex.join(["edgebp", "evaluate", shown, "--variant", variant_source_key(v), "--split", split]
-                                                         + (["--data", cfg.data] if cfg.data else []))
+                                                         + (["--data", cfg.data] if cfg.data else [])
+                                                         + (["--include-training"] if cfg.include_training else []))
                 res["accuracy"][v] = summary
                 pairs[v] = pr
             except FileNotFoundError as exc:  # the records are not on this machine: say so, do not fail the bench
@@ -388,12 +394,13 @@ def bench_torch(cfg: BenchConfig, res: dict, run_dir: str, L: _Log, pairs: dict)
     if "accuracy" in cfg.parts:
         from edgebp.bench.accuracy import accuracy_measure
 
-        split = cfg.split if cfg.split != "auto" else ("test" if cfg.data is None else "all")
+        split = cfg.split if cfg.split != "auto" else ("test" if cfg.data is None and not cfg.include_training else "all")
         L.say(f"{shown}: accuracy torch-fp32")
         try:
-            summary, pr = accuracy_measure(shown, "torch-fp32", cfg.data, split, run_dir=run_dir)
+            summary, pr = accuracy_measure(shown, "torch-fp32", cfg.data, split, run_dir=run_dir, include_training=cfg.include_training)
             summary["command"] = _rerun(cfg, shown, "accuracy", ["torch-fp32"])
-            summary["evaluate_command"] = shlex.join(["edgebp", "evaluate", run_dir, "--split", split] + (["--data", cfg.data] if cfg.data else []))
+            summary["evaluate_command"] = shlex.join(["edgebp", "evaluate", run_dir, "--split", split] + (["--data", cfg.data] if cfg.data else [])
+                                                     + (["--include-training"] if cfg.include_training else []))
             res["accuracy"]["torch-fp32"] = summary
             pairs["torch-fp32"] = pr
         except Exception as exc:  # noqa: BLE001
