@@ -50,6 +50,7 @@ from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
 from edgebp.processing.quality import CLIPPED, FLAT, FlatClipDetector
 from edgebp.runtime.backends import backend_open
+from edgebp.runtime.beat_keying import BeatKeyer
 from edgebp.runtime.bundle import Bundle
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class StreamRuntime:
     def __init__(self, bundle: Bundle, device_fs: float, channel_index: dict[str, int], backend: str = "ort",
                  variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
                  flat_s: float = 2.0, gains: dict[str, float] | None = None, run_dir: str | None = None, stuck_s: float = 0.1,
-                 artefact_z: float | None = 5.0):
+                 artefact_z: float | None = 5.0, beat_source: str = "auto"):
         m = bundle.manifest
         if backend == "torch" and not run_dir:
             raise ValueError("--backend torch needs --run-dir RUN_DIR: a bundle holds ONNX models, not the torch weights")
@@ -180,10 +181,20 @@ class StreamRuntime:
         self.artefact_rows = [j for j, c in enumerate(self.inputs) if c.startswith("ppg")]
         self._hist_n = int(np.ceil((self.res_delay + 2) * self.fs_dev / self.fs)) + 2
         self.beat_det = BeatDetector(self.fs)
+        # beats keyed to the input's own pulses (PPG preferred, else ECG R peaks); value
+        # models (one SBP/DBP per window) have no waveform to read beats from
+        if beat_source not in ("auto", "ppg", "ecg"):
+            raise ValueError(f"beat source {beat_source!r}: valid sources are auto, ppg, ecg")
+        if beat_source != "auto" and beat_source not in self.inputs:
+            raise ValueError(f"beat source {beat_source!r}: the model has no {beat_source} input (inputs: {', '.join(self.inputs)})")
+        auto = "ppg" if "ppg" in self.inputs else "ecg" if "ecg" in self.inputs else None
+        self.beat_source = None if self.values_model else (auto if beat_source == "auto" else beat_source)
+        self.keyer = BeatKeyer(self.fs, self.beat_source, REASONS) if self.beat_source else None
+        self._key_row = self.inputs.index(self.beat_source) if self.beat_source else None
         self.t_base = 0.0  # device time (s) of the first sample since the last device reset
         self._cal_acc: list = []
         self.reset()
-        self.stats = {"outputs": 0, "valid": 0, "reasons": {r: 0 for r in REASONS if r != "ok"}, "beats": 0,
+        self.stats = {"outputs": 0, "valid": 0, "reasons": {r: 0 for r in REASONS if r != "ok"}, "beats": 0, "beats_invalid": 0,
                       "model_calls": 0, "step_latency_s": [], "resets": 0}
 
     # ----------------------------------------------------------------- state
@@ -200,6 +211,8 @@ class StreamRuntime:
         self.out_k = 0  # next output index
         self.states = [np.zeros(s, np.float32) for s in getattr(self, "state_shapes", [])]
         self.beat_state = self.beat_det.init_state()
+        if getattr(self, "keyer", None) is not None:
+            self.keyer.reset()
         self.gate_state = {c: g.init_state() for c, g in self.gate.items()}
         self._dev_base = 0
         self._last_bad_reason = R_WARMUP
@@ -293,6 +306,10 @@ class StreamRuntime:
                 reason_new[(np.abs(X[j]) > self.artefact_z) & (reason_new == 0)] = R_ARTEFACT
         self._dev_base += len(code)
         self.k += n_new
+        if self.keyer is not None and n_new:
+            xk = X[self._key_row].astype(np.float64)
+            xk[reason_new > 0] = np.nan  # no beat is keyed from gated, missing or artefact input
+            self.keyer.push_input(xk)
         out = self._model_feed(X, reason_new)
         self.stats["step_latency_s"].append(time.perf_counter() - t_start)
         return out
@@ -301,10 +318,11 @@ class StreamRuntime:
         self.pending_x = np.concatenate([self.pending_x, X], axis=1)
         self.pending_bad = np.concatenate([self.pending_bad, reason])
         outs = []
+        # always the same step, whatever the read or packet size: ONNX Runtime's kernels (int8
+        # above all) round differently for different call lengths, so a call length that
+        # followed the reads made the outputs depend on them (13 of 14,748 outputs of a real
+        # record moved by up to 0.9 mmHg between read sizes)
         step = self.chunk
-        if self.streamable and self.pending_x.shape[1] >= step:
-            # one call for every whole chunk available: same states, same outputs, fewer calls
-            step = (self.pending_x.shape[1] // self.chunk) * self.chunk
         while self.pending_x.shape[1] >= step:
             xc, rc = self.pending_x[:, :step], self.pending_bad[:step]
             self.pending_x, self.pending_bad = self.pending_x[:, step:], self.pending_bad[step:]
@@ -363,7 +381,11 @@ class StreamRuntime:
         reason[(~valid) & (reason == 0)] = R_GAP
         abp = np.where(valid, abp, np.nan)
         t = (k - self.delay - self.res_delay) / self.fs + self.t_base
-        beats = self._beats(abp, t)
+        if self.keyer is not None:
+            self.keyer.push_outputs(k - self.delay, abp, reason)
+            beats = self._keyed_rows(self.keyer.pop())
+        else:
+            beats = self._beats(abp, t)
         if self.calibration is not None and self.calibration.offset_sbp is not None:
             off_map = (self.calibration.offset_sbp + 2 * self.calibration.offset_dbp) / 3.0
             abp = abp + off_map
@@ -372,6 +394,38 @@ class StreamRuntime:
         for code in range(1, len(REASONS)):
             self.stats["reasons"][REASONS[code]] += int((reason == code).sum())
         return OutputBlock(t, abp, valid, reason, beats)
+
+    def _keyed_rows(self, rows: list[dict]) -> list[dict]:
+        """Keyer rows -> beat rows on the output time axis, cuff calibration applied."""
+        out = []
+        for r in rows:
+            row = {"t": (r["m"] - self.res_delay) / self.fs + self.t_base, "sbp": r["sbp"], "dbp": r["dbp"], "map": r["map"],
+                   "hr": r["hr"], "valid": bool(r["valid"]), "reason": "ok" if r["valid"] else r["reason"]}
+            if row["valid"]:
+                self._calibrate_row(row)
+            out.append(row)
+        self.stats["beats"] += sum(1 for r in out if r["valid"])
+        self.stats["beats_invalid"] += sum(1 for r in out if not r["valid"])
+        return out
+
+    def _calibrate_row(self, row: dict) -> None:
+        cal = self.calibration
+        if cal is None:
+            return
+        if cal.offset_sbp is None:
+            near = np.abs(cal.times - row["t"]) <= 5.0
+            if near.any():
+                self._cal_acc.append((row["sbp"], row["dbp"], int(np.flatnonzero(near)[0])))
+                if len(self._cal_acc) >= 3:
+                    j = self._cal_acc[0][2]
+                    cal.offset_sbp = float(cal.sbp[j] - np.mean([a[0] for a in self._cal_acc]))
+                    cal.offset_dbp = float(cal.dbp[j] - np.mean([a[1] for a in self._cal_acc]))
+                    cal.applied_at = row["t"]
+        if cal.offset_sbp is not None:
+            row["sbp"] += cal.offset_sbp
+            row["dbp"] += cal.offset_dbp
+            row["map"] += (cal.offset_sbp + 2 * cal.offset_dbp) / 3.0
+            row["calibrated"] = True
 
     def _beats(self, abp: np.ndarray, t: np.ndarray) -> list[dict]:
         b, self.beat_state = self.beat_det.process(abp, self.beat_state)
@@ -386,23 +440,9 @@ class StreamRuntime:
             if not bool(b.valid[i]):
                 continue
             ts = float(b.i_sys[i] - base) / self.fs
-            row = {"t": ts + self._beat_t0, "sbp": float(b.sbp[i]), "dbp": float(b.dbp[i]), "map": float(b.map[i])}
-            cal = self.calibration
-            if cal is not None:
-                if cal.offset_sbp is None:
-                    near = np.abs(cal.times - row["t"]) <= 5.0
-                    if near.any():
-                        self._cal_acc.append((row["sbp"], row["dbp"], int(np.flatnonzero(near)[0])))
-                        if len(self._cal_acc) >= 3:
-                            j = self._cal_acc[0][2]
-                            cal.offset_sbp = float(cal.sbp[j] - np.mean([a[0] for a in self._cal_acc]))
-                            cal.offset_dbp = float(cal.dbp[j] - np.mean([a[1] for a in self._cal_acc]))
-                            cal.applied_at = row["t"]
-                if cal.offset_sbp is not None:
-                    row["sbp"] += cal.offset_sbp
-                    row["dbp"] += cal.offset_dbp
-                    row["map"] += (cal.offset_sbp + 2 * cal.offset_dbp) / 3.0
-                    row["calibrated"] = True
+            row = {"t": ts + self._beat_t0, "sbp": float(b.sbp[i]), "dbp": float(b.dbp[i]), "map": float(b.map[i]),
+                   "hr": float(60.0 * self.fs / max(int(b.i_end[i] - b.i_dia[i]), 1)), "valid": True, "reason": "ok"}
+            self._calibrate_row(row)
             rows.append(row)
         self.stats["beats"] += len(rows)
         return rows
@@ -433,6 +473,13 @@ class StreamRuntime:
             else:
                 k, y, reason = self._run_chunk(xc, rc)
             out = self._finalise([(k, y, reason)])
+        if self.keyer is not None:
+            if self.beat_source == "ppg":
+                b, self.keyer.state = self.keyer.det.flush(self.keyer.state)
+                self.keyer._intervals(zip(b.i_dia.tolist(), b.i_end.tolist(), b.i_sys.tolist(), (b.sbp - b.dbp).tolist()))
+                self.keyer.release_held()
+            out.beats = list(out.beats) + self._keyed_rows(self.keyer.pop(final=True))
+            return out
         b, self.beat_state = self.beat_det.flush(self.beat_state)
         out.beats = list(out.beats) + self._beat_rows(b, np.zeros(0))
         return out

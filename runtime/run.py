@@ -201,7 +201,7 @@ def _layout(h) -> tuple:
 def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: str = "ort", variant: str = "int8",
                    hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
                    writer: OutputWriter | None = None, collect: bool = False, stop=None,
-                   max_interp: int = MAX_INTERP_SAMPLES, run_dir: str | None = None) -> dict:
+                   max_interp: int = MAX_INTERP_SAMPLES, run_dir: str | None = None, beat_source: str = "auto") -> dict:
     """Run a byte stream through the bundle; returns the summary (and the outputs if ``collect``)."""
     from edgebp.runtime.protocol import GapEvent, HeaderEvent, ResetEvent
 
@@ -223,7 +223,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                 raise ValueError("stream: no header yet and no --fs given; cannot know the sampling rate")
             index = {name: i for i, name in enumerate(h.channels)}
             gains = {name: float(g) for name, g in zip(h.channels, h.gain)}
-            rt = StreamRuntime(bundle, h.fs, index, backend=backend, variant=variant, hop=hop, threads=threads, calibration=calibration, gains=gains, run_dir=run_dir)
+            rt = StreamRuntime(bundle, h.fs, index, backend=backend, variant=variant, hop=hop, threads=threads, calibration=calibration, gains=gains, run_dir=run_dir,
+                              beat_source=beat_source)
         return rt
 
     def emit(out: OutputBlock):
