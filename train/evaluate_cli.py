@@ -15,20 +15,40 @@ from edgebp.jsonsafe import json_default
 log = logging.getLogger(__name__)
 
 
-def model_open(path: str, variant: str):
+VARIANTS = ("stream-int8", "stream-fp32", "int8", "fp32", "pruned")
+
+
+def model_open(path: str, variant: str | None):
     """A run directory (torch) or an exported bundle (ONNX Runtime): both give the same
-    ``runner``, ``geometry()``, ``inputs``, ``norm``, ``split``, ``config`` and ``describe()``."""
+    ``runner``, ``geometry()``, ``inputs``, ``norm``, ``split``, ``config`` and ``describe()``.
+
+    ``variant`` ``None`` picks what is deployed: ``stream-int8`` for a bundle (the model
+    ``edgebp run`` runs), ``fp32`` for a run directory. For a stream variant the window fp32
+    model is opened for its metadata; scoring goes through the runtime
+    (:mod:`edgebp.runtime.stream_score`)."""
     from edgebp.train.predict import RunDir, is_run_dir
 
     p = Path(path)
     if path != "default" and is_run_dir(p):
+        variant = variant or "fp32"
         if variant != "fp32":
             raise CliError(f"--variant {variant}: a run directory holds the fp32 torch model only; export a bundle for {variant}")
         return RunDir(p)
     if path == "default" or (p / "manifest.json").exists():
+        from edgebp.runtime.bundle import BundleError
         from edgebp.runtime.bundle_model import BundleModel
 
-        return BundleModel.open(path, variant=variant)
+        variant = variant or "stream-int8"
+        try:
+            if variant.startswith("stream-"):
+                src = BundleModel.open(path, variant="fp32")
+                if not src.bundle.manifest.get("streaming"):
+                    raise CliError(f"{path}: this bundle has no streaming model, so --variant {variant} cannot be scored; use --variant int8 or fp32")
+                src.stream_variant = variant
+                return src
+            return BundleModel.open(path, variant=variant)
+        except BundleError as exc:
+            raise CliError(str(exc)) from exc
     raise CliError(f"{path}: neither a run directory (best.pt) nor a bundle (manifest.json)")
 
 
@@ -81,8 +101,46 @@ def report_table(report: dict) -> str:
     return text
 
 
+def scored_file(src, stream_variant: str | None, packet_ms: float) -> dict:
+    """Which file was scored (path and sha256) and how: the report says exactly what it graded."""
+    from edgebp.runtime.bundle import file_sha256
+
+    bundle = getattr(src, "bundle", None)
+    if bundle is None:
+        return {"kind": "run directory (torch fp32, window model)", "path": str(getattr(src, "path", ""))}
+    if stream_variant:
+        key = bundle.manifest["streaming"]["file_keys"][stream_variant.split("-", 1)[1]]
+        how = f"streaming runtime (StreamRuntime, as edgebp run), {packet_ms:g} ms packets"
+    else:
+        key, how = {"fp32": "fp32", "int8": "int8", "pruned": "pruned"}[src.variant], "window model, whole-record offline"
+    f = bundle.file(key)
+    return {"kind": how, "file": f.name, "path": str(f), "sha256": file_sha256(f), "variant": stream_variant or src.variant}
+
+
+def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress) -> tuple[list, dict]:
+    """Each chosen record through the runtime in device-sized packets."""
+    from edgebp.evaluation import ScoredRecord
+    from edgebp.io import read_record
+    from edgebp.runtime.stream_score import stream_score_record, stream_variant_key
+
+    rt_variant = stream_variant_key(variant)
+    scored, totals = [], {}
+    for k, p in enumerate(chosen):
+        if not p.source:
+            raise CliError(f"{p.record_id}: the prepared record does not say where its samples came from; cannot stream it")
+        rec = read_record(p.source)
+        sc = stream_score_record(src.bundle, rec, p, variant=rt_variant, packet_s=packet_ms / 1000.0)
+        scored.append(ScoredRecord(p.record_id, p.subject_id, sc.pairs, sc.pred_wave if k < 3 else None))
+        for key, v in sc.counts.items():
+            if key not in ("packet_samples", "device_fs"):
+                totals[key] = totals.get(key, 0) + int(v)
+        totals["packet_samples"] = sc.counts["packet_samples"]
+        progress(k + 1, p.record_id)
+    return scored, totals
+
+
 def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int | None = None, progress: bool = True,
-                   include_training: bool = False) -> tuple[dict, list, dict]:
+                   include_training: bool = False, packet_ms: float = 20.0) -> tuple[dict, list, dict]:
     """Score ``src`` on ``data``'s ``split`` records; returns (report, scored records, data info).
 
     ``report["data"]`` says which records were scored and how many training (``excluded.train``)
@@ -98,7 +156,11 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
         if progress:
             click.echo(f"\rscoring {k}/{len(chosen)} {rid}".ljust(60), nl=False, err=True)
 
-    scored = records_score(src.runner, chosen, geo, hop=hop, progress=_prog)
+    stream_variant = getattr(src, "stream_variant", None)
+    if stream_variant:
+        scored, stream_counts = _stream_score(src, chosen, stream_variant, packet_ms, _prog)
+    else:
+        scored = records_score(src.runner, chosen, geo, hop=hop, progress=_prog)
     if progress:
         click.echo("", err=True)
     calib = None
@@ -107,6 +169,10 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
     unit = "window" if geo.output == "values" else "beat"
     report = score_report(scored, src.norm, calib, unit=unit)
     report["model"] = src.describe()
+    report["scored"] = scored_file(src, stream_variant, packet_ms)
+    if stream_variant:
+        report["model"]["variant"] = stream_variant
+        report["stream_beats"] = stream_counts
     report["data"] = data_info
     report["calibration_s"] = calibrate
     return report, scored, {"prepared": {p.record_id: p for p in chosen}}
@@ -161,16 +227,22 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
               help="test: the model's held-out records; val: its validation records (for tuning); all: every record not used for "
                    "training or validation. Records are recognised by sample sha256 and name, whatever path the data come through.")
 @click.option("--include-training", is_flag=True, help="With --split all: score the training and validation records too (not a held-out result; every table says so).")
-@click.option("--variant", type=click.Choice(["fp32", "int8", "pruned"]), default="fp32", show_default=True, help="For a bundle: which exported model to run through ONNX Runtime.")
+@click.option("--variant", type=click.Choice(VARIANTS), default=None,
+              help="What to score. Default: for a bundle stream-int8, exactly what `edgebp run` deploys (the streaming int8 model "
+                   "through the streaming runtime, in device-sized packets); stream-fp32 the same in fp32; int8/fp32/pruned the "
+                   "window models offline. A run directory has fp32 (torch) only.")
+@click.option("--packet-ms", type=float, default=20.0, show_default=True, help="Stream variants: packet length in ms (20 ms = 5 samples at 250 Hz).")
 @click.option("--calibrate", type=float, default=0.0, help="Seconds of per-subject calibration at the start of each record (0: calibration-free).")
 @click.option("--hop", type=int, default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate_command(model_path, data, split, include_training, variant, calibrate, hop, report_dir, as_json):
+def evaluate_command(model_path, data, split, include_training, variant, packet_ms, calibrate, hop, report_dir, as_json):
     """Score a trained run or an exported bundle on held-out records, beside the naive baselines.
 
-    Per-beat SBP/DBP are read from the predicted waveform with the same beat detector as the
-    reference labels. Reports ME, SD, MAE, BHS, AAMI, IEEE 1708, per reading and per subject,
+    By default a bundle is scored as deployed: its streaming int8 model through the streaming
+    runtime (`edgebp run`'s engine) fed in 20 ms packets, with the runtime's own beats (keyed
+    to the input's pulses) paired to the reference beats. Window variants read per-beat
+    SBP/DBP from the predicted waveform with the reference labels' beat detector. Reports ME, SD, MAE, BHS, AAMI, IEEE 1708, per reading and per subject,
     the reference-BP distribution check, and MASE with a record-bootstrap 95 % interval.
 
     \b
@@ -181,13 +253,23 @@ def evaluate_command(model_path, data, split, include_training, variant, calibra
     """
     if include_training and split != "all":
         raise CliError(f"--include-training goes with --split all (--split {split} scores only the {split} records)")
+    if not packet_ms > 0:
+        raise CliError(f"--packet-ms {packet_ms:g}: the packet length must be positive")
     src = model_open(model_path, variant)
-    report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json, include_training=include_training)
+    report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json, include_training=include_training,
+                                          packet_ms=packet_ms)
     if report_dir:
         report_plots_write(report, scored, info, Path(report_dir), f"edgebp evaluate: {src.describe().get('model')}")
     if as_json:
         click.echo(json.dumps(report, default=json_default))
     else:
+        sf = report["scored"]
+        click.echo(f"Scored: {sf.get('file', sf.get('path'))} ({sf['kind']})" + (f", sha256 {sf['sha256'][:16]}" if sf.get("sha256") else ""))
+        sb = report.get("stream_beats")
+        if sb:
+            click.echo(f"Runtime beats: {sb['runtime_valid_beats']} valid of {sb['runtime_beats']}; {sb['paired']} of {sb['reference_beats']} "
+                       f"usable reference beats paired within 0.3 s, {sb['reference_read_from_interval']} read from the prediction over the "
+                       f"reference beat, {sb['runtime_unpaired']} runtime beats unpaired")
         click.echo(report_table(report))
         mb = report["mase_bootstrap"]
         click.echo(f"MASE vs naive mean: SBP {mb['sbp']['mase']:.3f} [{mb['sbp']['ci95'][0]:.3f}, {mb['sbp']['ci95'][1]:.3f}], "

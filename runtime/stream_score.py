@@ -1,0 +1,146 @@
+"""Score what a wearable deploys: a bundle's streaming model through :class:`StreamRuntime`
+itself, fed the record's own device-rate samples in device-sized packets (default 20 ms).
+
+This is the path ``edgebp run`` takes (preprocessing chain, input gates, the external-state
+model stepped in its fixed chunk, beats keyed to the input's own pulses), without the byte
+decoder: the record's samples are pushed as the decoder would hand them over. Per record:
+
+* the runtime's point-wise ABP is placed on the prepared record's index axis (output time
+  ``t`` is model index ``t * fs + resampler delay``, the axis the offline chain and the
+  reference ABP share), so window and stream variants are compared sample by sample;
+* the runtime's valid beats are paired one to one with the reference beats (the same beat
+  detector and masks as offline scoring, :func:`edgebp.scoring.beats_pair`) by nearest
+  systolic time within ``tolerance_s``; a usable reference beat with no runtime beat but
+  valid predictions over its interval is read from the prediction over that interval, as
+  offline scoring does, so a model is never flattered by beats it did not report.
+
+No torch here: this module runs where ``edgebp run`` runs.
+
+Examples
+--------
+>>> from edgebp.runtime.stream_score import STREAM_VARIANTS
+>>> STREAM_VARIANTS
+('stream-int8', 'stream-fp32')
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgebp.runtime.bundle import Bundle, BundleError
+
+log = logging.getLogger(__name__)
+
+STREAM_VARIANTS = ("stream-int8", "stream-fp32")
+DEFAULT_PACKET_S = 0.02
+
+
+@dataclass
+class StreamScore:
+    """One record through the runtime: its pairs (:class:`edgebp.scoring.BeatPairs`), the
+    prediction on the prepared axis (mmHg, NaN where not valid) and the beat accounting."""
+
+    record_id: str
+    pairs: object
+    pred_wave: np.ndarray
+    counts: dict = field(default_factory=dict)
+
+
+def stream_variant_key(variant: str) -> str:
+    """``stream-int8`` -> ``int8`` (the runtime's variant name); anything else is an error."""
+    if variant not in STREAM_VARIANTS:
+        raise ValueError(f"unknown stream variant {variant!r}; valid: {', '.join(STREAM_VARIANTS)}")
+    return variant.split("-", 1)[1]
+
+
+def record_device_samples(record, inputs: list[str]) -> tuple[np.ndarray, float]:
+    """The record's input channels as a device would send them: ``(n, len(inputs))`` at the
+    highest of their rates (a slower channel is linearly interpolated onto it), and that rate.
+    Channels are picked as the offline chain picks them (``record.get``: ECG prefers lead II)."""
+    chans = []
+    for name in inputs:
+        if not record.has(name):
+            raise ValueError(f"record {record.record_id}: no {name} channel (the model needs {', '.join(inputs)})")
+        chans.append(record.get(name))
+    fs = max(float(c.fs) for c in chans)
+    n = min(int(np.floor(len(c.signal) * fs / float(c.fs))) for c in chans)
+    cols = []
+    for c in chans:
+        x = np.asarray(c.signal, np.float64)
+        if float(c.fs) == fs:
+            cols.append(x[:n])
+        else:
+            cols.append(np.interp(np.arange(n) / fs, np.arange(len(x)) / float(c.fs), x))
+    return np.stack(cols, axis=1), fs
+
+
+def stream_record(bundle: Bundle, record, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
+                  backend: str = "ort", threads: int = 1) -> dict:
+    """Push one record through a fresh :class:`StreamRuntime` in packets of ``packet_s``
+    seconds; returns ``t``, ``abp``, ``valid``, ``reason`` (point-wise), ``beats`` (rows),
+    ``res_delay`` (model samples) and ``stats``."""
+    from edgebp.runtime.engine import StreamRuntime
+
+    if not packet_s > 0:
+        raise ValueError(f"packet size must be positive, got {packet_s!r} s")
+    if not bundle.manifest.get("streaming"):
+        raise BundleError(f"{bundle.path}: this bundle has no streaming model; score a window variant (int8, fp32) instead")
+    vals, fs = record_device_samples(record, bundle.inputs)
+    rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)}, backend=backend, variant=variant, threads=threads)
+    step = max(1, int(round(packet_s * fs)))
+    outs = [rt.push(vals[i:i + step]) for i in range(0, len(vals), step)]
+    outs.append(rt.flush())
+    cat = lambda key: np.concatenate([getattr(o, key) for o in outs])  # noqa: E731
+    return {"t": cat("t"), "abp": cat("abp"), "valid": cat("valid"), "reason": cat("reason"),
+            "beats": [b for o in outs for b in o.beats], "res_delay": int(rt.res_delay), "fs": rt.fs,
+            "stats": dict(rt.stats, step_latency_s=None), "packet_samples": step, "device_fs": fs}
+
+
+def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
+                        tolerance_s: float = 0.3) -> StreamScore:
+    """Stream ``record`` and pair its beats with the reference of ``prepared`` (the same
+    record prepared offline: reference ABP and usable mask at the model rate)."""
+    from edgebp.pairing import beat_times_pair
+    from edgebp.processing.beats import abp_beats
+    from edgebp.scoring import BeatPairs
+
+    s = stream_record(bundle, record, variant=variant, packet_s=packet_s)
+    fs = float(prepared.fs)
+    n = len(prepared.abp)
+    wave = np.full(n, np.nan)
+    j = np.rint(s["t"] * fs).astype(np.int64) + s["res_delay"]
+    ok = (j >= 0) & (j < n) & s["valid"]
+    wave[j[ok]] = s["abp"][ok]
+    ref_abp = np.asarray(prepared.abp, np.float64)
+    usable = np.asarray(prepared.usable, bool)
+    rb = abp_beats(np.where(usable, ref_abp, np.nan), fs)
+    keep = np.asarray(rb.valid, bool).copy()
+    bad_cum = np.concatenate([[0], np.cumsum(~usable)])
+    keep &= (bad_cum[np.minimum(rb.i_end + 1, n)] - bad_cum[rb.i_dia]) == 0
+    nan_cum = np.concatenate([[0], np.cumsum(~np.isfinite(wave))])
+    covered = (nan_cum[np.minimum(rb.i_end + 1, n)] - nan_cum[rb.i_dia]) == 0
+    idx = np.flatnonzero(keep & covered)
+    beats = [b for b in s["beats"] if b.get("valid", True) and np.isfinite(b["sbp"])]
+    bt = np.array([b["t"] for b in beats], float)
+    # reference beat times on the runtime's axis: prepared index i <-> t = (i - res_delay) / fs
+    rt_ref = (np.asarray(rb.i_sys)[idx] - s["res_delay"]) / fs
+    ip, ir = beat_times_pair(bt, rt_ref, tolerance_s)
+    m = len(idx)
+    ps, pd, pm = np.empty(m), np.empty(m), np.empty(m)
+    by_det = np.zeros(m, bool)
+    for q, k in enumerate(idx):
+        a, b = int(rb.i_dia[k]), int(rb.i_end[k])
+        seg = wave[a:b + 1]
+        ps[q], pd[q], pm[q] = seg.max(), seg.min(), seg.mean()
+    for i, r in zip(ip.tolist(), ir.tolist()):
+        ps[r], pd[r], pm[r], by_det[r] = beats[i]["sbp"], beats[i]["dbp"], beats[i]["map"], True
+    pairs = BeatPairs(t=np.asarray(rb.t_sys)[idx], ref_sbp=np.asarray(rb.sbp)[idx], ref_dbp=np.asarray(rb.dbp)[idx],
+                      ref_map=np.asarray(rb.map)[idx], pred_sbp=ps, pred_dbp=pd, pred_map=pm, by_detector=by_det)
+    counts = {"runtime_beats": len(s["beats"]), "runtime_valid_beats": len(beats), "reference_beats": int(m),
+              "paired": int(len(ip)), "reference_read_from_interval": int(m - len(ip)),
+              "runtime_unpaired": int(len(beats) - len(ip)), "outputs": int(len(s["t"])), "valid_outputs": int(s["valid"].sum()),
+              "packet_samples": s["packet_samples"], "device_fs": s["device_fs"]}
+    return StreamScore(record.record_id, pairs, wave, counts)
