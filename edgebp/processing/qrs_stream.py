@@ -13,7 +13,8 @@ own preprocessed ECG (band-passed and z-scored by the training chain, at the mod
   the R peak is placed half the integration window before that peak (the causal integrator
   lags the QRS by that much);
 * more than 1.66 mean R-R intervals without a QRS halve the threshold until the next one
-  (the causal stand-in for the offline search-back);
+  (the causal stand-in for the offline search-back); such a long interval spans a missed
+  beat and is not averaged into the mean R-R (Pan-Tompkins' RR-limit rule);
 * NaN (a gap or a gated stretch) restarts the detector, so no interval spans a gap.
 
 ``process`` is a pure function of ``(x, state)``: any chunking gives exactly the peaks of one
@@ -28,7 +29,7 @@ Examples
 >>> det = QrsDetector(fs)
 >>> r, st = det.process(ecg, det.init_state())
 >>> len(r), bool(np.all(np.abs(np.diff(r) / fs - 0.8) < 0.02))
-(22, True)
+(23, True)
 """
 
 from __future__ import annotations
@@ -113,7 +114,10 @@ def _qrs_block(x, st_in, w, n_learn, refr, rr0):
                 r = st[_CI] - 0.5 * w
                 if st[_HAVE] > 0.0:
                     rr = st[_CI] - st[_LASTR]
-                    st[_RR] = 0.875 * st[_RR] + 0.125 * rr
+                    # an interval past the search-back limit spans a missed beat, not one
+                    # heart period: averaged in, it would push the limit out and miss more
+                    if rr <= 1.66 * st[_RR]:
+                        st[_RR] = 0.875 * st[_RR] + 0.125 * rr
                 st[_SPK] = 0.125 * st[_CV] + 0.875 * st[_SPK]
                 st[_NPK] = 0.125 * st[_NMAX] + 0.875 * st[_NPK]
                 st[_NMAX] = 0.0
