@@ -162,6 +162,7 @@ def bundle_load(path: str | Path, verify: bool = True) -> Bundle:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{mpath}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     manifest_validate(m, str(mpath))
+    _refuse_rejected(m, path)
     listed = set(m["files"].values())
     hashed = set(m["sha256"])
     missing_hash = sorted(listed - hashed)
@@ -176,6 +177,17 @@ def bundle_load(path: str | Path, verify: bool = True) -> Bundle:
         if verify and file_sha256(f) != digest:
             raise BundleError(f"{path}: {rel} does not match its sha256 in the manifest (tampered or corrupted)")
     return Bundle(path=path, manifest=m)
+
+
+def _refuse_rejected(m: dict, path: Path) -> None:
+    """A bundle whose export validation failed a gate never runs, even if someone renamed
+    ``manifest.rejected.json`` to ``manifest.json``. Manifests written before the gates
+    existed (no ``accepted``) load as before."""
+    val = m.get("validation") or {}
+    failed = [g for g in (val.get("gates") or []) if isinstance(g, dict) and g.get("passed") is False]
+    if val.get("accepted") is False or failed:
+        what = "; ".join(f"gate {g.get('name')} failed ({g.get('value')} > {g.get('limit')})" for g in failed) or "validation.accepted is false"
+        raise BundleError(f"{path}: export rejected this bundle: {what}; re-export it, or loosen the limit explicitly at export")
 
 
 def bundle_write_manifest(path: Path, manifest: dict) -> Path:

@@ -137,3 +137,19 @@ print(json.dumps({{k: info[k] for k in ("records", "calibration_steps", "steps_s
 
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_bundle_load_refuses_a_renamed_rejected_manifest(tmp_path):
+    """A rejected manifest renamed to manifest.json is still refused, naming the gate."""
+    import json
+    import shutil
+
+    from edgebp.runtime.bundle import BundleError, bundle_load, bundle_write_manifest
+
+    d = tmp_path / "b"
+    shutil.copytree(bundle_load("default").path, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["validation"] = {"accepted": False, "gates": [{"name": "stream_int8_p99_abs_diff", "value": 42.8, "limit": 8.0, "passed": False}]}
+    bundle_write_manifest(d, m)
+    with pytest.raises(BundleError, match="stream_int8_p99_abs_diff failed"):
+        bundle_load(d)

@@ -22,7 +22,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: bench variant -> bundle model key (``None``: not a bundle file)
-VARIANT_KEYS = {"torch-fp32": None, "ort-fp32": "fp32", "ort-int8": "int8", "pruned": "pruned", "tensorrt": "trt_int8"}
+VARIANT_KEYS = {"stream-int8": "stream_int8", "stream-fp32": "stream_fp32", "torch-fp32": None, "ort-fp32": "fp32", "ort-int8": "int8",
+                "pruned": "pruned", "tensorrt": "trt_int8"}
 VARIANTS = tuple(VARIANT_KEYS)
 
 
@@ -71,7 +72,9 @@ def accuracy_measure(bundle_path: str | Path, variant: str, data: str | None = N
     bundle_path : str or Path
         Bundle directory or ``"default"``.
     variant : str
-        ``ort-fp32``, ``ort-int8``, ``pruned`` or ``torch-fp32`` (needs ``run_dir``).
+        ``stream-int8`` (what ``edgebp run`` deploys: the streaming int8 model through the
+        streaming runtime in 20 ms packets), ``stream-fp32``, ``ort-fp32``, ``ort-int8``
+        (window models offline), ``pruned`` or ``torch-fp32`` (needs ``run_dir``).
     data : str, optional
         ``synth`` or a path; default: the data the bundle was trained on.
     split : {"test", "all"}
@@ -100,6 +103,10 @@ def accuracy_measure(bundle_path: str | Path, variant: str, data: str | None = N
         src = RunDir(run_dir)
     elif variant == "tensorrt":
         raise ValueError("tensorrt: accuracy through TensorRT needs a TensorRT engine (not on a CPU machine)")
+    elif variant.startswith("stream-"):
+        from edgebp.train.evaluate_cli import model_open
+
+        src = model_open(str(bundle_path), variant)
     else:
         from edgebp.runtime.bundle_model import BundleModel
 

@@ -50,8 +50,8 @@ def _command_line(ctx: click.Context) -> str:
                    "(recognised by sample sha256 and name, whatever the path).")
 @click.option("--include-training", is_flag=True,
               help="Accuracy on every record (--split auto becomes all), training and validation ones included; every accuracy table then says so.")
-@click.option("--variants", default="torch-fp32,ort-fp32,ort-int8,pruned,tensorrt", show_default=True,
-              help="Comma-separated: torch-fp32 (needs --run), ort-fp32, ort-int8, pruned, tensorrt (skipped without a GPU).")
+@click.option("--variants", default="stream-int8,torch-fp32,ort-fp32,ort-int8,pruned,tensorrt", show_default=True,
+              help="Comma-separated: stream-int8 (accuracy of what `edgebp run` deploys: the streaming int8 model through the runtime in 20 ms packets), stream-fp32, torch-fp32 (needs --run), ort-fp32, ort-int8, pruned, tensorrt (skipped without a GPU).")
 @click.option("--run", "runs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Training run directory of a bundle, for torch-fp32 (repeatable; matched to bundles by config and split).")
 @click.option("--threads", type=int, default=1, show_default=True, help="The single-thread setting; all cores are measured too.")

@@ -148,7 +148,10 @@ def _primary_rows(b: dict, threads: int) -> dict:
 def summary_rows(bench: dict) -> list[list]:
     """The short table: one row per bundle variant, then the anchors."""
     t = int(bench["settings"]["threads"])
-    key_of = {"ort-fp32": "fp32", "ort-int8": "int8", "pruned": "pruned", "torch-fp32": "fp32", "tensorrt": "trt_int8"}
+    key_of = {"stream-int8": "stream_int8", "stream-fp32": "stream_fp32", "ort-fp32": "fp32", "ort-int8": "int8", "pruned": "pruned",
+              "torch-fp32": "fp32", "tensorrt": "trt_int8"}
+    # a stream variant's cost is its window variant's streaming step and `edgebp run` itself
+    stream_alias = {"stream-int8": "ort-int8", "stream-fp32": "ort-fp32"}
     rows = [["model / variant", "size", "p50 ms", "p99 ms", "RTF model", "RTF edgebp run", "SBP MAE", "DBP MAE",
              "BHS S/D", "AAMI c1 S/D", "IEEE S/D"]]
     for b in bench["bundles"]:
@@ -160,8 +163,11 @@ def summary_rows(bench: dict) -> list[list]:
         variants = list(dict.fromkeys(list(prim) + list(b.get("accuracy") or {}) + [{"int8": "ort-int8", "fp32": "ort-fp32"}[v] for v in runs]))
         for v in variants:
             r = prim.get(v)
+            if r is None and v in stream_alias:
+                r = prim.get(stream_alias[v])
+                r = r if r and r["kind"] == "stream-step" else None
             a = (b.get("accuracy") or {}).get(v) or {}
-            run = runs.get({"ort-int8": "int8", "ort-fp32": "fp32"}.get(v, ""), {})
+            run = runs.get({"ort-int8": "int8", "ort-fp32": "fp32", "stream-int8": "int8", "stream-fp32": "fp32"}.get(v, ""), {})
             size = (b["files"].get(key_of.get(v, ""), {}) or {}).get("bytes") if v != "torch-fp32" else None
             ok = "error" not in a and "sbp" in a
             rows.append([f"{b['name']} {v}" + (" (step)" if r and r["kind"] == "stream-step" else ""),
