@@ -241,7 +241,7 @@ def _spread(items: list, n: int) -> list:
 
 def stream_calibration_feeds(fp32_path: Path, prepared_train: list, chunk: int, state_shapes: list,
                              max_records: int = STREAM_CALIB_RECORDS, max_chunks: int = STREAM_CALIB_CHUNKS,
-                             every: int = STREAM_CALIB_EVERY) -> tuple[list[dict], dict]:
+                             every: int | None = None) -> tuple[list[dict], dict]:
     """Feeds met while streaming: each chosen training record is stepped through the fp32
     external-state model chunk by chunk from zero states (as the runtime starts), and every
     ``every``-th step's inputs (samples and carried states) is kept.
@@ -262,7 +262,8 @@ def stream_calibration_feeds(fp32_path: Path, prepared_train: list, chunk: int, 
     if not chosen:
         raise ValueError(f"no training record holds a whole chunk ({chunk} samples) for streaming calibration")
     total = sum(min(p.X.shape[1] // chunk, max_chunks) if max_chunks > 0 else p.X.shape[1] // chunk for p in chosen)
-    every = max(1, min(int(every), total // STREAM_CALIB_TARGET_FEEDS))
+    if every is None:  # the default: every STREAM_CALIB_EVERY-th step, fewer when data are short
+        every = max(1, min(STREAM_CALIB_EVERY, total // STREAM_CALIB_TARGET_FEEDS))
     feeds: list[dict] = []
     steps = 0
     t0 = time.monotonic()
@@ -294,7 +295,7 @@ def stream_feeds_hash(feeds: list[dict]) -> str:
 
 def stream_int8_quantize(fp32_path: Path, out_path: Path, prepared_train: list, chunk: int, state_shapes: list,
                          max_records: int = STREAM_CALIB_RECORDS, max_chunks: int = STREAM_CALIB_CHUNKS,
-                         every: int = STREAM_CALIB_EVERY) -> dict:
+                         every: int | None = None) -> dict:
     """Static int8 (QDQ, u8 activations, s8 per-channel weights, MinMax) of an external-state
     streaming model, calibrated on inputs and states met while streaming training records
     (:func:`stream_calibration_feeds`). Needs only the fp32 ONNX file, not torch: it can
@@ -308,6 +309,6 @@ def stream_int8_quantize(fp32_path: Path, out_path: Path, prepared_train: list, 
                     weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax)
     log.info("stream int8: %s written (%.0f s)", Path(out_path).name, time.monotonic() - t0)
     info["mode"] = (f"static QDQ (u8 activations, s8 per-channel weights, MinMax) on {len(feeds)} streamed steps "
-                    f"(every {every}th of up to {max_chunks} chunks of {chunk} samples) from {info['n_records']} training records, zero initial states")
+                    f"(every {info['every']}th of up to {max_chunks} chunks of {chunk} samples) from {info['n_records']} training records, zero initial states")
     info["calibration_sha256"] = stream_feeds_hash(feeds)
     return info
