@@ -216,6 +216,7 @@ class StreamRuntime:
         self.gate_state = {c: g.init_state() for c, g in self.gate.items()}
         self._dev_base = 0
         self._last_bad_reason = R_WARMUP
+        self._last_in_reason = R_GAP
         self._stuck_last = np.full(len(self.inputs), np.nan)
         self._stuck_run = 0
         self._gated_last = False
@@ -299,7 +300,18 @@ class StreamRuntime:
         src = np.clip(np.floor((k_idx - self.res_delay) * self.fs_dev / self.fs).astype(np.int64) - base, 0, max(len(hist) - 1, 0))
         reason_new = hist[src] if len(hist) else np.zeros(n_new, np.int8)
         self._code_hist = hist[-self._hist_n:]
-        reason_new = np.where(~np.isfinite(X).all(axis=0) & (reason_new == 0), R_GAP, reason_new).astype(np.int8)
+        # a model-rate sample that is NaN while its device sample passed the gates is the
+        # filter restarting after a gated stretch (or the resampler's tail of a gap): it
+        # carries the reason of the stretch before it, so a lead-off reads "flat" until the
+        # model's input is whole again, not "gap"
+        nan_x = ~np.isfinite(X).all(axis=0)
+        if n_new:
+            pos = np.where(reason_new > 0, np.arange(n_new), -1)
+            last = np.maximum.accumulate(pos)
+            fill = np.where(last >= 0, reason_new[np.maximum(last, 0)], self._last_in_reason)
+            reason_new = np.where(nan_x & (reason_new == 0), fill, reason_new).astype(np.int8)
+            if (reason_new > 0).any():
+                self._last_in_reason = int(reason_new[np.flatnonzero(reason_new > 0)[-1]])
         reason_new[np.isfinite(X).all(axis=0)] = 0
         if self.artefact_z is not None and n_new:
             for j in self.artefact_rows:
