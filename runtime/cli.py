@@ -42,7 +42,13 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
               help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl [default, or -: beats as CSV on stdout, summary on stderr].")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
 @click.option("--idle-timeout", type=float, default=None, help="With --follow or --port: stop after this many seconds without data.")
-def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, out_path, summary_json, idle_timeout):
+@click.option("--read-size", type=int, default=65536, show_default=True,
+              help="Bytes per read of --stream/--follow/stdin: 87 reads a text log as a device sends it (20 ms packets). "
+                   "The outputs are bit-identical for every read size.")
+@click.option("--beat-source", type=click.Choice(["auto", "ppg", "ecg"]), default="auto", show_default=True,
+              help="Which input's beats key the BP readings (auto: PPG pulses when the model has a PPG input, else ECG R peaks).")
+def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, out_path, summary_json, idle_timeout,
+                read_size, beat_source):
     """Run a bundle on a device stream: point-wise ABP with validity, and beat SBP/DBP/MAP.
 
     BUNDLE defaults to the bundle shipped in the package (an int8 edge-tcn trained and
@@ -72,6 +78,8 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     from edgebp.runtime.protocol import StreamDecoder
     from edgebp.runtime.run import OutputWriter, stream_process, summary_text
 
+    if read_size < 1:
+        raise CliError(f"--read-size {read_size}: a read must be at least 1 byte")
     if sum(x is not None for x in (stream, port)) != 1:
         raise CliError("give exactly one input: --stream FILE (or -) or --port DEV")
     try:
@@ -82,11 +90,11 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     if port:
         chunks = sources.iter_serial(port, baud=baud, stop=stop, idle_timeout_s=idle_timeout) if "idle_timeout_s" in sources.iter_serial.__code__.co_varnames else sources.iter_serial(port, baud=baud, stop=stop)
     elif stream == "-":
-        chunks = sources.iter_stdin()
+        chunks = sources.iter_stdin(chunk=read_size)
     elif follow:
-        chunks = sources.iter_follow(stream, stop=stop, idle_timeout_s=idle_timeout)
+        chunks = sources.iter_follow(stream, stop=stop, idle_timeout_s=idle_timeout, chunk=read_size)
     else:
-        chunks = sources.iter_file(stream)
+        chunks = sources.iter_file(stream, chunk=read_size)
     decoder = StreamDecoder(fmt=fmt, fs=fs, channel_map=_channel_map(channel_map))
     cal = Calibration.from_csv(calibration) if calibration else None
     m = b.manifest
@@ -106,7 +114,7 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     old = signal.getsignal(signal.SIGINT)
     try:
         summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal,
-                                 writer=writer, run_dir=run_dir, stop=stop_requested)
+                                 writer=writer, run_dir=run_dir, stop=stop_requested, beat_source=beat_source)
     finally:
         writer.close()
         signal.signal(signal.SIGINT, old)
