@@ -39,6 +39,7 @@ inflate the running variance for many time constants and shrink the model's inpu
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import time
@@ -55,6 +56,7 @@ from edgebp.runtime.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
+STEP_LATENCY_KEEP = 20_000  # push latencies kept for the summary's percentiles (~7 min of 20 ms packets)
 REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset", "artefact")
 R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET, R_ARTEFACT = range(7)
 
@@ -195,7 +197,10 @@ class StreamRuntime:
         self._cal_acc: list = []
         self.reset()
         self.stats = {"outputs": 0, "valid": 0, "reasons": {r: 0 for r in REASONS if r != "ok"}, "beats": 0, "beats_invalid": 0,
-                      "model_calls": 0, "step_latency_s": [], "resets": 0}
+                      "model_calls": 0, "resets": 0,
+                      # the latest steps only: a live stream must not grow without bound (a list
+                      # of every 20 ms step grew ~6 MB an hour)
+                      "step_latency_s": collections.deque(maxlen=STEP_LATENCY_KEEP)}
 
     # ----------------------------------------------------------------- state
     def reset(self) -> None:

@@ -315,7 +315,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
             "invalid_reasons": rt.stats["reasons"], "beats": rt.stats["beats"], "model_calls": rt.stats["model_calls"],
             "resets": rt.stats["resets"], "signal_seconds": audio_s, "wall_seconds": wall,
             "real_time_factor": audio_s / wall if wall > 0 else float("inf"),
-            "chunk_latency_ms": {"p50": float(np.percentile(lat, 50)) if len(lat) else None, "p99": float(np.percentile(lat, 99)) if len(lat) else None},
+            "chunk_latency_ms": {"p50": float(np.percentile(lat, 50)) if len(lat) else None, "p99": float(np.percentile(lat, 99)) if len(lat) else None,
+                                 "over_last_steps": int(len(lat))},
             "calibration": calibration.describe() if calibration else "none",
         })
     if collect:

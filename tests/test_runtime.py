@@ -248,3 +248,20 @@ def test_run_reads_standard_input_and_a_growing_file(tcn, record, tmp_path):
     t.join()
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(s2.read_text())["decoder"]["samples_parsed"] == 10 * 250
+
+
+def test_step_latencies_are_bounded_on_a_long_stream(monkeypatch):
+    """A live stream keeps only the latest push latencies (the summary's percentiles are over
+    those): 200 pushes with a bound of 50 leave 50, the newest."""
+    import numpy as np
+
+    from edgebp.runtime import engine
+    from edgebp.runtime.bundle import bundle_load
+
+    monkeypatch.setattr(engine, "STEP_LATENCY_KEEP", 50)
+    b = bundle_load("default")
+    rt = engine.StreamRuntime(b, 250.0, {c: i for i, c in enumerate(b.inputs)})
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rt.push(rng.normal(size=(5, len(b.inputs))))
+    assert len(rt.stats["step_latency_s"]) == 50
