@@ -41,6 +41,28 @@ class BeatPairs:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
 
+def reference_beats_scored(pred_abp: np.ndarray, ref_abp: np.ndarray, fs: float,
+                           ref_mask: np.ndarray | None = None):
+    """The reference beats a prediction is scored on: valid beats of ``ref_abp`` (the labels'
+    detector) lying wholly in usable reference samples and wholly under a finite prediction.
+    Returns ``(beats, indices of the scored beats)``."""
+    rb = abp_beats(ref_abp, fs)
+    keep = np.asarray(rb.valid, dtype=bool).copy()
+    if ref_mask is not None:
+        bad_cum = np.concatenate([[0], np.cumsum(~np.asarray(ref_mask, bool))])
+        keep &= (bad_cum[rb.i_end + 1] - bad_cum[rb.i_dia]) == 0
+    nan_cum = np.concatenate([[0], np.cumsum(~np.isfinite(pred_abp))])
+    keep &= (nan_cum[rb.i_end + 1] - nan_cum[rb.i_dia]) == 0
+    return rb, np.flatnonzero(keep)
+
+
+def interval_read(pred_abp: np.ndarray, rb, k: int) -> tuple[float, float, float]:
+    """SBP, DBP, MAP of the prediction over reference beat ``k``'s own interval (max, min, mean):
+    how a reference beat with no predicted partner is scored."""
+    seg = pred_abp[int(rb.i_dia[k]) : int(rb.i_end[k]) + 1]
+    return float(seg.max()), float(seg.min()), float(seg.mean())
+
+
 def beats_pair(pred_abp: np.ndarray, ref_abp: np.ndarray, fs: float, ref_mask: np.ndarray | None = None) -> BeatPairs:
     """Pair per-beat SBP/DBP/MAP of a predicted waveform with the reference's beats.
 
@@ -66,15 +88,7 @@ def beats_pair(pred_abp: np.ndarray, ref_abp: np.ndarray, fs: float, ref_mask: n
     ref_abp = np.asarray(ref_abp, dtype=np.float64)
     if pred_abp.shape != ref_abp.shape:
         raise ValueError(f"prediction and reference differ in length ({pred_abp.shape} vs {ref_abp.shape})")
-    rb = abp_beats(ref_abp, fs)
-    keep = np.asarray(rb.valid, dtype=bool).copy()
-    if ref_mask is not None:
-        bad_cum = np.concatenate([[0], np.cumsum(~np.asarray(ref_mask, bool))])
-        keep &= (bad_cum[rb.i_end + 1] - bad_cum[rb.i_dia]) == 0
-    # the prediction must exist over the whole reference beat
-    nan_cum = np.concatenate([[0], np.cumsum(~np.isfinite(pred_abp))])
-    keep &= (nan_cum[rb.i_end + 1] - nan_cum[rb.i_dia]) == 0
-    idx = np.flatnonzero(keep)
+    rb, idx = reference_beats_scored(pred_abp, ref_abp, fs, ref_mask)
     n = len(idx)
     out_sbp, out_dbp, out_map = np.empty(n), np.empty(n), np.empty(n)
     by_det = np.zeros(n, dtype=bool)
@@ -91,8 +105,7 @@ def beats_pair(pred_abp: np.ndarray, ref_abp: np.ndarray, fs: float, ref_mask: n
             if abs(p_t[m] - rb.t_sys[k]) <= tol:
                 out_sbp[j], out_dbp[j], out_map[j], by_det[j] = p_s[m], p_d[m], p_m[m], True
                 continue
-        seg = pred_abp[a : b + 1]
-        out_sbp[j], out_dbp[j], out_map[j] = seg.max(), seg.min(), seg.mean()
+        out_sbp[j], out_dbp[j], out_map[j] = interval_read(pred_abp, rb, k)
     return BeatPairs(
         t=np.asarray(rb.t_sys)[idx],
         ref_sbp=np.asarray(rb.sbp)[idx],

@@ -226,20 +226,19 @@ def _stream_validation(bundle: Bundle, held_out: list, raw: dict, window_fp32: l
     Returns (section for the report, scored records per variant)."""
     import time
 
-    from edgebp.evaluation import ScoredRecord
-    from edgebp.runtime.stream_score import stream_score_record
+    from edgebp.runtime.stream_score import stream_score_records
 
     keys = [k for k in ("int8", "fp32") if k in bundle.manifest["streaming"]["file_keys"]]
-    scored: dict = {f"stream-{k}": [] for k in keys}
-    counts: dict = {f"stream-{k}": [] for k in keys}
+    scored: dict = {}
+    counts: dict = {}
     t0 = time.monotonic()
-    for r, p in enumerate(held_out):
-        for k in keys:
-            s = stream_score_record(bundle, raw[p.record_id], p, variant=k, packet_s=packet_s)
-            scored[f"stream-{k}"].append(ScoredRecord(p.record_id, p.subject_id, s.pairs, s.pred_wave))
-            counts[f"stream-{k}"].append({"record": p.record_id} | s.counts)
-        log.info("deployed-path validation: record %d/%d (%s) streamed as %s in %.0f ms packets (%.0f s)",
-                 r + 1, len(held_out), p.record_id, ", ".join(f"stream-{k}" for k in keys), packet_s * 1e3, time.monotonic() - t0)
+    for k in keys:
+        def _prog(r, rid, k=k):
+            log.info("deployed-path validation: record %d/%d (%s) streamed as stream-%s in %.0f ms packets (%.0f s)",
+                     r, len(held_out), rid, k, packet_s * 1e3, time.monotonic() - t0)
+
+        scored[f"stream-{k}"], counts[f"stream-{k}"] = stream_score_records(
+            bundle, ((raw[p.record_id], p) for p in held_out), variant=k, packet_s=packet_s, progress=_prog)
     scored["window-fp32"] = window_fp32
     table = {}
     for name, sc in scored.items():

@@ -12,8 +12,7 @@ import click
 from edgebp.cli import CliError
 from edgebp.firmware_sim.device import DeviceConfig
 from edgebp.firmware_sim.faults import FAULT_NAMES, faults_parse
-from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_output_paths, sim_source_load
-from edgebp.firmware_sim.truth import summary_write, truth_write
+from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_source_load, sim_truth_write
 from edgebp.firmware_sim.uart import PtyPort, paced_write, stream_write_file
 
 log = logging.getLogger(__name__)
@@ -138,12 +137,7 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
         f"{s['frames_dropped_overflow']} UART overflow, {s['frames_truncated']} truncated, "
         f"{s['frames_duplicated']} duplicated, {s['resets']} reset(s); {s['bytes_out']} bytes")
 
-    beats_path, summary_path = sim_output_paths(truth)
-    beats_path = Path(truth_beats) if truth_beats else beats_path
-    summary_path = Path(summary) if summary else summary_path
-    truth_write(truth, res.truth)
-    truth_write(beats_path, res.beats)
-    summary_write(summary_path, s)
+    _, beats_path, summary_path = sim_truth_write(res, truth, truth_beats, summary)
     say(f"truth: {truth}, {beats_path}, {summary_path}")
 
     def progress(stream_s: float, nbytes: int) -> None:

@@ -66,7 +66,7 @@ from edgebp.firmware_sim.faults import (
     faults_schedule,
     faults_state_mask,
 )
-from edgebp.firmware_sim.truth import beats_truth, fault_names
+from edgebp.firmware_sim.truth import beats_truth, fault_names, summary_write, truth_write
 from edgebp.firmware_sim.uart import uart_schedule
 from edgebp.record import Record
 
@@ -511,3 +511,16 @@ def sim_output_paths(truth: str | Path) -> tuple[Path, Path]:
     p = Path(truth)
     stem = p.stem if p.suffix else p.name
     return p.with_name(f"{stem}_beats.csv"), p.with_name(f"{stem}_summary.json")
+
+
+def sim_truth_write(res: "SimResult", truth: str | Path, beats: str | Path | None = None,
+                    summary: str | Path | None = None) -> tuple[Path, Path, Path]:
+    """Write a simulation's per-sample truth, beat truth and summary (beside ``truth`` unless
+    given); returns the three paths. What ``edgebp sim --truth`` writes."""
+    beats_path, summary_path = sim_output_paths(truth)
+    beats_path = Path(beats) if beats else beats_path
+    summary_path = Path(summary) if summary else summary_path
+    truth_write(truth, res.truth)
+    truth_write(beats_path, res.beats)
+    summary_write(summary_path, res.summary)
+    return Path(truth), beats_path, summary_path

@@ -125,10 +125,6 @@ class BeatKeyer:
             self.queue.append(tuple(self.held[:3]))
             self.held = None
 
-    def input_gap(self) -> None:
-        """A gap in the key channel: no interval spans it."""
-        self.last_anchor = None
-
     # -------------------------------------------------------------- predictions
     def push_outputs(self, m: np.ndarray, abp: np.ndarray, code: np.ndarray) -> None:
         """Predictions at aligned indices ``m`` (consecutive), mmHg (NaN if invalid), codes."""

@@ -104,8 +104,7 @@ def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8",
     """Stream ``record`` and pair its beats with the reference of ``prepared`` (the same
     record prepared offline: reference ABP and usable mask at the model rate)."""
     from edgebp.pairing import beat_times_pair
-    from edgebp.processing.beats import abp_beats
-    from edgebp.scoring import BeatPairs
+    from edgebp.scoring import BeatPairs, interval_read, reference_beats_scored
 
     s = stream_record(bundle, record, variant=variant, packet_s=packet_s)
     fs = float(prepared.fs)
@@ -114,15 +113,9 @@ def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8",
     j = np.rint(s["t"] * fs).astype(np.int64) + s["res_delay"]
     ok = (j >= 0) & (j < n) & s["valid"]
     wave[j[ok]] = s["abp"][ok]
-    ref_abp = np.asarray(prepared.abp, np.float64)
     usable = np.asarray(prepared.usable, bool)
-    rb = abp_beats(np.where(usable, ref_abp, np.nan), fs)
-    keep = np.asarray(rb.valid, bool).copy()
-    bad_cum = np.concatenate([[0], np.cumsum(~usable)])
-    keep &= (bad_cum[np.minimum(rb.i_end + 1, n)] - bad_cum[rb.i_dia]) == 0
-    nan_cum = np.concatenate([[0], np.cumsum(~np.isfinite(wave))])
-    covered = (nan_cum[np.minimum(rb.i_end + 1, n)] - nan_cum[rb.i_dia]) == 0
-    idx = np.flatnonzero(keep & covered)
+    # reference beats detected on the usable stretches only (as the labels are made)
+    rb, idx = reference_beats_scored(wave, np.where(usable, np.asarray(prepared.abp, np.float64), np.nan), fs, usable)
     beats = [b for b in s["beats"] if b.get("valid", True) and np.isfinite(b["sbp"])]
     bt = np.array([b["t"] for b in beats], float)
     # reference beat times on the runtime's axis: prepared index i <-> t = (i - res_delay) / fs
@@ -132,9 +125,7 @@ def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8",
     ps, pd, pm = np.empty(m), np.empty(m), np.empty(m)
     by_det = np.zeros(m, bool)
     for q, k in enumerate(idx):
-        a, b = int(rb.i_dia[k]), int(rb.i_end[k])
-        seg = wave[a:b + 1]
-        ps[q], pd[q], pm[q] = seg.max(), seg.min(), seg.mean()
+        ps[q], pd[q], pm[q] = interval_read(wave, rb, k)
     for i, r in zip(ip.tolist(), ir.tolist()):
         ps[r], pd[r], pm[r], by_det[r] = beats[i]["sbp"], beats[i]["dbp"], beats[i]["map"], True
     pairs = BeatPairs(t=np.asarray(rb.t_sys)[idx], ref_sbp=np.asarray(rb.sbp)[idx], ref_dbp=np.asarray(rb.dbp)[idx],
@@ -144,3 +135,22 @@ def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8",
               "runtime_unpaired": int(len(beats) - len(ip)), "outputs": int(len(s["t"])), "valid_outputs": int(s["valid"].sum()),
               "packet_samples": s["packet_samples"], "device_fs": s["device_fs"]}
     return StreamScore(record.record_id, pairs, wave, counts)
+
+
+def stream_score_records(bundle: Bundle, items, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
+                         keep_waves: int | None = None, progress=None) -> tuple[list, list[dict]]:
+    """:func:`stream_score_record` over ``items`` (``(record, prepared)`` pairs): returns the
+    :class:`edgebp.evaluation.ScoredRecord` list (waveforms kept for the first ``keep_waves``
+    records, all when ``None``) and the per-record beat counts (with ``record``).
+    ``progress(k, record_id)`` is called after each record."""
+    from edgebp.evaluation import ScoredRecord
+
+    scored, counts = [], []
+    for k, (rec, p) in enumerate(items):
+        sc = stream_score_record(bundle, rec, p, variant=variant, packet_s=packet_s)
+        keep = keep_waves is None or k < keep_waves
+        scored.append(ScoredRecord(p.record_id, p.subject_id, sc.pairs, sc.pred_wave if keep else None))
+        counts.append({"record": p.record_id} | sc.counts)
+        if progress is not None:
+            progress(k + 1, p.record_id)
+    return scored, counts

@@ -516,8 +516,7 @@ def test_cli_sim_run_score_synthetic(tmp_path):
 @pytest.mark.parametrize("name", ["f362s", "v648s"])
 def test_real_validation_record_counts_and_heart_rate(shared_data, tmp_path, name, caplog):
     from edgebp.firmware_sim.score_cli import score_files
-    from edgebp.firmware_sim.simulate import device_simulate, sim_output_paths, sim_source_load
-    from edgebp.firmware_sim.truth import summary_write, truth_write
+    from edgebp.firmware_sim.simulate import device_simulate, sim_source_load, sim_truth_write
     from edgebp.runtime.bundle import bundle_load
     from edgebp.runtime.protocol import StreamDecoder
     from edgebp.runtime.run import OutputWriter, stream_process
@@ -530,10 +529,7 @@ def test_real_validation_record_counts_and_heart_rate(shared_data, tmp_path, nam
         pytest.skip(f"record {path} not found")
     sim = device_simulate(sim_source_load(f"record:{path}"), fmt="text", seed=1)
     truth = tmp_path / "truth.csv"
-    beats_path, summary_path = sim_output_paths(truth)
-    truth_write(truth, sim.truth)
-    truth_write(beats_path, sim.beats)
-    summary_write(summary_path, sim.summary)
+    sim_truth_write(sim, truth)
     bp = tmp_path / "bp.csv"
     writer = OutputWriter(str(bp), ["test"])
     try:

@@ -32,8 +32,7 @@ from edgebp.firmware_sim.compare import (
     runtime_truth_compare,
     truth_axis,
 )
-from edgebp.firmware_sim.simulate import device_simulate, sim_output_paths, sim_source_load
-from edgebp.firmware_sim.truth import summary_write, truth_write
+from edgebp.firmware_sim.simulate import device_simulate, sim_output_paths, sim_source_load, sim_truth_write
 
 protocol = pytest.importorskip("edgebp.runtime.protocol")
 from edgebp.runtime.bundle import bundle_load  # noqa: E402
@@ -276,10 +275,7 @@ def test_compare_truth_script(tcn, source, tmp_path):
     """The files the CLIs write, through scripts/compare_truth.py: same numbers as in-process."""
     sim = device_simulate(source, fmt="text", seed=2, minutes=0.5, faults="drop=0.002,leadoff@12s+3s,reset@22s")
     truth = tmp_path / "truth.csv"
-    beats_path, summary_path = sim_output_paths(truth)
-    truth_write(truth, sim.truth)
-    truth_write(beats_path, sim.beats)
-    summary_write(summary_path, sim.summary)
+    sim_truth_write(sim, truth)
     bp = tmp_path / "bp.csv"
     writer = OutputWriter(str(bp), ["test"])
     try:

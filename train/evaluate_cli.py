@@ -119,23 +119,16 @@ def scored_file(src, stream_variant: str | None, packet_ms: float) -> dict:
 
 def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress) -> tuple[list, dict]:
     """Each chosen record through the runtime in device-sized packets."""
-    from edgebp.evaluation import ScoredRecord
     from edgebp.io import read_record
-    from edgebp.runtime.stream_score import stream_score_record, stream_variant_key
+    from edgebp.runtime.stream_score import stream_score_records, stream_variant_key
 
-    rt_variant = stream_variant_key(variant)
-    scored, totals = [], {}
-    for k, p in enumerate(chosen):
-        if not p.source:
-            raise CliError(f"{p.record_id}: the prepared record does not say where its samples came from; cannot stream it")
-        rec = read_record(p.source)
-        sc = stream_score_record(src.bundle, rec, p, variant=rt_variant, packet_s=packet_ms / 1000.0)
-        scored.append(ScoredRecord(p.record_id, p.subject_id, sc.pairs, sc.pred_wave if k < 3 else None))
-        for key, v in sc.counts.items():
-            if key not in ("packet_samples", "device_fs"):
-                totals[key] = totals.get(key, 0) + int(v)
-        totals["packet_samples"] = sc.counts["packet_samples"]
-        progress(k + 1, p.record_id)
+    missing = [p.record_id for p in chosen if not p.source]
+    if missing:
+        raise CliError(f"{missing[0]}: the prepared record does not say where its samples came from; cannot stream it")
+    items = ((read_record(p.source), p) for p in chosen)
+    scored, counts = stream_score_records(src.bundle, items, stream_variant_key(variant), packet_ms / 1000.0, keep_waves=3, progress=progress)
+    totals = {key: sum(int(c[key]) for c in counts) for key in counts[0] if key not in ("record", "packet_samples", "device_fs")} if counts else {}
+    totals["packet_samples"] = counts[-1]["packet_samples"] if counts else None
     return scored, totals
 
 
