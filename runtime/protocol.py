@@ -10,8 +10,9 @@ reader (the runtime). The specification is ``docs/serial-protocol.md``.
 
 :class:`StreamDecoder` accepts bytes at any boundary; output does not depend on how the stream
 was cut. It resynchronises after bad lines or frames, drops duplicates, turns sequence jumps
-into :class:`GapEvent`, device restarts into :class:`ResetEvent`, and (re)appearing headers
-into :class:`HeaderEvent`; ``counts`` accounts for every record read.
+into :class:`GapEvent`, device restarts into :class:`ResetEvent`, (re)appearing headers
+into :class:`HeaderEvent`, and cuff readings (``#CUFF`` lines, ``'C'`` frames) into
+:class:`CuffEvent`; ``counts`` accounts for every record read.
 
 Examples
 --------
@@ -27,11 +28,16 @@ Examples
 ['HeaderEvent', 'GapEvent']
 >>> dec.counts["samples_missing"]
 1
+>>> block = dec.feed(cuff_encode_binary(121.0, 79.5, seq=3) + samples_encode_binary(np.array([4]), raw[:1]))
+>>> ev = block.events[0]
+>>> (ev.at_index, ev.sbp, ev.dbp, ev.where), dec.counts["cuff_readings"]
+((0, 121.0, 79.5, 'byte 118'), 1)
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -40,14 +46,16 @@ import numpy as np
 
 from edgebp.runtime.crc import crc16_ccitt_false
 from edgebp.runtime.protocol_binary import (
-    SYNC, BinaryParser, frame_size, header_encode_binary, samples_encode_binary,
+    SYNC, BinaryParser, cuff_encode_binary, frame_size, header_encode_binary, samples_encode_binary,
 )
-from edgebp.runtime.protocol_common import OK, REASONS
+from edgebp.runtime.protocol_common import CUFF_REASONS, OK, REASONS
 from edgebp.runtime.protocol_header import (
     HeaderError, StreamHeader, header_apply_channel_map, header_fields_decode, header_fields_encode,
 )
 from edgebp.runtime.protocol_logs import CsvParser, Max3010xParser, samples_encode_max3010x
-from edgebp.runtime.protocol_text import TEXT_MAGIC, TextParser, header_encode_text, samples_encode_text
+from edgebp.runtime.protocol_text import (
+    TEXT_MAGIC, TextParser, cuff_encode_text, header_encode_text, samples_encode_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +72,13 @@ _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 _DETECT_LIMIT = 512
 # Banner/comment lines skipped while detecting; beyond this the format is not guessed.
 _DETECT_GIVE_UP = 65536
+#: Cuff readings accepted: SBP and DBP within these bounds (mmHg, inclusive), DBP below SBP.
+CUFF_RANGE_MMHG = (40.0, 300.0)
 
 __all__ = [
-    "StreamHeader", "HeaderError", "GapEvent", "ResetEvent", "HeaderEvent", "DecodedBlock",
-    "StreamDecoder", "FORMATS", "REASONS", "header_encode_text", "samples_encode_text",
+    "StreamHeader", "HeaderError", "GapEvent", "ResetEvent", "HeaderEvent", "CuffEvent", "Event", "DecodedBlock",
+    "StreamDecoder", "FORMATS", "REASONS", "CUFF_REASONS", "CUFF_RANGE_MMHG", "header_encode_text",
+    "samples_encode_text", "cuff_encode_text", "cuff_encode_binary",
     "header_encode_binary", "samples_encode_binary", "samples_encode_max3010x",
     "header_fields_encode", "header_fields_decode", "crc16_ccitt_false", "frame_size", "SYNC",
     "decode_bytes", "decode_stream", "stream_detect_format", "decoder_throughput",
@@ -141,7 +152,32 @@ class HeaderEvent:
         return self.previous is not None and not self.changed
 
 
-Event = GapEvent | ResetEvent | HeaderEvent
+@dataclass
+class CuffEvent:
+    """A cuff (reference blood-pressure) reading, in force from ``values[at_index]`` on.
+
+    The reading applies at the stream position where it appears, i.e. at the time of the
+    next sample (``at_index`` is that sample's position; ``len(block)`` when the next sample
+    comes in a later block).
+
+    Attributes
+    ----------
+    at_index : int
+        Position in the block's arrays of the first sample after the reading.
+    sbp, dbp : float
+        Systolic and diastolic pressure (mmHg), validated: within :data:`CUFF_RANGE_MMHG`,
+        ``dbp < sbp``.
+    where : str
+        Where it was read (``"line 1234"``, ``"byte 5678"``), for messages.
+    """
+
+    at_index: int
+    sbp: float
+    dbp: float
+    where: str = ""
+
+
+Event = GapEvent | ResetEvent | HeaderEvent | CuffEvent
 
 
 @dataclass
@@ -156,8 +192,8 @@ class DecodedBlock:
         float64 (n, n_channels): ``(raw - offset) * gain`` per the header in force; for
         third-party logs the raw numbers.
     events : list
-        :class:`GapEvent`, :class:`ResetEvent`, :class:`HeaderEvent`, in stream order, each
-        with ``at_index`` into ``seq``/``values``.
+        :class:`GapEvent`, :class:`ResetEvent`, :class:`HeaderEvent`, :class:`CuffEvent`, in
+        stream order, each with ``at_index`` into ``seq``/``values``.
     header : StreamHeader or None
         The header describing the columns (one block never mixes two rates or channel sets).
     """
@@ -320,6 +356,7 @@ class StreamDecoder:
             "format": None, "bytes_in": 0, "samples_parsed": 0, "samples_rejected": 0,
             "rejected_reasons": {}, "samples_missing": 0, "duplicates_dropped": 0, "resets": 0,
             "gaps": 0, "headers": 0, "headers_rejected": 0, "lines_ignored": 0, "bytes_skipped": 0,
+            "cuff_readings": 0, "cuff_rejected": 0, "cuff_rejected_reasons": {},
         }
         self._parser = None
         self._pre = bytearray()  # bytes held until the format is known
@@ -333,6 +370,7 @@ class StreamDecoder:
         self._held: tuple[int, np.ndarray] | None = None
         self._pending_rejects = 0
         self._held_rejects = 0
+        self._held_events: list[CuffEvent] = []  # cuff readings after the held record
         self._segments: list[_Segment] = [_Segment(None)]
         self._logged: dict[str, int] = {}
         if fmt != "auto":
@@ -353,10 +391,14 @@ class StreamDecoder:
         ``malformed, crc, truncated, overlong, range, no_header, duplicate, bad_seq``),
         ``samples_missing`` (never seen, from gaps), ``duplicates_dropped``, ``resets``,
         ``gaps``, ``headers``, ``headers_rejected``, ``lines_ignored`` (blank, comment,
-        banner lines), ``bytes_skipped`` (binary bytes outside valid frames).
+        banner lines), ``bytes_skipped`` (binary bytes outside valid frames),
+        ``cuff_readings`` (cuff readings accepted), ``cuff_rejected`` and
+        ``cuff_rejected_reasons`` (reasons ``malformed, crc, truncated, range, order,
+        no_header``). Cuff readings are events, not records: they never count as samples.
         """
         out = dict(self._counts)
         out["rejected_reasons"] = dict(self._counts["rejected_reasons"])
+        out["cuff_rejected_reasons"] = dict(self._counts["cuff_rejected_reasons"])
         return out
 
     @property
@@ -482,6 +524,50 @@ class StreamDecoder:
     def on_skipped(self, n_bytes: int) -> None:
         self._counts["bytes_skipped"] += n_bytes
 
+    def on_cuff(self, sbp: float, dbp: float, where: str) -> None:
+        lo, hi = CUFF_RANGE_MMHG
+        if self._header is None:
+            self.on_cuff_rejected("no_header", "before any stream header", where)
+            return
+        for name, x in (("SBP", sbp), ("DBP", dbp)):
+            if not (math.isfinite(x) and lo <= x <= hi):
+                self.on_cuff_rejected("range", f"{name} {x:g} is outside {lo:g}..{hi:g} mmHg", where)
+                return
+        if not dbp < sbp:
+            self.on_cuff_rejected("order", f"DBP {dbp:g} is not below SBP {sbp:g}", where)
+            return
+        self._counts["cuff_readings"] += 1
+        ev = CuffEvent(at_index=0, sbp=float(sbp), dbp=float(dbp), where=where)
+        if self._held is not None:
+            # The held record came before the reading: place it once the record is decided.
+            self._held_events.append(ev)
+        else:
+            self._place(ev)
+        log.debug("%s: cuff reading %g/%g mmHg", where, sbp, dbp)
+
+    def on_cuff_rejected(self, reason: str, message: str, where: str) -> None:
+        c = self._counts
+        c["cuff_rejected"] += 1
+        c["cuff_rejected_reasons"][reason] = c["cuff_rejected_reasons"].get(reason, 0) + 1
+        key = f"cuff:{reason}"
+        k = self._logged.get(key, 0)
+        self._logged[key] = k + 1
+        if k < _LOG_LIMIT:
+            log.warning("%s: cuff reading rejected: %s%s", where, message,
+                        "; further ones logged at debug level" if k == _LOG_LIMIT - 1 else "")
+        else:
+            log.debug("%s: cuff reading rejected: %s", where, message)
+
+    def _place(self, ev: CuffEvent) -> None:
+        seg = self._segments[-1]
+        ev.at_index = seg.n
+        seg.events.append(ev)
+
+    def _place_held_events(self) -> None:
+        events, self._held_events = self._held_events, []
+        for ev in events:
+            self._place(ev)
+
     def on_records(self, seq: np.ndarray, raw: np.ndarray, status: np.ndarray | None,
                    where: Callable[[int], str] | None = None) -> None:
         n = seq.shape[0]
@@ -561,6 +647,7 @@ class StreamDecoder:
             else:
                 self._pending_rejects += between
                 self._reject("bad_seq", f"seq {hs} (after {self._last}, before {s})")
+            self._place_held_events()
         if self._last is None:
             self._accept_one(s, v)
             return
@@ -600,6 +687,7 @@ class StreamDecoder:
             self._held_rejects = 0
             self._jump(hs, hv)
             self._pending_rejects = between
+            self._place_held_events()
 
     # ------------------------------------------------------------------ output
     def _pop(self) -> DecodedBlock:

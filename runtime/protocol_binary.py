@@ -4,11 +4,12 @@ Every frame (see ``docs/serial-protocol.md`` for the byte tables)::
 
     offset  size  field
     0       2     sync 0xA5 0x5A
-    2       1     type: 0x48 'H' header, 0x53 'S' sample
+    2       1     type: 0x48 'H' header, 0x53 'S' sample, 0x43 'C' cuff reading
     3       1     LEN: number of body bytes (0..255)
     4       2     seq, uint16 little-endian (0 in header frames)
     6       LEN   body: sample = one int24 little-endian two's complement per channel;
-                  header = the ASCII header fields string
+                  header = the ASCII header fields string;
+                  cuff = SBP, DBP as uint16 little-endian in 0.1 mmHg (LEN 4)
     6+LEN   2     CRC-16/CCITT-FALSE over bytes 2 .. 5+LEN (type, LEN, seq, body), MSB first
 
 A 2-channel sample frame is 14 bytes (text: about 20). The decoder finds frames by their
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 SYNC = b"\xa5\x5a"
 TYPE_HEADER = 0x48  # 'H'
 TYPE_SAMPLE = 0x53  # 'S'
+TYPE_CUFF = 0x43  # 'C'
+CUFF_LEN = 4
 FRAME_OVERHEAD = 8  # sync 2 + type 1 + LEN 1 + seq 2 + CRC 2
 INT24_MIN, INT24_MAX = -(2**23), 2**23 - 1
 MAX_CHANNELS = 255 // 3
@@ -127,6 +130,28 @@ def samples_encode_binary(seq: np.ndarray, values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
+def cuff_encode_binary(sbp: float, dbp: float, seq: int) -> bytes:
+    """A cuff reading frame: TYPE 0x43, LEN 4, SBP and DBP as uint16 LE in 0.1 mmHg.
+
+    ``seq`` is the sequence number of the last sample sent before the reading (informational;
+    the reading applies at the next sample). Values are rounded to 0.1 mmHg (half up). Only
+    representability is checked here (0..6553.5 mmHg); the decoder decides what it accepts.
+
+    Examples
+    --------
+    >>> cuff_encode_binary(120.0, 80.0, 1234).hex(" ")
+    'a5 5a 43 04 d2 04 b0 04 20 03 73 3b'
+    """
+    body = b""
+    for name, x in (("sbp", sbp), ("dbp", dbp)):
+        x = float(x)
+        code = int(np.floor(x * 10.0 + 0.5)) if np.isfinite(x) else -1
+        if not 0 <= code <= 0xFFFF:
+            raise ValueError(f"cuff_encode_binary: {name} {x!r} mmHg does not fit a uint16 in 0.1 mmHg (0..6553.5)")
+        body += code.to_bytes(2, "little")
+    return _frame(TYPE_CUFF, int(seq), body)
+
+
 def decode_sample_rows(rows: np.ndarray, n_ch: int) -> tuple[np.ndarray, np.ndarray]:
     """``(seq int64 (k,), raw int64 (k, n_ch))`` from sample frames stacked as rows of bytes."""
     r = rows.astype(np.int64)
@@ -205,6 +230,9 @@ class BinaryParser:
                 reason = "truncated" if data.find(SYNC, p + 2, p + total) >= 0 else "crc"
                 if ftype == TYPE_HEADER:
                     self.sink.on_header_rejected(f"header frame failed its {reason} check", where)
+                elif ftype == TYPE_CUFF:
+                    self.sink.on_cuff_rejected(reason, "cuff frame failed its CRC check" if reason == "crc" else
+                                               "cuff frame cut short (a frame sync lies inside it)", where)
                 else:
                     one_record(self.sink, reason, self.n_channels, where)
                 skipped += 2
@@ -226,6 +254,15 @@ class BinaryParser:
                 else:
                     self.sink.on_header(header, where)
                     self.header = header
+            elif ftype == TYPE_CUFF:
+                if length != CUFF_LEN:
+                    self.sink.on_cuff_rejected("malformed", f"malformed cuff frame (LEN {length}, expected {CUFF_LEN})",
+                                               where)
+                else:
+                    b = data[p + 6:p + 10]
+                    sbp = int.from_bytes(b[0:2], "little") / 10.0
+                    dbp = int.from_bytes(b[2:4], "little") / 10.0
+                    self.sink.on_cuff(sbp, dbp, where)
             else:
                 self.sink.on_ignored(f"frame of unknown type 0x{ftype:02X}")
             p += total
@@ -261,6 +298,9 @@ class BinaryParser:
         where = f"byte {self.offset + p} (end of stream inside a frame)"
         if len(data) > p + 2 and data[p + 2] == TYPE_HEADER:
             self.sink.on_header_rejected("truncated header frame", where)
+            return
+        if len(data) > p + 2 and data[p + 2] == TYPE_CUFF:
+            self.sink.on_cuff_rejected("truncated", "truncated cuff frame", where)
             return
         one_record(self.sink, "truncated", self.n_channels, where)
 

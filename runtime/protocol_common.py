@@ -27,6 +27,10 @@ REASONS = ("ok", "malformed", "crc", "truncated", "overlong", "range", "no_heade
 STATUS = {name: code for code, name in enumerate(REASONS)}
 OK = 0
 
+#: Why a cuff reading can be rejected (``cuff_rejected_reasons``). Cuff readings are events,
+#: not records: they never count as samples.
+CUFF_REASONS = ("malformed", "crc", "truncated", "range", "order", "no_header")
+
 #: The longest line (without its terminator) a line-based parser accepts. Longer lines are
 #: rejected as "overlong" and skipped up to the next newline, so garbage without newlines
 #: cannot make the decoder buffer without bound.
@@ -72,6 +76,10 @@ class Sink(Protocol):
     def on_ignored(self, what: str, n: int = 1) -> None: ...
 
     def on_skipped(self, n_bytes: int) -> None: ...
+
+    def on_cuff(self, sbp: float, dbp: float, where: str) -> None: ...
+
+    def on_cuff_rejected(self, reason: str, message: str, where: str) -> None: ...
 
 
 class LineParser:

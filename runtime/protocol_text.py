@@ -4,7 +4,11 @@ Layout (see ``docs/serial-protocol.md``)::
 
     #EDGEBP v=1 fs=250 ch=ecg,ppg units=mV,NU bits=24,18 gain=0.000125,1 offset=0,0 dev=sim-01
     0,1021,-88121
+    #CUFF sbp=121.5 dbp=78
     1,1040,-88010
+
+A ``#CUFF`` line is a cuff (reference blood-pressure) reading; it applies at the time of the
+next sample. Readers without cuff support skip it as a comment.
 
 The parser is vectorised per chunk: when every line of a chunk is a well-formed sample line
 (the usual case) the whole chunk is checked and converted with a few numpy calls; a chunk
@@ -19,6 +23,8 @@ Examples
 b'#EDGEBP v=1 fs=250 ch=ecg,ppg units=mV,NU bits=24,18 gain=0.000125,1 offset=0,0\\n'
 >>> samples_encode_text(np.array([65535, 0]), np.array([[1, -2], [3, 4]]))
 b'65535,1,-2\\n0,3,4\\n'
+>>> cuff_encode_text(121.5, 78.0)
+b'#CUFF sbp=121.5 dbp=78\\n'
 """
 
 from __future__ import annotations
@@ -32,15 +38,78 @@ import numpy as np
 from edgebp.runtime.protocol_common import (
     MAX_LINE_BYTES, OK, SEQ_MODULO, STATUS, LineParser, Sink, one_record, status_range,
 )
-from edgebp.runtime.protocol_header import HeaderError, StreamHeader, header_fields_decode, header_fields_encode
+from edgebp.runtime.protocol_header import (
+    HeaderError, StreamHeader, _fmt_num, header_fields_decode, header_fields_encode,
+)
 
 log = logging.getLogger(__name__)
 
 TEXT_MAGIC = b"#EDGEBP"
+CUFF_MAGIC = b"#CUFF"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 _LINE_RE = re.compile(rb"-?[0-9]+(?:,-?[0-9]+)*\Z")
 _FAST_CHARS = b"0123456789-,\n"
+_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+
+def cuff_encode_text(sbp: float, dbp: float) -> bytes:
+    """A cuff reading line, ``#CUFF sbp=<mmHg> dbp=<mmHg>\\n``, numbers in the shortest exact form.
+
+    Only finiteness is checked here: the decoder decides what it accepts (40..300 mmHg,
+    DBP below SBP), so that tests and tools can also write readings it must reject.
+
+    Examples
+    --------
+    >>> cuff_encode_text(120, 80.25)
+    b'#CUFF sbp=120 dbp=80.25\\n'
+    """
+    vals = []
+    for name, x in (("sbp", sbp), ("dbp", dbp)):
+        x = float(x)
+        if not np.isfinite(x):
+            raise ValueError(f"cuff_encode_text: {name} must be a finite number of mmHg, got {x!r}")
+        vals.append(_fmt_num(x))
+    return CUFF_MAGIC + f" sbp={vals[0]} dbp={vals[1]}\n".encode("ascii")
+
+
+def cuff_fields_decode(body: bytes) -> tuple[float, float]:
+    """``(sbp, dbp)`` from the fields of a ``#CUFF`` line (the part after ``#CUFF``).
+
+    Keys may come in any order; unknown keys are ignored (later versions may add fields).
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: not ASCII, a token that is not ``key=value``, a repeated or
+        missing ``sbp``/``dbp``, a value that is not a decimal number.
+
+    Examples
+    --------
+    >>> cuff_fields_decode(b" dbp=80 sbp=120.5 src=arm")
+    (120.5, 80.0)
+    """
+    try:
+        text = bytes(body).decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cuff line is not ASCII (byte {err.start})") from None
+    kv: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise ValueError(f"cuff token {token!r} is not key=value")
+        if key in kv:
+            raise ValueError(f"cuff field {key!r} appears twice")
+        kv[key] = value
+    missing = [k for k in ("sbp", "dbp") if k not in kv]
+    if missing:
+        raise ValueError("missing " + " and ".join(f"{k}=" for k in missing))
+    out = []
+    for k in ("sbp", "dbp"):
+        if not _DECIMAL_RE.match(kv[k]):
+            raise ValueError(f"{k}={kv[k]!r} is not a decimal number")
+        out.append(float(kv[k]))
+    return out[0], out[1]
 
 
 def header_encode_text(h: StreamHeader) -> bytes:
@@ -269,6 +338,16 @@ class TextParser(LineParser):
                 return
             self.sink.on_header(header, where)
             self.header = header
+        elif line.startswith(CUFF_MAGIC) and (len(line) == len(CUFF_MAGIC) or line[len(CUFF_MAGIC)] in b" \t"):
+            if len(line) > MAX_LINE_BYTES:
+                self.sink.on_cuff_rejected("malformed", f"cuff line longer than {MAX_LINE_BYTES} bytes", where)
+                return
+            try:
+                sbp, dbp = cuff_fields_decode(line[len(CUFF_MAGIC):])
+            except ValueError as err:
+                self.sink.on_cuff_rejected("malformed", f"malformed cuff line ({err})", where)
+                return
+            self.sink.on_cuff(sbp, dbp, where)
         else:
             self.sink.on_ignored("comment line")
 
@@ -283,6 +362,10 @@ class TextParser(LineParser):
             if content.startswith(TEXT_MAGIC):
                 self.sink.on_header_rejected("truncated header line (no newline at the end of the stream)",
                                              f"line {line_no}")
+            elif content.startswith(CUFF_MAGIC) and (len(content) == len(CUFF_MAGIC)
+                                                     or content[len(CUFF_MAGIC)] in b" \t"):
+                self.sink.on_cuff_rejected("truncated", "truncated cuff line (no newline at the end of the stream)",
+                                           f"line {line_no}")
             else:
                 self.sink.on_ignored("comment line")
         else:

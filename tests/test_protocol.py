@@ -15,7 +15,7 @@ from edgebp.runtime.crc import (
     CHECK_VALUE, crc16_ccitt_false, crc16_ccitt_false_bitwise, crc16_ccitt_false_rows,
 )
 from edgebp.runtime.protocol import (
-    GapEvent, HeaderEvent, ResetEvent, StreamDecoder, StreamHeader, decode_bytes, decode_stream,
+    CuffEvent, GapEvent, HeaderEvent, ResetEvent, StreamDecoder, StreamHeader, decode_bytes, decode_stream,
     decoder_throughput, header_encode_binary, header_encode_text, header_fields_decode,
     header_fields_encode, samples_encode_binary, samples_encode_max3010x, samples_encode_text,
     stream_detect_format,
@@ -59,7 +59,10 @@ def flatten(blocks) -> tuple[np.ndarray, np.ndarray, list]:
                 events.append(("gap", pos + e.at_index, e.after_seq, e.n_missing))
             elif isinstance(e, ResetEvent):
                 events.append(("reset", pos + e.at_index, e.from_seq, e.to_seq))
+            elif isinstance(e, CuffEvent):
+                events.append(("cuff", pos + e.at_index, e.sbp, e.dbp))
             else:
+                assert isinstance(e, HeaderEvent), e
                 events.append(("header", pos + e.at_index, e.header, e.previous))
         seqs.append(b.seq)
         vals.append(b.values)
