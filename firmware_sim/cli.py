@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from edgebp.cli import CliError
+from edgebp.firmware_sim.cuff import DEFAULT_WINDOW_S, CuffSpec, cuff_times_parse, cuff_write
 from edgebp.firmware_sim.device import DeviceConfig
 from edgebp.firmware_sim.faults import FAULT_NAMES, faults_parse
 from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_source_load, sim_truth_write
@@ -40,6 +41,14 @@ frame rate (--fs); a slower PPG (--ppg-fs) is sample-and-held.
   Example: drop=0.01,corrupt=1e-4,reset@120s,leadoff@30s+5s,flat@60s+3s,motion=0.02
 
 \b
+Cuff readings (text or binary format): --cuff-every S (one every S seconds, the first at
+S) and/or --cuff-at T1,T2,... (seconds from the start). A reading at T is the mean SBP
+and DBP of the valid truth beats in [T - --cuff-window, T] (an oscillometric cuff reports
+about the average over its measurement), plus --cuff-noise SD mmHg; it goes into the
+stream (#CUFF line or 'C' frame) just before the first sample at or after T.
+--cuff-csv writes the readings as time,sbp,dbp (time on the truth file's axis).
+
+\b
 The UART sends 10 bits per byte (8N1) from a transmit buffer (--buffer); when the data
 rate exceeds --baud / 10 bytes/s the buffer fills and whole frames are dropped (counted).
 Output: a file (as fast as possible, or --realtime), stdout (--out -), or a
@@ -52,6 +61,7 @@ Examples:
     edgebp sim --source record:data/challenge2015/a123l --format binary \\
         --faults drop=0.01,reset@120s --baud 115200 --out serial.bin --truth truth.csv
     edgebp sim --source synth:1 --pty --faults motion=0.02 --truth truth.csv
+    edgebp sim --source synth:3 --out serial.log --truth truth.csv --cuff-every 60 --cuff-csv cuff.csv
 """
 
 
@@ -88,10 +98,21 @@ Examples:
               help="Seconds to wait for a reader to open the pty (0 = do not wait).")
 @click.option("--pty-linger", type=float, default=2.0, show_default=True,
               help="Seconds to keep the pty open after the last byte unless the reader closes it first.")
+@click.option("--cuff-every", "cuff_every", type=float, default=None, metavar="SECONDS",
+              help="A cuff reading every SECONDS, the first at SECONDS.")
+@click.option("--cuff-at", "cuff_at", default=None, metavar="T1,T2,...",
+              help="Cuff readings at these times (s from the start; units ms, s, min, h allowed).")
+@click.option("--cuff-window", type=float, default=DEFAULT_WINDOW_S, show_default=True, metavar="SECONDS",
+              help="Cuff measurement window: a reading is the mean of the truth beats over it.")
+@click.option("--cuff-noise", type=float, default=0.0, show_default=True, metavar="SD",
+              help="Gaussian noise SD added to cuff SBP and DBP (mmHg), seeded by --seed.")
+@click.option("--cuff-csv", type=click.Path(dir_okay=False), default=None,
+              help="Also write the cuff readings as CSV time,sbp,dbp.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed, source_seed, source_fs, fs, channels, ppg_fs,
                 ecg_bits, ecg_range_mv, ppg_bits, ppg_polarity, leadoff_mode, clock_ppm, jitter_us, out, truth,
-                truth_beats, summary, realtime, speed, use_pty, pty_wait, pty_linger, quiet):
+                truth_beats, summary, realtime, speed, use_pty, pty_wait, pty_linger, cuff_every, cuff_at, cuff_window,
+                cuff_noise, cuff_csv, quiet):
     """Simulate a wearable streaming over a serial line."""
     def say(msg: str) -> None:
         if not quiet:
@@ -114,6 +135,20 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
+        cuff = CuffSpec(every_s=cuff_every, at_s=cuff_times_parse(cuff_at) if cuff_at is not None else (),
+                        window_s=cuff_window, noise_sd=cuff_noise)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not cuff.active:
+        given = [name for name, v, d in (("--cuff-csv", cuff_csv, None), ("--cuff-window", cuff_window, DEFAULT_WINDOW_S),
+                                         ("--cuff-noise", cuff_noise, 0.0)) if v != d]
+        if given:
+            raise CliError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --cuff-every or "
+                           "--cuff-at (when the cuff measures)")
+    if cuff.active and fmt == "max3010x":
+        raise CliError("cuff readings (--cuff-every/--cuff-at) need --format text or binary: "
+                       "MAX3010x lines have no place for them")
+    try:
         cfg = DeviceConfig(
             fs=fs, channels=tuple(c for c in channels.split(",") if c.strip()), ppg_fs=ppg_fs,
             ecg_bits=ecg_bits, ecg_range_mv=ecg_range_mv, ppg_bits=ppg_bits, ppg_polarity=ppg_polarity,
@@ -121,16 +156,19 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
         )
     except ValueError as exc:
         raise CliError(f"device option: {exc}") from None
-    for p in (truth, truth_beats, summary, None if out in (None, "-") else out):
+    for p in (truth, truth_beats, summary, cuff_csv, None if out in (None, "-") else out):
         if p is not None and not Path(p).resolve().parent.is_dir():
             raise CliError(f"{p}: the directory does not exist")
 
     say(f"loading {source}")
     record = sim_source_load(source, minutes=minutes, source_seed=source_seed, source_fs=source_fs)
     t0 = time.monotonic()
-    res = device_simulate(record, cfg, spec, fmt=fmt, baud=baud, buffer_bytes=buffer_bytes,
-                          minutes=minutes if minutes is not None or not source.startswith("synth:") else 5.0,
-                          start_s=start_s, seed=seed)
+    try:
+        res = device_simulate(record, cfg, spec, fmt=fmt, baud=baud, buffer_bytes=buffer_bytes,
+                              minutes=minutes if minutes is not None or not source.startswith("synth:") else 5.0,
+                              start_s=start_s, seed=seed, cuff=cuff if cuff.active else None)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     s = res.summary
     say(f"simulated {s['duration_s']:.1f} s in {time.monotonic() - t0:.1f} s: {s['frames_generated']} frames, "
         f"{s['frames_emitted']} on the wire ({s['frames_corrupted']} corrupted), {s['frames_dropped_fault']} dropped, "
@@ -139,6 +177,12 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
 
     _, beats_path, summary_path = sim_truth_write(res, truth, truth_beats, summary)
     say(f"truth: {truth}, {beats_path}, {summary_path}")
+    if res.cuff is not None:
+        c = s["cuff"]
+        say(f"cuff: {c['readings']} reading(s) ({c['readings_emitted']} complete on the wire, {c['skipped']} skipped)"
+            + (f", written to {cuff_csv}" if cuff_csv else ""))
+        if cuff_csv:
+            cuff_write(cuff_csv, res.cuff)
 
     def progress(stream_s: float, nbytes: int) -> None:
         say(f"streamed {stream_s:.0f} s of {s['duration_s']:.0f} s ({nbytes} bytes)")

@@ -13,6 +13,9 @@ Pipeline of :func:`device_simulate`
    bytes to the UART.
 5. The UART's transmit buffer drops whole frames when full; resets clear it
    (:mod:`edgebp.firmware_sim.uart`). ``corrupt`` alters one byte of a frame on the wire.
+6. With a :class:`~edgebp.firmware_sim.cuff.CuffSpec`, cuff readings (the mean truth-beat
+   SBP/DBP over the cuff's measurement window) go into the stream before the first sample at
+   or after their time, through the same UART (faults hit sample frames only).
 
 Everything random comes from ``seed`` through separate streams per purpose, so a run is
 reproducible and adding one fault does not change the draws of another.
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebp.firmware_sim.cuff import CuffSpec, cuff_readings, cuff_schedule
 from edgebp.firmware_sim.device import (
     AdcChannel,
     DeviceConfig,
@@ -74,7 +78,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("text", "binary", "max3010x")
 SEQ_MOD = 1 << 16
-_ITEM_HEADER, _ITEM_FRAME, _ITEM_DUP = 0, 1, 2
+_ITEM_HEADER, _ITEM_FRAME, _ITEM_DUP, _ITEM_CUFF = 0, 1, 2, 3
 
 
 @dataclass
@@ -89,6 +93,10 @@ class SimResult:
     channels: list[AdcChannel]
     header: object | None = None
     fmt: str = "text"
+    #: Cuff readings sent (with a CuffSpec): ``time`` (truth axis, s), ``sbp``, ``dbp``
+    #: (mmHg), ``n_beats`` (beats averaged), ``tick`` (the sample it precedes), ``status``
+    #: (``emitted``, ``truncated``, ``overflow``, ``reset_lost``).
+    cuff: dict | None = None
 
     @property
     def stream(self) -> bytes:
@@ -203,6 +211,7 @@ def device_simulate(
     minutes: float | None = None,
     start_s: float = 0.0,
     seed: int = 0,
+    cuff: CuffSpec | None = None,
 ) -> SimResult:
     """Simulate the wearable recording ``record`` and streaming it over a UART.
 
@@ -227,6 +236,9 @@ def device_simulate(
         Where on the source's time axis the device starts.
     seed : int
         Seed of every random draw (clock, noise, faults).
+    cuff : CuffSpec, optional
+        Cuff readings to put into the stream (text or binary format); see
+        :mod:`edgebp.firmware_sim.cuff`.
 
     Returns
     -------
@@ -235,8 +247,9 @@ def device_simulate(
     Raises
     ------
     ValueError
-        Unknown format, missing channels, nothing to simulate, or a frame larger than the
-        transmit buffer.
+        Unknown format, missing channels, nothing to simulate, a frame larger than the
+        transmit buffer, or cuff readings that cannot be placed (MAX3010x format, a time
+        after the last sample).
     """
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: valid formats are {', '.join(FORMATS)}")
@@ -245,6 +258,9 @@ def device_simulate(
         log.info("max3010x format: device channels set to red, ir (was %s)", ",".join(cfg.channels))
         cfg = dataclasses.replace(cfg, channels=("red", "ir"))
     spec = faults if isinstance(faults, FaultSpec) else faults_parse(faults)
+    if cuff is not None and cuff.active and fmt == "max3010x":
+        raise ValueError("cuff readings (--cuff-every/--cuff-at) need --format text or binary: "
+                         "MAX3010x lines have no place for them")
     if baud < 0 or buffer_bytes <= 0:
         raise ValueError(f"baud must be >= 0 and buffer_bytes > 0 (got {baud}, {buffer_bytes})")
     chans = adc_channels(cfg)
@@ -292,6 +308,12 @@ def device_simulate(
         boot[i0:] += 1
     sampled = ~reboot
     masks = {k: faults_state_mask(schedule.events, k, td) for k in ("saturate", "leadoff", "motion", "flat")}
+
+    # --- per-beat truth on the source axis ---
+    i0 = max(0, int(np.floor(t_true[0] * abp_ch.fs)))
+    i1 = int(np.ceil(t_true[-1] * abp_ch.fs)) + 1
+    beats = beats_truth(abp_ch.signal[i0:i1], abp_ch.fs, t0=i0 / abp_ch.fs)
+    readings = _cuff_plan(cuff, beats, td, sampled, start_s, seed) if cuff is not None and cuff.active else None
 
     ecg = source_sample(ecg_ch.signal, ecg_ch.fs, t_true) if ecg_ch is not None else None
     ppg = source_sample(ppg_ch.signal, ppg_ch.fs, t_true) if ppg_ch is not None else None
@@ -350,15 +372,32 @@ def device_simulate(
         for b in np.unique(boot[sampled]):
             first_of_boot.add(int(np.flatnonzero(sampled & (boot == b))[0]))
     send_pos = {int(k): j for j, k in enumerate(send)}
+    cuff_at: dict[int, list[int]] = {}
+    if readings is not None:
+        for r, k in enumerate(readings["tick"].tolist()):
+            cuff_at.setdefault(int(k), []).append(r)
+    cuff_item = np.zeros(0 if readings is None else len(readings["tick"]), dtype=np.int64)
+    if readings is not None:
+        from edgebp.runtime import protocol
+    last_seq = 0  # the seq of the last sample frame handed to the UART (the cuff frame's SEQ)
     for k in np.flatnonzero(sampled).tolist():
         if k in first_of_boot:
             item_kind.append(_ITEM_HEADER)
             item_tick.append(k)
             item_bytes.append(header_bytes)
             item_ready.append(td[k])
+        for r in cuff_at.get(k, ()):
+            sbp, dbp = float(readings["sbp"][r]), float(readings["dbp"][r])
+            cuff_item[r] = len(item_kind)
+            item_kind.append(_ITEM_CUFF)
+            item_tick.append(k)
+            item_bytes.append(protocol.cuff_encode_text(sbp, dbp) if fmt == "text"
+                              else protocol.cuff_encode_binary(sbp, dbp, last_seq))
+            item_ready.append(td[k])
         j = send_pos.get(k)
         if j is None:
             continue
+        last_seq = int(seq[k])
         fb = frames[j]
         if trunc[k]:
             fb = fb[: int(trunc_rng.integers(1, len(fb)))] if len(fb) > 1 else b""
@@ -380,7 +419,10 @@ def device_simulate(
     # --- on the wire: cut by resets, corrupted bytes (each copy of a frame independently) ---
     corrupt_rng = fault_rng(seed, "corrupt_byte")
     p_corrupt_dup = schedule.frame_rates.get("corrupt", 0.0)
-    dup_corrupt_draw = fault_rng(seed, "corrupt_dup").random(len(kind)) < p_corrupt_dup
+    # one draw per non-cuff item, so that cuff readings do not move the draws of the frames
+    not_cuff = kind != _ITEM_CUFF
+    dup_corrupt_draw = np.zeros(len(kind), dtype=bool)
+    dup_corrupt_draw[not_cuff] = fault_rng(seed, "corrupt_dup").random(int(not_cuff.sum())) < p_corrupt_dup
     chunks: list[bytes] = []
     chunk_times: list[float] = []
     item_corrupt = np.zeros(len(kind), dtype=bool)
@@ -403,7 +445,7 @@ def device_simulate(
         chunk_times.append(float(end))
 
     # --- per wire item, then per tick ---
-    is_copy = kind != _ITEM_HEADER
+    is_copy = (kind == _ITEM_FRAME) | (kind == _ITEM_DUP)
     partial = sch.accepted & (sch.sent > 0) & ((sch.sent < sizes) | trunc[tick]) & is_copy
     complete = sch.accepted & (sch.sent == sizes) & ~trunc[tick] & is_copy
     intact = complete & ~item_corrupt
@@ -445,11 +487,6 @@ def device_simulate(
     truth["status"] = status
     truth["copies"] = copies
 
-    # --- per-beat truth on the source axis ---
-    i0 = max(0, int(np.floor(t_true[0] * abp_ch.fs)))
-    i1 = int(np.ceil(t_true[-1] * abp_ch.fs)) + 1
-    beats = beats_truth(abp_ch.signal[i0:i1], abp_ch.fs, t0=i0 / abp_ch.fs)
-
     hdr_items = kind == _ITEM_HEADER
     dup_items = kind == _ITEM_DUP
     count = {s: int(np.sum(status == s)) for s in ("emitted", "corrupted", "truncated", "dropped", "overflow",
@@ -490,6 +527,19 @@ def device_simulate(
         "fault_events": [{"name": e.name, "start_s": e.start_s, "duration_s": e.duration_s} for e in schedule.events],
         "device": cfg_clock.to_dict(),
     }
+    if readings is not None:
+        ci = cuff_item
+        readings["status"] = np.where(~sch.accepted[ci], "overflow",
+                                      np.where(sch.sent[ci] == 0, "reset_lost",
+                                               np.where(sch.sent[ci] < sizes[ci], "truncated", "emitted"))
+                                      ).astype(object)
+        summary["cuff"] = {
+            **cuff.to_dict(),
+            "readings": int(len(ci)),
+            "skipped": int(readings.pop("skipped")),
+            **{f"readings_{st}": int(np.sum(readings["status"] == st))
+               for st in ("emitted", "truncated", "overflow", "reset_lost")},
+        }
     summary["data_rate_bytes_per_s"] = float(sum(len(f) for f in frames) / duration) if duration else 0.0
     if baud > 0 and summary["data_rate_bytes_per_s"] > baud / 10.0:
         log.warning("data rate %.0f B/s exceeds the UART's %.0f B/s at %d baud: frames will overflow",
@@ -497,7 +547,40 @@ def device_simulate(
     log.info("done: %d generated, %d emitted, %d dropped, %d overflow, %d corrupted, %d truncated",
              summary["frames_generated"], summary["frames_emitted"], summary["frames_dropped_fault"],
              summary["frames_dropped_overflow"], summary["frames_corrupted"], summary["frames_truncated"])
-    return SimResult(chunks, np.array(chunk_times, dtype=np.float64), truth, beats, summary, chans, header, fmt)
+    return SimResult(chunks, np.array(chunk_times, dtype=np.float64), truth, beats, summary, chans, header, fmt,
+                     readings)
+
+
+def _cuff_plan(cuff: CuffSpec, beats: dict, td: np.ndarray, sampled: np.ndarray, start_s: float,
+               seed: int) -> dict:
+    """The cuff readings to send: times, values and the tick each one precedes.
+
+    Readings without a valid beat in their window, after the last sampled tick (rebooting
+    to the end) or outside what the protocol accepts (after noise) are skipped with a warning.
+    """
+    from edgebp.runtime.protocol import CUFF_RANGE_MMHG
+
+    times = cuff_schedule(cuff.every_s, cuff.at_s, float(td[-1]))
+    r = cuff_readings(beats, start_s + times, cuff.window_s, cuff.noise_sd, seed)
+    idx = np.flatnonzero(sampled)
+    pos = np.searchsorted(td[idx], times, side="left")
+    lo, hi = CUFF_RANGE_MMHG
+    keep = []
+    for i, t in enumerate(times.tolist()):
+        sbp, dbp = float(r["sbp"][i]), float(r["dbp"][i])
+        if r["n_beats"][i] == 0:
+            log.warning("cuff reading at %g s skipped: no valid beat in [%g, %g] s", t, t - cuff.window_s, t)
+        elif pos[i] >= idx.size:
+            log.warning("cuff reading at %g s skipped: the device takes no sample after it", t)
+        elif not (lo <= sbp <= hi and lo <= dbp <= hi and dbp < sbp):
+            log.warning("cuff reading at %g s skipped: %.1f/%.1f mmHg is not a valid reading (%g..%g mmHg, "
+                        "DBP below SBP)", t, sbp, dbp, lo, hi)
+        else:
+            keep.append(i)
+    keep = np.array(keep, dtype=np.int64)
+    log.info("cuff: %d readings (%d skipped), window %g s", keep.size, times.size - keep.size, cuff.window_s)
+    return {"time": r["time"][keep], "sbp": r["sbp"][keep], "dbp": r["dbp"][keep], "n_beats": r["n_beats"][keep],
+            "tick": idx[pos[keep]], "skipped": int(times.size - keep.size)}
 
 
 def sim_output_paths(truth: str | Path) -> tuple[Path, Path]:
