@@ -28,6 +28,7 @@ import numpy as np
 
 from edgebp.processing.beats import INTERVAL_RANGE, BeatDetector
 from edgebp.processing.qrs_stream import QrsDetector
+from edgebp.runtime.beat_features import WAVE_FEATURES, BeatFeatureBuffer
 
 PPG_LEAD_S = 0.15
 ECG_LAG_S = 0.09  # the window starts 0.05 s before the median arterial foot after the R peak
@@ -44,15 +45,21 @@ class BeatKeyer:
         Which input's beats key the readings.
     reasons : sequence of str
         Names of the runtime's reason codes (index = code).
+    features : bool
+        Also measure each valid beat's features (:mod:`edgebp.runtime.beat_features`: pulse
+        arrival time from the ECG given to :meth:`push_input`, PPG shape) into its row.
 
     Indices are the runtime's aligned model index ``m``: input sample ``m`` of the model and
     the prediction of ABP at that sample.
     """
 
-    def __init__(self, fs: float, source: str, reasons: tuple[str, ...]):
+    def __init__(self, fs: float, source: str, reasons: tuple[str, ...], features: bool = False):
         if source not in ("ppg", "ecg"):
             raise ValueError(f"beat source must be one of ppg, ecg; got {source!r}")
         self.fs, self.source, self.reasons = float(fs), source, tuple(reasons)
+        self.features = bool(features)
+        self.feat = BeatFeatureBuffer(self.fs) if self.features and source == "ppg" else None
+        self.qrs = QrsDetector(self.fs) if self.feat is not None else None
         if source == "ppg":
             # the preprocessed PPG is z-scored: a pulse spans about 3 units
             self.det = BeatDetector(self.fs, frac=0.2, floor=0.15, init_pp=3.0)
@@ -76,11 +83,21 @@ class BeatKeyer:
         self.lags: list[int] = []  # recent (smoothed systolic maximum - anchor point), samples
         self.last_point: int | None = None
         self.m_first = 0
+        if getattr(self, "feat", None) is not None:
+            self.feat.reset()
+            self.qrs_state = self.qrs.init_state()
 
     # -------------------------------------------------------------- inputs
-    def push_input(self, x: np.ndarray) -> None:
-        """The key channel at the model rate (NaN where the input was invalid)."""
+    def push_input(self, x: np.ndarray, ecg: np.ndarray | None = None) -> None:
+        """The key channel at the model rate (NaN where the input was invalid), and with
+        ``features`` the ECG at the same samples for the pulse arrival time (or None)."""
         x = np.asarray(x, np.float64)
+        if self.feat is not None:
+            r = None
+            if ecg is not None:
+                r, self.qrs_state = self.qrs.process(np.asarray(ecg, np.float64), self.qrs_state)
+                r = r.tolist()
+            self.feat.push(x, r)
         if self.source == "ppg":
             b, self.state = self.det.process(x, self.state)
             self._intervals(zip(b.i_dia.tolist(), b.i_end.tolist(), b.i_sys.tolist(), (b.sbp - b.dbp).tolist()))
@@ -201,4 +218,8 @@ class BeatKeyer:
         self.lags = (self.lags + [a + int(np.argmax(sm)) - p])[-30:]
         m = p + int(np.median(self.lags)) if len(self.lags) >= 3 else a + int(np.argmax(sm))
         row.update(m=m, sbp=float(seg.max()), dbp=float(seg.min()), map=float(seg.mean()), valid=True)
+        if self.feat is not None:
+            row.update(self.feat.features(a - self.shift, b - self.shift, p - self.shift))
+        elif self.features:
+            row.update({k: float("nan") for k in WAVE_FEATURES})
         return row

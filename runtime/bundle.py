@@ -133,6 +133,18 @@ class Bundle:
     def has(self, key: str) -> bool:
         return key in self.manifest["files"]
 
+    def estimator(self):
+        """The bundle's calibrated per-beat estimator (:class:`edgebp.runtime.calibrated.EstimatorParams`),
+        or None when it carries none."""
+        if not self.has("estimator"):
+            return None
+        from edgebp.runtime.calibrated import estimator_load
+
+        try:
+            return estimator_load(self.file("estimator"))
+        except ValueError as exc:
+            raise BundleError(str(exc)) from None
+
     @property
     def inputs(self) -> list[str]:
         return list(self.manifest["inputs"])

@@ -37,7 +37,10 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
 @click.option("--hop", type=int, default=None, help="Window models: run every HOP samples (1 = the seeds' point-wise paradigm).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
 @click.option("--run-dir", type=click.Path(exists=True, file_okay=False), default=None, help="With --backend torch (development only): the training run the bundle was exported from.")
-@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None, help="Cuff readings CSV (time,sbp,dbp) for a per-user offset.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Cuff readings CSV (time,sbp,dbp[,window]; time in s on the stream's axis). Readings inside the stream (#CUFF lines, 'C' frames) are used too.")
+@click.option("--calibration-method", type=click.Choice(["auto", "estimator", "offset", "hold"]), default="auto", show_default=True,
+              help="How cuff readings calibrate: the bundle's calibrated estimator (auto, when it has one), the model shifted by the cuff (offset), or the cuff value held.")
 @click.option("--out", "out_path", default=None,
               help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl [default, or -: beats as CSV on stdout, summary on stderr].")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
@@ -47,8 +50,8 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
                    "The outputs are bit-identical for every read size.")
 @click.option("--beat-source", type=click.Choice(["auto", "ppg", "ecg"]), default="auto", show_default=True,
               help="Which input's beats key the BP readings (auto: PPG pulses when the model has a PPG input, else ECG R peaks).")
-def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, out_path, summary_json, idle_timeout,
-                read_size, beat_source):
+def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, calibration_method,
+                out_path, summary_json, idle_timeout, read_size, beat_source):
     """Run a bundle on a device stream: point-wise ABP with validity, and beat SBP/DBP/MAP.
 
     BUNDLE defaults to the bundle shipped in the package (an int8 edge-tcn trained and
@@ -59,7 +62,7 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
 
     \b
     Output: with --out bp.csv, point-wise rows time,abp,valid,reason there and beats
-    time,sbp,dbp,map,hr,valid,reason in bp.beats.csv (both after # comment lines); with
+    time,sbp,dbp,map,hr,valid,reason,calibrated in bp.beats.csv (both after # comment lines); with
     --out bp.jsonl, both as JSON lines. Without --out (or --out -), the beats go to standard
     output as CSV: the header line, then one line per beat as it is produced (flushed), the
     summary to standard error; a reader that closes the pipe (| head) ends the run (exit 0).
@@ -96,11 +99,16 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     else:
         chunks = sources.iter_file(stream, chunk=read_size)
     decoder = StreamDecoder(fmt=fmt, fs=fs, channel_map=_channel_map(channel_map))
-    cal = Calibration.from_csv(calibration) if calibration else None
+    try:
+        cal = Calibration.from_csv(calibration, calibration_method) if calibration else Calibration([], calibration_method)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     m = b.manifest
+    method = calibration_method if calibration_method != "auto" else ("estimator" if b.has("estimator") else "offset")
     header = [f"edgebp run: bundle={b.path} model={m['model']['name']}/{m['model']['preset']} variant={variant} backend={backend}",
               f"inputs={','.join(m['inputs'])} model_fs={m['fs']} delay={m['delay']} units=mmHg",
-              f"calibration: {'per-user offset from ' + calibration if calibration else 'none (calibration-free)'}"]
+              f"calibration: {method}; " + (f"{len(cal.readings)} cuff reading(s) from {calibration}" if calibration else "cuff readings from the stream only")
+              + "; beats are uncalibrated (calibrated=0, absolute model values) until a reading applies"]
     to_stdout = out_path in (None, "-")
     writer = OutputWriter("-" if to_stdout else out_path, header)
 

@@ -51,7 +51,10 @@ from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
 from edgebp.processing.quality import CLIPPED, FLAT, FlatClipDetector
 from edgebp.runtime.backends import backend_open
+from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
+from edgebp.runtime.calibrated import (METHODS, CalibratedEstimator, EstimatorParams, cuff_csv_read, estimator_params_hold,
+                                       estimator_params_offset)
 from edgebp.runtime.bundle import Bundle
 
 log = logging.getLogger(__name__)
@@ -79,40 +82,22 @@ class OutputBlock:
 
 @dataclass
 class Calibration:
-    """Per-user cuff readings (time s, SBP, DBP) applied as an offset once the model has a
-    predicted beat near each reading's time."""
+    """The cuff readings given up front (``--calibration CSV``) and how they calibrate.
 
-    times: np.ndarray
-    sbp: np.ndarray
-    dbp: np.ndarray
-    offset_sbp: float | None = None
-    offset_dbp: float | None = None
-    applied_at: float | None = None
+    ``method``: ``auto`` (the bundle's calibrated estimator, else ``offset``), ``estimator``,
+    ``offset`` or ``hold`` (:mod:`edgebp.runtime.calibrated`). Readings that arrive inside
+    the stream are added by :meth:`StreamRuntime.cuff_reading`.
+    """
+
+    readings: list = field(default_factory=list)
+    method: str = "auto"
 
     @classmethod
-    def from_csv(cls, path: str) -> "Calibration":
-        import csv
+    def from_csv(cls, path: str, method: str = "auto") -> "Calibration":
+        return cls(cuff_csv_read(path), method)
 
-        rows = []
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            need = {"time", "sbp", "dbp"}
-            if reader.fieldnames is None or not need <= set(reader.fieldnames):
-                raise ValueError(f"{path}: calibration CSV needs the columns time,sbp,dbp (has: {', '.join(reader.fieldnames or [])})")
-            for line, r in enumerate(reader, start=2):
-                try:
-                    rows.append((float(r["time"]), float(r["sbp"]), float(r["dbp"])))
-                except ValueError:
-                    raise ValueError(f"{path}: line {line}: time, sbp and dbp must be numbers") from None
-        if not rows:
-            raise ValueError(f"{path}: no calibration readings")
-        a = np.asarray(rows)
-        return cls(a[:, 0], a[:, 1], a[:, 2])
 
-    def describe(self) -> str:
-        if self.offset_sbp is None:
-            return f"{len(self.times)} cuff reading(s) given; offset not yet applied"
-        return f"offset SBP {self.offset_sbp:+.1f} / DBP {self.offset_dbp:+.1f} mmHg from {len(self.times)} cuff reading(s), applied from t={self.applied_at:.1f} s"
+CALIBRATION_METHODS = ("auto", *METHODS)
 
 
 class StreamRuntime:
@@ -135,7 +120,8 @@ class StreamRuntime:
     def __init__(self, bundle: Bundle, device_fs: float, channel_index: dict[str, int], backend: str = "ort",
                  variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
                  flat_s: float = 2.0, gains: dict[str, float] | None = None, run_dir: str | None = None, stuck_s: float = 0.1,
-                 artefact_z: float | None = 5.0, beat_source: str = "auto"):
+                 artefact_z: float | None = 5.0, beat_source: str = "auto", estimator: EstimatorParams | None = None,
+                 features: bool = False):
         m = bundle.manifest
         if backend == "torch" and not run_dir:
             raise ValueError("--backend torch needs --run-dir RUN_DIR: a bundle holds ONNX models, not the torch weights")
@@ -150,6 +136,7 @@ class StreamRuntime:
         self.norm = m["normalisation"]
         self.delay = int(m["delay"])
         self.calibration = calibration
+        self.est_params = self._estimator_choose(bundle, calibration, estimator)
         self.streamable = bool(m.get("streaming")) and m["causal"]
         self.window = int(m["window"])
         self.hop = int(hop or m["hop"])
@@ -191,16 +178,45 @@ class StreamRuntime:
             raise ValueError(f"beat source {beat_source!r}: the model has no {beat_source} input (inputs: {', '.join(self.inputs)})")
         auto = "ppg" if "ppg" in self.inputs else "ecg" if "ecg" in self.inputs else None
         self.beat_source = None if self.values_model else (auto if beat_source == "auto" else beat_source)
-        self.keyer = BeatKeyer(self.fs, self.beat_source, REASONS) if self.beat_source else None
+        # the estimator reads the beats' features (PAT needs the ECG beside the PPG)
+        self.features = bool(features) or self.est_params.method == "estimator"
+        self.keyer = BeatKeyer(self.fs, self.beat_source, REASONS, features=self.features) if self.beat_source else None
         self._key_row = self.inputs.index(self.beat_source) if self.beat_source else None
+        self._ecg_row = self.inputs.index("ecg") if self.features and "ecg" in self.inputs and self.beat_source == "ppg" else None
+        self.estimator = CalibratedEstimator(self.est_params)
+        for r in (calibration.readings if calibration is not None else []):
+            self.estimator.reading_add(r.t, r.sbp, r.dbp, r.window_s, r.where)
         self.t_base = 0.0  # device time (s) of the first sample since the last device reset
-        self._cal_acc: list = []
         self.reset()
         self.stats = {"outputs": 0, "valid": 0, "reasons": {r: 0 for r in REASONS if r != "ok"}, "beats": 0, "beats_invalid": 0,
-                      "model_calls": 0, "resets": 0,
+                      "model_calls": 0, "resets": 0, "cuff_readings": 0, "cuff_rejected": 0,
                       # the latest steps only: a live stream must not grow without bound (a list
                       # of every 20 ms step grew ~6 MB an hour)
                       "step_latency_s": collections.deque(maxlen=STEP_LATENCY_KEEP)}
+
+    @staticmethod
+    def _estimator_choose(bundle: Bundle, calibration: Calibration | None, given: EstimatorParams | None) -> EstimatorParams:
+        method = calibration.method if calibration is not None else "auto"
+        if method not in CALIBRATION_METHODS:
+            raise ValueError(f"calibration method {method!r}: valid methods are {', '.join(CALIBRATION_METHODS)}")
+        own = given if given is not None else bundle.estimator()
+        if method in ("auto", "estimator"):
+            if own is not None:
+                return own
+            if method == "estimator":
+                raise ValueError(f"{bundle.path}: this bundle carries no calibrated estimator (estimator.json); use the offset or hold method")
+            return estimator_params_offset()
+        return estimator_params_offset() if method == "offset" else estimator_params_hold()
+
+    def cuff_reading(self, sbp: float, dbp: float, t: float | None = None, where: str = "", window_s: float | None = None) -> bool:
+        """A cuff reading arrived in the stream; it applies at device time ``t`` (default: the
+        time of the next device sample). An implausible one is refused with a warning naming
+        ``where``; False then."""
+        if t is None:
+            t = self.t_base + self._dev_base / self.fs_dev
+        ok = self.estimator.reading_add(float(t), sbp, dbp, window_s, where)
+        self.stats["cuff_readings" if ok else "cuff_rejected"] += 1
+        return ok
 
     # ----------------------------------------------------------------- state
     def reset(self) -> None:
@@ -326,7 +342,11 @@ class StreamRuntime:
         if self.keyer is not None and n_new:
             xk = X[self._key_row].astype(np.float64)
             xk[reason_new > 0] = np.nan  # no beat is keyed from gated, missing or artefact input
-            self.keyer.push_input(xk)
+            xe = None
+            if self._ecg_row is not None:
+                xe = X[self._ecg_row].astype(np.float64)
+                xe[reason_new > 0] = np.nan
+            self.keyer.push_input(xk, xe)
         out = self._model_feed(X, reason_new)
         self.stats["step_latency_s"].append(time.perf_counter() - t_start)
         return out
@@ -403,9 +423,9 @@ class StreamRuntime:
             beats = self._keyed_rows(self.keyer.pop())
         else:
             beats = self._beats(abp, t)
-        if self.calibration is not None and self.calibration.offset_sbp is not None:
-            off_map = (self.calibration.offset_sbp + 2 * self.calibration.offset_dbp) / 3.0
-            abp = abp + off_map
+        off = self.estimator.wave_offset()
+        if off is not None:  # the waveform moves by the cuff minus the model's MAP at calibration
+            abp = abp + off
         self.stats["outputs"] += len(k)
         self.stats["valid"] += int(valid.sum())
         for code in range(1, len(REASONS)):
@@ -418,31 +438,18 @@ class StreamRuntime:
         for r in rows:
             row = {"t": (r["m"] - self.res_delay) / self.fs + self.t_base, "sbp": r["sbp"], "dbp": r["dbp"], "map": r["map"],
                    "hr": r["hr"], "valid": bool(r["valid"]), "reason": "ok" if r["valid"] else r["reason"]}
-            if row["valid"]:
-                self._calibrate_row(row)
+            if self.features:
+                row.update({k: r[k] for k in WAVE_FEATURES if k in r})
+            self._calibrate_row(row)
             out.append(row)
         self.stats["beats"] += sum(1 for r in out if r["valid"])
         self.stats["beats_invalid"] += sum(1 for r in out if not r["valid"])
         return out
 
     def _calibrate_row(self, row: dict) -> None:
-        cal = self.calibration
-        if cal is None:
-            return
-        if cal.offset_sbp is None:
-            near = np.abs(cal.times - row["t"]) <= 5.0
-            if near.any():
-                self._cal_acc.append((row["sbp"], row["dbp"], int(np.flatnonzero(near)[0])))
-                if len(self._cal_acc) >= 3:
-                    j = self._cal_acc[0][2]
-                    cal.offset_sbp = float(cal.sbp[j] - np.mean([a[0] for a in self._cal_acc]))
-                    cal.offset_dbp = float(cal.dbp[j] - np.mean([a[1] for a in self._cal_acc]))
-                    cal.applied_at = row["t"]
-        if cal.offset_sbp is not None:
-            row["sbp"] += cal.offset_sbp
-            row["dbp"] += cal.offset_dbp
-            row["map"] += (cal.offset_sbp + 2 * cal.offset_dbp) / 3.0
-            row["calibrated"] = True
+        """The estimator on one beat row (valid or not, in time order): calibrated values
+        once a cuff reading applies, and the ``calibrated`` flag either way."""
+        self.estimator.update(row)
 
     def _beats(self, abp: np.ndarray, t: np.ndarray) -> list[dict]:
         b, self.beat_state = self.beat_det.process(abp, self.beat_state)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 # columns of the beats file (``<stem>.beats.csv``, or standard output without --out)
-BEAT_COLUMNS = ("time", "sbp", "dbp", "map", "hr", "valid", "reason")
+BEAT_COLUMNS = ("time", "sbp", "dbp", "map", "hr", "valid", "reason", "calibrated")
 BEAT_HEADER = ",".join(BEAT_COLUMNS)
 POINTWISE_HEADER = "time,abp,valid,reason"
 
@@ -62,18 +62,19 @@ def beat_fields(b: dict) -> dict:
 
 
 def beat_csv_row(b: dict) -> str:
-    """One line of the beats CSV (``time,sbp,dbp,map,hr,valid,reason``; NaN as an empty cell).
+    """One line of the beats CSV (``time,sbp,dbp,map,hr,valid,reason,calibrated``; NaN as an
+    empty cell; ``calibrated`` 1 once a cuff reading calibrates the values, else 0).
 
     Examples
     --------
     >>> beat_csv_row({"t": 1.0, "sbp": 120.0, "dbp": 80.0, "map": 93.3, "hr": 61.0, "valid": True, "reason": "ok"})
-    '1.000,120.00,80.00,93.30,61.0,1,ok'
+    '1.000,120.00,80.00,93.30,61.0,1,ok,0'
     >>> beat_csv_row({"t": 2.0, "sbp": float("nan"), "dbp": float("nan"), "map": float("nan"), "valid": False, "reason": "gap"})
-    '2.000,,,,,0,gap'
+    '2.000,,,,,0,gap,0'
     """
     f = beat_fields(b)
     return (f"{f['t']:.3f},{_num(f['sbp'], '%.2f')},{_num(f['dbp'], '%.2f')},{_num(f['map'], '%.2f')},"
-            f"{_num(f['hr'], '%.1f')},{1 if f['valid'] else 0},{f['reason']}")
+            f"{_num(f['hr'], '%.1f')},{1 if f['valid'] else 0},{f['reason']},{1 if f.get('calibrated') else 0}")
 
 
 class OutputWriter:
@@ -83,7 +84,7 @@ class OutputWriter:
       ``{"type": "sample", "t", "abp", "valid", "reason"}`` and ``{"type": "beat", "t",
       "sbp", "dbp", "map", "hr", "valid", "reason"[, "calibrated"]}``; NaN as null).
     - another ``path`` (``bp.csv``): point-wise rows ``time,abp,valid,reason`` there, beats
-      ``time,sbp,dbp,map,hr,valid,reason`` to ``bp.beats.csv``; both start with ``#`` lines.
+      ``time,sbp,dbp,map,hr,valid,reason,calibrated`` to ``bp.beats.csv``; both start with ``#`` lines.
     - ``"-"``: beats only, to standard output: the beats header line first, then one line per
       beat as it is produced, flushed. When the reader closes the pipe (``| head``) the
       writer stops writing and sets :attr:`closed` (pass ``stop=lambda: writer.closed`` to
@@ -100,7 +101,7 @@ class OutputWriter:
     >>> blk.beats = [{"t": 1.0, "sbp": 120.0, "dbp": 80.0, "map": 93.3}]
     >>> w.write(blk); w.close()
     >>> open(path[:-4] + ".beats.csv").read().splitlines()[1:]
-    ['time,sbp,dbp,map,hr,valid,reason', '1.000,120.00,80.00,93.30,,1,ok']
+    ['time,sbp,dbp,map,hr,valid,reason,calibrated', '1.000,120.00,80.00,93.30,,1,ok,0']
     """
 
     def __init__(self, path: str | None, header_lines: list[str]):
@@ -203,7 +204,10 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                    writer: OutputWriter | None = None, collect: bool = False, stop=None,
                    max_interp: int = MAX_INTERP_SAMPLES, run_dir: str | None = None, beat_source: str = "auto") -> dict:
     """Run a byte stream through the bundle; returns the summary (and the outputs if ``collect``)."""
+    from edgebp.runtime import protocol as _protocol
     from edgebp.runtime.protocol import GapEvent, HeaderEvent, ResetEvent
+
+    CuffEvent = getattr(_protocol, "CuffEvent", None)
 
     t_wall = time.perf_counter()
     rt: StreamRuntime | None = None
@@ -243,7 +247,7 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                 if header_seen is not None and rt is not None and _layout(ev.header) != _layout(header_seen):
                     raise ValueError(f"stream: the device changed its layout mid-stream ({_layout(header_seen)} -> {_layout(ev.header)})")
                 header_seen = ev.header
-            elif isinstance(ev, (GapEvent, ResetEvent)):
+            elif isinstance(ev, (GapEvent, ResetEvent)) or (CuffEvent is not None and isinstance(ev, CuffEvent)):
                 cuts.append((int(getattr(ev, "index", getattr(ev, "at_index", 0))), ev))
         cuts.sort(key=lambda c: c[0])
         if held_gap:
@@ -273,6 +277,11 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
                     rows = np.full((m, n_ch), np.nan)
                 emit(r.push(rows))
                 dev_samples += m
+            elif CuffEvent is not None and isinstance(ev, CuffEvent):
+                # the reading applies at the time of the next device sample (after any held gap)
+                r = ensure_runtime()
+                t_next = r.t_base + (r._dev_base + held_gap) / r.fs_dev
+                r.cuff_reading(float(ev.sbp), float(ev.dbp), t=t_next, where=str(getattr(ev, "where", "") or "stream"))
             elif isinstance(ev, ResetEvent):
                 r = ensure_runtime()
                 emit(r.flush())
@@ -317,7 +326,8 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
             "real_time_factor": audio_s / wall if wall > 0 else float("inf"),
             "chunk_latency_ms": {"p50": float(np.percentile(lat, 50)) if len(lat) else None, "p99": float(np.percentile(lat, 99)) if len(lat) else None,
                                  "over_last_steps": int(len(lat))},
-            "calibration": calibration.describe() if calibration else "none",
+            "calibration": rt.estimator.describe(), "cuff_readings": rt.stats["cuff_readings"], "cuff_rejected": rt.stats["cuff_rejected"],
+            "calibration_history": list(rt.estimator.history),
         })
     if collect:
         summary["_outputs"] = kept

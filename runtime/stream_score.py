@@ -47,6 +47,11 @@ class StreamScore:
     pairs: object
     pred_wave: np.ndarray
     counts: dict = field(default_factory=dict)
+    #: the runtime's valid beat rows (time order) and, per reference beat of ``pairs``, the
+    #: index of the row paired with it (-1: none) and its time on the runtime's axis (s)
+    beats: list = field(default_factory=list)
+    pair_index: np.ndarray | None = None
+    ref_t: np.ndarray | None = None
 
 
 def stream_variant_key(variant: str) -> str:
@@ -78,10 +83,12 @@ def record_device_samples(record, inputs: list[str]) -> tuple[np.ndarray, float]
 
 
 def stream_record(bundle: Bundle, record, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
-                  backend: str = "ort", threads: int = 1) -> dict:
+                  backend: str = "ort", threads: int = 1, features: bool = False) -> dict:
     """Push one record through a fresh :class:`StreamRuntime` in packets of ``packet_s``
-    seconds; returns ``t``, ``abp``, ``valid``, ``reason`` (point-wise), ``beats`` (rows),
-    ``res_delay`` (model samples) and ``stats``."""
+    seconds; returns ``t``, ``abp``, ``valid``, ``reason`` (point-wise), ``beats`` (rows;
+    with ``features`` each valid one carries the calibrated estimator's features),
+    ``res_delay`` (model samples) and ``stats``. No cuff reading is given: the beats are the
+    model's own absolute values."""
     from edgebp.runtime.engine import StreamRuntime
 
     if not packet_s > 0:
@@ -89,7 +96,10 @@ def stream_record(bundle: Bundle, record, variant: str = "int8", packet_s: float
     if not bundle.manifest.get("streaming"):
         raise BundleError(f"{bundle.path}: this bundle has no streaming model; score a window variant (int8, fp32) instead")
     vals, fs = record_device_samples(record, bundle.inputs)
-    rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)}, backend=backend, variant=variant, threads=threads)
+    from edgebp.runtime.engine import Calibration
+
+    rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)}, backend=backend, variant=variant, threads=threads,
+                       calibration=Calibration([], "offset"), features=features)
     step = max(1, int(round(packet_s * fs)))
     outs = [rt.push(vals[i:i + step]) for i in range(0, len(vals), step)]
     outs.append(rt.flush())
@@ -100,13 +110,13 @@ def stream_record(bundle: Bundle, record, variant: str = "int8", packet_s: float
 
 
 def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
-                        tolerance_s: float = 0.3) -> StreamScore:
+                        tolerance_s: float = 0.3, features: bool = False) -> StreamScore:
     """Stream ``record`` and pair its beats with the reference of ``prepared`` (the same
     record prepared offline: reference ABP and usable mask at the model rate)."""
     from edgebp.pairing import beat_times_pair
     from edgebp.scoring import BeatPairs, interval_read, reference_beats_scored
 
-    s = stream_record(bundle, record, variant=variant, packet_s=packet_s)
+    s = stream_record(bundle, record, variant=variant, packet_s=packet_s, features=features)
     fs = float(prepared.fs)
     n = len(prepared.abp)
     wave = np.full(n, np.nan)
@@ -134,21 +144,28 @@ def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8",
               "paired": int(len(ip)), "reference_read_from_interval": int(m - len(ip)),
               "runtime_unpaired": int(len(beats) - len(ip)), "outputs": int(len(s["t"])), "valid_outputs": int(s["valid"].sum()),
               "packet_samples": s["packet_samples"], "device_fs": s["device_fs"]}
-    return StreamScore(record.record_id, pairs, wave, counts)
+    pair_index = np.full(m, -1, np.int64)
+    pair_index[np.asarray(ir, np.int64)] = np.asarray(ip, np.int64)
+    return StreamScore(record.record_id, pairs, wave, counts, beats=beats, pair_index=pair_index, ref_t=np.asarray(rt_ref, float))
 
 
 def stream_score_records(bundle: Bundle, items, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
-                         keep_waves: int | None = None, progress=None) -> tuple[list, list[dict]]:
+                         keep_waves: int | None = None, progress=None, features: bool = False,
+                         streamed: list | None = None) -> tuple[list, list[dict]]:
     """:func:`stream_score_record` over ``items`` (``(record, prepared)`` pairs): returns the
     :class:`edgebp.evaluation.ScoredRecord` list (waveforms kept for the first ``keep_waves``
     records, all when ``None``) and the per-record beat counts (with ``record``).
-    ``progress(k, record_id)`` is called after each record."""
+    ``progress(k, record_id)`` is called after each record. With ``features`` the beats carry
+    the calibrated estimator's features; ``streamed`` (a list) receives each
+    :class:`StreamScore` (its waveform dropped) for :mod:`edgebp.runtime.calibrated_score`."""
     from edgebp.evaluation import ScoredRecord
 
     scored, counts = [], []
     for k, (rec, p) in enumerate(items):
-        sc = stream_score_record(bundle, rec, p, variant=variant, packet_s=packet_s)
+        sc = stream_score_record(bundle, rec, p, variant=variant, packet_s=packet_s, features=features)
         keep = keep_waves is None or k < keep_waves
+        if streamed is not None:
+            streamed.append(StreamScore(sc.record_id, sc.pairs, None, sc.counts, sc.beats, sc.pair_index, sc.ref_t))
         scored.append(ScoredRecord(p.record_id, p.subject_id, sc.pairs, sc.pred_wave if keep else None))
         counts.append({"record": p.record_id} | sc.counts)
         if progress is not None:

@@ -192,7 +192,8 @@ def test_calibration_offset_is_applied_and_stated(tcn, record, tmp_path):
 
     s = stream_process(_chunks(data, 65536), bundle_load(tcn), StreamDecoder(), variant="fp32", calibration=cal, collect=True)
     beats = [b for o in s["_outputs"] for b in o.beats]
-    assert cal.offset_sbp is not None and "offset SBP" in s["calibration"]
+    assert "offset: 1 cuff reading(s) applied" in s["calibration"] and s["calibration_history"][0]["t"] == 10.0
+    assert all(not b["calibrated"] for b in beats if b["t"] <= 10.0)
     cal_beats = [b for b in beats if b.get("calibrated")]
     assert cal_beats, "no calibrated beats"
     near = [b for b in cal_beats if abs(b["t"] - 12) < 6]

@@ -24,7 +24,7 @@ from edgebp.cli import cli
 
 EXE = os.path.join(os.path.dirname(sys.executable), "edgebp")
 ROOT = Path(__file__).resolve().parents[1]
-BEAT_HEADER = "time,sbp,dbp,map,hr,valid,reason"
+BEAT_HEADER = "time,sbp,dbp,map,hr,valid,reason,calibrated"
 
 
 def _edgebp(*args, cwd=None, timeout=120, **kw):
@@ -198,7 +198,7 @@ def test_writer_fills_fields_missing_from_older_engine_rows(tmp_path):
     w.write(blk)
     w.close()
     lines = [ln for ln in (tmp_path / "bp.beats.csv").read_text().splitlines() if not ln.startswith("#")]
-    assert lines == [BEAT_HEADER, "1.000,120.00,80.00,93.30,,1,ok", "2.000,,,,70.0,0,flat"]
+    assert lines == [BEAT_HEADER, "1.000,120.00,80.00,93.30,,1,ok,0", "2.000,,,,70.0,0,flat,0"]
     w = OutputWriter(str(tmp_path / "bp.jsonl"), ["test"])
     w.write(blk)
     w.close()
@@ -220,7 +220,7 @@ def test_run_without_out_prints_beats_csv(chain):
     assert lines == file_lines and len(lines) > 10
     for ln in lines[1:]:
         cells = ln.split(",")
-        assert len(cells) == 7 and cells[5] in ("0", "1") and cells[6], ln
+        assert len(cells) == 8 and cells[5] in ("0", "1") and cells[6] and cells[7] in ("0", "1"), ln
     assert "samples in:" in p.stderr and "samples in:" not in p.stdout
 
 

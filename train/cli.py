@@ -12,7 +12,10 @@ from edgebp.cli import CliError
 
 
 @click.command(name="train")
-@click.option("--model", default=None, help="Model name: edge-tcn (default), msca-cssc-unet, cbpe-net, pulse2pressure, inn-par.")
+@click.option("--model", default=None, help="Model name: edge-tcn (default), msca-cssc-unet, cbpe-net, pulse2pressure, inn-par; "
+              "or beat-delta (the calibrated per-beat estimator, fitted for --bundle).")
+@click.option("--bundle", default=None, help="With --model beat-delta: the bundle whose deployed model feeds the estimator (default: the shipped one).")
+@click.option("--force", is_flag=True, help="With --model beat-delta: overwrite a non-empty --out.")
 @click.option("--preset", type=click.Choice(["edge", "paper"]), default=None, help="Model size preset (default edge).")
 @click.option("--inputs", default=None, help="Input channels, comma-separated: ppg,ecg (default: the model's own).")
 @click.option("--data", default=None, help="'synth' (built-in cohort, default), a directory of WFDB records, or UCI part_N.mat files.")
@@ -23,7 +26,7 @@ from edgebp.cli import CliError
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config key (repeatable), e.g. --set batch_size=64.")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/default", show_default=True, help="Run directory to write.")
-def train_command(model, preset, inputs, data, epochs, device, seed, config_file, overrides, resume, out_dir):
+def train_command(model, bundle, force, preset, inputs, data, epochs, device, seed, config_file, overrides, resume, out_dir):
     """Train a blood-pressure model with a subject-wise split, and write a run directory.
 
     The run directory holds config.json, split.json (records per split, by subject),
@@ -35,7 +38,24 @@ def train_command(model, preset, inputs, data, epochs, device, seed, config_file
     Example:
         edgebp train --out runs/default
         edgebp train --model cbpe-net --inputs ppg,ecg --data ../shared/data/challenge2015 --epochs 20 --out runs/cbpe
+        edgebp train --model beat-delta --bundle default --out bundles/default-cal
+
+    beat-delta writes a copy of the bundle carrying the calibrated estimator (estimator.json):
+    streamed through the deployed model on the bundle's training records, chosen on its
+    validation records (edgebp.train.beat_delta).
     """
+    if model == "beat-delta":
+        from edgebp.train.beat_delta_cli import beat_delta_train
+
+        bad = [n for n, v in (("--preset", preset), ("--inputs", inputs), ("--epochs", epochs), ("--device", device), ("--config", config_file),
+                               ("--resume", resume or None), ("--set", overrides or None)) if v is not None]
+        if bad:
+            raise CliError(f"--model beat-delta does not take {', '.join(bad)} (it is fitted in closed form for --bundle)")
+        logging.getLogger("edgebp").setLevel(min(logging.getLogger("edgebp").getEffectiveLevel(), logging.INFO))
+        beat_delta_train(bundle or "default", data, Path(out_dir), force=force)
+        return
+    if bundle is not None or force:
+        raise CliError("--bundle and --force belong to --model beat-delta")
     from edgebp.train.config import TrainConfig
     from edgebp.train.loop import train_run
 

@@ -117,8 +117,9 @@ def scored_file(src, stream_variant: str | None, packet_ms: float) -> dict:
     return {"kind": how, "file": f.name, "path": str(f), "sha256": file_sha256(f), "variant": stream_variant or src.variant}
 
 
-def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress) -> tuple[list, dict]:
-    """Each chosen record through the runtime in device-sized packets."""
+def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress, streamed: list | None = None) -> tuple[list, dict]:
+    """Each chosen record through the runtime in device-sized packets (``streamed``: a list
+    that receives the runtime's beats with their features, for the calibrated estimator)."""
     from edgebp.io import read_record
     from edgebp.runtime.stream_score import stream_score_records, stream_variant_key
 
@@ -126,14 +127,15 @@ def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress) -
     if missing:
         raise CliError(f"{missing[0]}: the prepared record does not say where its samples came from; cannot stream it")
     items = ((read_record(p.source), p) for p in chosen)
-    scored, counts = stream_score_records(src.bundle, items, stream_variant_key(variant), packet_ms / 1000.0, keep_waves=3, progress=progress)
+    scored, counts = stream_score_records(src.bundle, items, stream_variant_key(variant), packet_ms / 1000.0, keep_waves=3, progress=progress,
+                                          features=streamed is not None, streamed=streamed)
     totals = {key: sum(int(c[key]) for c in counts) for key in counts[0] if key not in ("record", "packet_samples", "device_fs")} if counts else {}
     totals["packet_samples"] = counts[-1]["packet_samples"] if counts else None
     return scored, totals
 
 
 def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int | None = None, progress: bool = True,
-                   include_training: bool = False, packet_ms: float = 20.0) -> tuple[dict, list, dict]:
+                   include_training: bool = False, packet_ms: float = 20.0, recalibrate_min: float | None = None) -> tuple[dict, list, dict]:
     """Score ``src`` on ``data``'s ``split`` records; returns (report, scored records, data info).
 
     ``report["data"]`` says which records were scored and how many training (``excluded.train``)
@@ -150,8 +152,9 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
             click.echo(f"\rscoring {k}/{len(chosen)} {rid}".ljust(60), nl=False, err=True)
 
     stream_variant = getattr(src, "stream_variant", None)
+    streamed = [] if (stream_variant and calibrate > 0) else None
     if stream_variant:
-        scored, stream_counts = _stream_score(src, chosen, stream_variant, packet_ms, _prog)
+        scored, stream_counts = _stream_score(src, chosen, stream_variant, packet_ms, _prog, streamed)
     else:
         scored = records_score(src.runner, chosen, geo, hop=hop, progress=_prog)
     if progress:
@@ -168,7 +171,28 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
         report["stream_beats"] = stream_counts
     report["data"] = data_info
     report["calibration_s"] = calibrate
+    if streamed is not None:
+        report["calibrated"] = calibrated_section(src.bundle, streamed, calibrate, recalibrate_min)
     return report, scored, {"prepared": {p.record_id: p for p in chosen}}
+
+
+def calibrated_section(bundle, streamed: list, calibrate: float, recalibrate_min: float | None) -> dict:
+    """The deployed calibrated path against hold on the same beats: the bundle's estimator (or
+    the offset method when it carries none), one reading at ``calibrate`` s (and with
+    ``recalibrate_min``, a new reading every that many minutes)."""
+    from edgebp.runtime.calibrated import estimator_params_offset
+    from edgebp.runtime.calibrated_score import calibrated_apply, calibrated_report, readings_from_reference
+
+    params = bundle.estimator() or estimator_params_offset()
+    out = {"method": params.method, "schemes": {}}
+    schemes = [("once", None)] + ([(f"every_{recalibrate_min:g}_min", recalibrate_min * 60.0)] if recalibrate_min else [])
+    for name, every in schemes:
+        res = [calibrated_apply(s, params, readings_from_reference(s, calibrate, every)) for s in streamed]
+        out["schemes"][name] = calibrated_report(res) | {"calibrate_s": calibrate, "every_s": every}
+        if params.method == "estimator":
+            off = [calibrated_apply(s, estimator_params_offset(), readings_from_reference(s, calibrate, every)) for s in streamed]
+            out["schemes"][name]["offset_method"] = calibrated_report(off)
+    return out
 
 
 def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, title: str) -> list[Path]:
@@ -225,11 +249,16 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
                    "through the streaming runtime, in device-sized packets); stream-fp32 the same in fp32; int8/fp32/pruned the "
                    "window models offline. A run directory has fp32 (torch) only.")
 @click.option("--packet-ms", type=float, default=20.0, show_default=True, help="Stream variants: packet length in ms (20 ms = 5 samples at 250 Hz).")
-@click.option("--calibrate", type=float, default=0.0, help="Seconds of per-subject calibration at the start of each record (0: calibration-free).")
+@click.option("--calibrate", type=float, default=0.0,
+              help="Seconds of per-subject calibration at the start of each record (0: calibration-free). Stream variants: a cuff reading "
+                   "(the reference mean over those seconds) at that time, through the bundle's calibrated estimator, scored against "
+                   "holding the cuff value on the same beats.")
+@click.option("--recalibrate-every", "recalibrate_min", type=float, default=None,
+              help="Stream variants with --calibrate: also score a new cuff reading every this many minutes.")
 @click.option("--hop", type=int, default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate_command(model_path, data, split, include_training, variant, packet_ms, calibrate, hop, report_dir, as_json):
+def evaluate_command(model_path, data, split, include_training, variant, packet_ms, calibrate, recalibrate_min, hop, report_dir, as_json):
     """Score a trained run or an exported bundle on held-out records, beside the naive baselines.
 
     By default a bundle is scored as deployed: its streaming int8 model through the streaming
@@ -243,14 +272,19 @@ def evaluate_command(model_path, data, split, include_training, variant, packet_
         edgebp evaluate runs/default --report runs/default/report
         edgebp evaluate runs/cbpe --calibrate 60 --json
         edgebp evaluate default --split all --data /elsewhere/challenge2015
+        edgebp evaluate default --calibrate 60 --recalibrate-every 2
     """
     if include_training and split != "all":
         raise CliError(f"--include-training goes with --split all (--split {split} scores only the {split} records)")
     if not packet_ms > 0:
         raise CliError(f"--packet-ms {packet_ms:g}: the packet length must be positive")
+    if recalibrate_min is not None and not (recalibrate_min > 0 and calibrate > 0):
+        raise CliError("--recalibrate-every needs --calibrate S and a positive number of minutes")
     src = model_open(model_path, variant)
+    if recalibrate_min is not None and not getattr(src, "stream_variant", None):
+        raise CliError("--recalibrate-every scores the deployed calibrated path: use a stream variant (stream-int8, stream-fp32)")
     report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json, include_training=include_training,
-                                          packet_ms=packet_ms)
+                                          packet_ms=packet_ms, recalibrate_min=recalibrate_min)
     if report_dir:
         report_plots_write(report, scored, info, Path(report_dir), f"edgebp evaluate: {src.describe().get('model')}")
     if as_json:
@@ -272,5 +306,16 @@ def evaluate_command(model_path, data, split, include_training, variant, packet_
             click.echo("SD of predictions vs reference (all readings; between records): " + ", ".join(
                 f"{k.upper()} {sp[k]['pred_sd']:.1f} vs {sp[k]['ref_sd']:.1f}; {sp[k]['pred_sd_between_records']:.1f} vs {sp[k]['ref_sd_between_records']:.1f}"
                 for k in ("sbp", "dbp")))
+        cal = report.get("calibrated")
+        if cal:
+            from edgebp.runtime.calibrated_score import calibrated_table
+
+            for name, rep in cal["schemes"].items():
+                every = f", then every {rep['every_s'] / 60:g} min" if rep.get("every_s") else ""
+                click.echo("")
+                click.echo(calibrated_table(rep, f"Calibrated ({cal['method']}) vs hold, cuff reading at {rep['calibrate_s']:g} s{every} "
+                                                 f"(diff = model - hold MAE, record-bootstrap 95 % CI; goals: CI upper <= +0.3, ratio on > 10 mmHg moves <= 0.85):"))
+                if "offset_method" in rep:
+                    click.echo(calibrated_table(rep["offset_method"], "For comparison, the offset method (model shifted by the cuff):"))
         if report_dir:
             click.echo(f"report written to {report_dir}")
