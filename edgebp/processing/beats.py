@@ -45,8 +45,7 @@ import logging
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-from numba import njit
-from scipy import signal as sps
+from edgebp.processing.filters import njit  # numba.njit, imported without its scipy probe
 
 log = logging.getLogger(__name__)
 
@@ -583,6 +582,8 @@ def _finite_runs(x: np.ndarray) -> list[tuple[int, int]]:
 
 def _filtfilt_runs(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
     """Zero-phase filter of each finite run on its own; NaN stays NaN (short runs too)."""
+    from scipy import signal as sps  # offline only: the streaming runtime never imports scipy
+
     y = np.full(len(x), np.nan)
     padlen = 3 * (2 * len(sos) + 1)
     for a, b in _finite_runs(x):
@@ -592,6 +593,8 @@ def _filtfilt_runs(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
 
 
 def _band_sos(fs: float, low: float, high: float, order: int = 2) -> np.ndarray:
+    from scipy import signal as sps  # offline only: the streaming runtime never imports scipy
+
     nyq = 0.5 * fs
     high = min(high, 0.45 * fs)
     if low >= high:

@@ -1,5 +1,11 @@
 """Butterworth design and a streaming biquad cascade: numba kernels with explicit state.
 
+No scipy here (the runtime must not import it: ~525 modules and ~75 MB): the design
+(:func:`butter_sos`, a port of ``scipy.signal.butter(..., output="sos")``), the warm-start
+state (:func:`sosfilt_zi`) and the group delay (:func:`group_delay_at`) are plain numpy with
+the same operations in the same order as scipy 1.17, so they give the same float64 values;
+``tests/test_startup.py`` checks them against scipy on a grid of designs.
+
 Two kernels share one recursion (the one of :func:`scipy.signal.sosfilt`, same operation order,
 so results are bit-identical):
 
@@ -33,13 +39,55 @@ True
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
-from numba import njit
 
 logger = logging.getLogger(__name__)
+
+
+def _import_numba():
+    """``import numba`` without numba's two scipy probes.
+
+    Two lines of numba load scipy into every process that runs a numba kernel, neither for
+    anything our kernels use:
+
+    - ``numba/__init__.py`` runs ``try: import scipy`` only to refuse a scipy older than 1.0
+      (the ``scipy`` package: 10 modules);
+    - ``numba/np/arraymath.py``, imported at the first dispatch (compile or cache load), sets
+      ``_HAVE_BLAS`` by importing ``scipy.linalg.cython_blas`` (85 modules, ~0.4 s, ~16 MB);
+      the flag only picks BLAS for ``np.convolve``/``np.correlate`` inside kernels.
+
+    The runtime path must import no scipy, so both imports run here, while
+    ``sys.modules["scipy"]`` is ``None`` (``import scipy`` raises ImportError, which numba
+    treats as "no scipy"); the entry is removed right after, and ``_HAVE_BLAS`` is set back
+    to whether scipy is installed, as numba would have found it. A later ``import scipy``
+    (offline code; numba's ``np.dot``/``np.linalg`` support, which imports
+    ``scipy.linalg.cython_blas`` when such a kernel is compiled) works as usual, and
+    numba's behaviour is unchanged. Nothing is masked when scipy or numba is already
+    imported. The processing modules take :func:`njit` from here so that whichever of them
+    is imported first does this. Not thread-safe: meant for import time (another thread
+    importing scipy during these lines would get ImportError).
+    """
+    if "numba" not in sys.modules and "scipy" not in sys.modules:
+        import importlib.util
+
+        have_scipy = importlib.util.find_spec("scipy") is not None  # finds, does not import
+        sys.modules["scipy"] = None  # type: ignore[assignment]
+        try:
+            import numba  # noqa: F401
+            from numba.np import arraymath
+        finally:
+            if "scipy" in sys.modules and sys.modules["scipy"] is None:
+                del sys.modules["scipy"]
+        arraymath._HAVE_BLAS = have_scipy
+    import numba
+
+    return numba
+
+
+njit = _import_numba().njit
 
 FILTER_KINDS = ("bandpass", "highpass", "lowpass")
 
@@ -109,8 +157,276 @@ def filter_design(
         if low is not None:
             raise ValueError("filter_design: kind='lowpass' takes its cutoff as high=, not low=")
         wn = _edge("high", high)
-    sos = scipy.signal.butter(int(order), wn, btype=kind, fs=fs, output="sos")
+    sos = butter_sos(int(order), wn, kind, fs)
     return np.ascontiguousarray(sos, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Butterworth design without scipy: scipy.signal.iirfilter(ftype="butter", output="sos") for
+# a digital filter, step by step (buttap, lp2lp/lp2hp/lp2bp_zpk, bilinear_zpk, zpk2sos with
+# pairing="nearest"), same numpy operations in the same order.
+# --------------------------------------------------------------------------------------------
+
+
+def butter_sos(order: int, wn: float | list[float], kind: str, fs: float) -> np.ndarray:
+    """Digital Butterworth filter as second-order sections, like
+    ``scipy.signal.butter(order, wn, btype=kind, fs=fs, output="sos")``, in numpy only.
+
+    ``wn`` is the cutoff (``"lowpass"``/``"highpass"``) or ``[low, high]`` (``"bandpass"``)
+    in Hz; the caller validates the ranges (see :func:`filter_design`).
+
+    Examples
+    --------
+    >>> butter_sos(2, 40.0, "lowpass", 125.0).shape
+    (1, 6)
+    >>> butter_sos(2, [0.5, 8.0], "bandpass", 125.0).shape
+    (2, 6)
+    """
+    n = int(order)
+    wn_arr = np.asarray(wn, dtype=np.float64) / (float(fs) / 2)
+    # analog low-pass prototype (buttap); the middle value of m is 0: an exactly real pole
+    z = np.asarray([], dtype=np.float64)
+    m = np.arange(-n + 1, n, 2, dtype=np.float64)
+    p = -np.exp(1j * np.pi * m / (2 * n))
+    k = 1.0
+    # pre-warp for the bilinear transform at fs = 2 (normalised frequencies)
+    fs2 = 2.0
+    warped = 2 * fs2 * np.tan(np.pi * wn_arr / fs2)
+    if kind == "lowpass":
+        wo = float(warped)
+        degree = p.shape[0] - z.shape[0]
+        z, p, k = wo * z, wo * p, k * wo**degree
+    elif kind == "highpass":
+        wo = float(warped)
+        degree = p.shape[0] - z.shape[0]
+        z_hp = np.concatenate((wo / z, np.zeros(degree)))
+        k = k * np.real(np.prod(-z) / np.prod(-p))
+        z, p = z_hp, wo / p
+    elif kind == "bandpass":
+        bw = float(warped[1] - warped[0])
+        wo = float(np.sqrt(warped[0] * warped[1]))
+        degree = p.shape[0] - z.shape[0]
+        z_lp = (z.astype(np.complex128) * bw / 2).astype(np.complex128)
+        p_lp = (p * bw / 2).astype(np.complex128)
+        z = np.concatenate((np.concatenate((z_lp + np.sqrt(z_lp**2 - wo**2), z_lp - np.sqrt(z_lp**2 - wo**2))),
+                            np.zeros(degree)))
+        p = np.concatenate((p_lp + np.sqrt(p_lp**2 - wo**2), p_lp - np.sqrt(p_lp**2 - wo**2)))
+        k = k * bw**degree
+    else:
+        raise ValueError(f"filter kind {kind!r} is not valid; choose one of: {', '.join(FILTER_KINDS)}")
+    # bilinear_zpk at fs = 2
+    degree = p.shape[0] - z.shape[0]
+    f2 = 2.0 * fs2
+    z_z = np.concatenate(((f2 + z) / (f2 - z), -np.ones(degree)))
+    p_z = (f2 + p) / (f2 - p)
+    k_z = k * np.real(np.prod(f2 - z) / np.prod(f2 - p))
+    return _zpk2sos_nearest(z_z, p_z, k_z)
+
+
+def _poly(roots: np.ndarray) -> np.ndarray:
+    """``scipy.signal._polyutils.poly`` (numpy's ``np.poly`` for 1-D roots)."""
+    roots = np.atleast_1d(np.asarray(roots))
+    if roots.shape[0] == 0:
+        return np.asarray(1.0, dtype=np.real(roots).dtype)
+    a = np.ones((1,), dtype=roots.dtype)
+    one = np.ones_like(roots[0])
+    for zero in roots:
+        a = np.convolve(a, np.stack((one, -zero)), mode="full")
+    if np.iscomplexobj(a):
+        r = np.asarray(roots, dtype=np.complex128)
+        if np.all(np.sort(np.imag(r)) == np.sort(np.imag(np.conj(r)))):
+            a = np.array(np.real(a), copy=True)
+    return a
+
+
+def _single_zpksos(z: list, p: list) -> np.ndarray:
+    """One section from up to two zeros and poles, gain 1 (scipy's ``_single_zpksos``)."""
+    sos = np.zeros(6)
+    z_arr, p_arr = np.asarray(z), np.asarray(p)
+    k = np.asarray(1, dtype=np.result_type(np.real(z_arr), np.real(p_arr), 1))
+    if np.issubdtype(k.dtype, np.integer):
+        k = k.astype(np.float64)
+    b = np.multiply(np.atleast_1d(k), _poly(z_arr))
+    a = np.atleast_1d(_poly(p_arr))
+    sos[3 - len(b):3] = b
+    sos[6 - len(a):6] = a
+    return sos
+
+
+def _nearest_idx(fro: np.ndarray, to: complex, which: str) -> int:
+    order = np.argsort(np.abs(fro - to))
+    if which == "any":
+        return order[0]
+    mask = np.isreal(fro[order])
+    if which == "complex":
+        mask = ~mask
+    return order[np.nonzero(mask)[0][0]]
+
+
+def _cplxreal(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Complex roots (one of each conjugate pair) and real roots, as scipy's ``_cplxreal``."""
+    z = np.atleast_1d(z)
+    if z.size == 0:
+        return z, z
+    tol = 100 * np.finfo((1.0 * z).dtype).eps
+    z = z[np.lexsort((abs(z.imag), z.real))]
+    real_indices = abs(z.imag) <= tol * abs(z)
+    zr = z[real_indices].real
+    if len(zr) == len(z):
+        return np.array([]), zr
+    z = z[~real_indices]
+    zp = z[z.imag > 0]
+    zn = z[z.imag < 0]
+    if len(zp) != len(zn):
+        raise ValueError("Array contains complex value with no matching conjugate.")
+    same_real = np.diff(zp.real) <= tol * abs(zp[:-1])
+    diffs = np.diff(np.concatenate(([0], same_real, [0])))
+    run_starts = np.nonzero(diffs > 0)[0]
+    run_stops = np.nonzero(diffs < 0)[0]
+    for i in range(len(run_starts)):
+        start, stop = run_starts[i], run_stops[i] + 1
+        for chunk in (zp[start:stop], zn[start:stop]):
+            chunk[...] = chunk[np.lexsort([abs(chunk.imag)])]
+    if any(abs(zp - zn.conj()) > tol * abs(zn)):
+        raise ValueError("Array contains complex value with no matching conjugate.")
+    return (zp + zn.conj()) / 2, zr
+
+
+def _zpk2sos_nearest(z: np.ndarray, p: np.ndarray, k: float) -> np.ndarray:
+    """``scipy.signal.zpk2sos(z, p, k, pairing="nearest")`` for a digital filter."""
+    z, p = np.asarray(z), np.asarray(p)
+    k = np.asarray(k)
+    if len(z) == len(p) == 0:
+        return np.asarray([[k, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    p = np.concatenate((p, np.zeros(max(len(z) - len(p), 0))))
+    z = np.concatenate((z, np.zeros(max(len(p) - len(z), 0))))
+    n_sections = (max(len(p), len(z)) + 1) // 2
+    if len(p) % 2 == 1:
+        p = np.concatenate((p, [0.0]))
+        z = np.concatenate((z, [0.0]))
+    z = np.concatenate(_cplxreal(z))
+    p = np.concatenate(_cplxreal(p))
+    if not np.isreal(k):
+        raise ValueError("k must be real")
+    k = k.real
+
+    def idx_worst(q: np.ndarray) -> int:  # digital: the closest to the unit circle
+        return np.argmin(np.abs(1 - np.abs(q)))
+
+    sos = np.zeros((n_sections, 6))
+    for si in range(n_sections - 1, -1, -1):
+        p1_idx = idx_worst(p)
+        p1 = p[p1_idx]
+        p = np.delete(p, p1_idx)
+        if np.isreal(p1) and np.isreal(p).sum() == 0:
+            z1_idx = _nearest_idx(z, p1, "real")
+            z1 = z[z1_idx]
+            z = np.delete(z, z1_idx)
+            sos[si] = _single_zpksos([z1, 0], [p1, 0])
+        elif len(p) + 1 == len(z) and not np.isreal(p1) and np.isreal(p).sum() == 1 and np.isreal(z).sum() == 1:
+            z1_idx = _nearest_idx(z, p1, "complex")
+            z1 = z[z1_idx]
+            z = np.delete(z, z1_idx)
+            sos[si] = _single_zpksos([z1, z1.conj()], [p1, p1.conj()])
+        else:
+            if np.isreal(p1):
+                prealidx = np.flatnonzero(np.isreal(p))
+                p2_idx = prealidx[idx_worst(p[prealidx])]
+                p2 = p[p2_idx]
+                p = np.delete(p, p2_idx)
+            else:
+                p2 = p1.conj()
+            if len(z) > 0:
+                z1_idx = _nearest_idx(z, p1, "any")
+                z1 = z[z1_idx]
+                z = np.delete(z, z1_idx)
+                if not np.isreal(z1):
+                    sos[si] = _single_zpksos([z1, z1.conj()], [p1, p2])
+                elif len(z) > 0:
+                    z2_idx = _nearest_idx(z, p1, "real")
+                    z2 = z[z2_idx]
+                    z = np.delete(z, z2_idx)
+                    sos[si] = _single_zpksos([z1, z2], [p1, p2])
+                else:
+                    sos[si] = _single_zpksos([z1], [p1, p2])
+            else:
+                sos[si] = _single_zpksos([], [p1, p2])
+    sos[0][:3] *= k
+    return sos
+
+
+def _lfilter_zi(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``scipy.signal.lfilter_zi`` (steady state of a unit step) in numpy."""
+    b = np.atleast_1d(np.asarray(b))
+    a = np.atleast_1d(np.asarray(a))
+    while a.shape[0] > 1 and a[0] == 0.0:
+        a = a[1:]
+    if a.size < 1:
+        raise ValueError("There must be at least one nonzero `a` coefficient.")
+    if a[0] != 1.0:
+        b = b / a[0]
+        a = a / a[0]
+    n = max(a.shape[0], b.shape[0])
+    if a.shape[0] < n:
+        a = np.concatenate((a, np.zeros(n - a.shape[0], dtype=a.dtype)))
+    elif b.shape[0] < n:
+        b = np.concatenate((b, np.zeros(n - b.shape[0], dtype=b.dtype)))
+    dt = np.result_type(a, b)
+    # scipy.linalg.companion(a): first row -a[1:]/a[0], ones on the first sub-diagonal
+    companion = np.zeros((n - 1, n - 1), dtype=(-a[1:] / (1.0 * a[0:1])).dtype)
+    companion[0, :] = -a[1:] / (1.0 * a[0:1])
+    companion[np.arange(1, n - 1), np.arange(0, n - 2)] = 1
+    i_minus_a = np.asarray(np.eye(n - 1) - companion.T, dtype=dt)
+    rhs = b[1:] - a[1:] * b[0]
+    return np.linalg.solve(i_minus_a, rhs)
+
+
+def sosfilt_zi(sos: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfilt_zi(sos)``: the state of a unit step's steady state, in numpy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sos = filter_design(125.0, "lowpass", high=8.0)
+    >>> y, _ = sosfilt_block(sos, np.ones(5), sosfilt_zi(sos))
+    >>> bool(np.allclose(y, 1.0))
+    True
+    """
+    sos = np.asarray(sos)
+    if sos.ndim != 2 or sos.shape[1] != 6:
+        raise ValueError("sos must be shape (n_sections, 6)")
+    if np.issubdtype(sos.dtype, np.integer) or sos.dtype == np.bool_:
+        sos = sos.astype(np.float64)
+    zi = np.empty((sos.shape[0], 2), dtype=sos.dtype)
+    scale = 1.0
+    for section in range(sos.shape[0]):
+        b = sos[section, :3]
+        a = sos[section, 3:]
+        zi[section, ...] = scale * _lfilter_zi(b, a)
+        scale *= np.sum(b) / np.sum(a)
+    return zi
+
+
+def group_delay_at(b: np.ndarray, a: np.ndarray, freq: float, fs: float) -> float:
+    """Group delay (samples) of ``b/a`` at ``freq`` Hz: ``scipy.signal.group_delay`` at one
+    frequency, in numpy (the same polynomial evaluation; a singular point gives 0).
+
+    Examples
+    --------
+    >>> group_delay_at([0.25, 0.5, 0.25], [1.0, 0.0, 0.0], 1.0, 125.0)
+    1.0
+    """
+    b, a = np.atleast_1d(np.asarray(b)), np.atleast_1d(np.asarray(a))
+    w = 2 * np.pi * np.atleast_1d(np.asarray(float(freq))) / float(fs)
+    c = np.convolve(b, np.conjugate(a[::-1]))
+    cr = c * np.arange(c.size)
+    z = np.exp(-1j * w)
+    num = np.polyval(cr[::-1], z)
+    den = np.polyval(c[::-1], z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gd = np.real(num / den) - a.size + 1
+    gd[~np.isfinite(gd)] = 0
+    return float(gd[0])
 
 
 def filter_group_delay(sos: np.ndarray, fs: float, freq: float = 1.0) -> float:
@@ -124,8 +440,7 @@ def filter_group_delay(sos: np.ndarray, fs: float, freq: float = 1.0) -> float:
     """
     total = 0.0
     for section in np.atleast_2d(sos):
-        _, gd = scipy.signal.group_delay((section[:3], section[3:]), w=[float(freq)], fs=float(fs))
-        total += float(gd[0])
+        total += group_delay_at(section[:3], section[3:], freq, fs)
     return total
 
 
@@ -261,7 +576,7 @@ class StreamFilter:
     def __init__(self, sos: np.ndarray, warm_start: bool = True) -> None:
         self.sos = _check_sos(sos)
         if warm_start:
-            self.zi_step = np.ascontiguousarray(scipy.signal.sosfilt_zi(self.sos), dtype=np.float64)
+            self.zi_step = np.ascontiguousarray(sosfilt_zi(self.sos), dtype=np.float64)
         else:
             self.zi_step = np.zeros((self.sos.shape[0], 2))
 

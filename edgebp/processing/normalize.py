@@ -36,8 +36,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
-from numba import njit
+from edgebp.processing.filters import group_delay_at, njit  # njit: numba's, without its scipy probe
 
 VAR_FLOOR = 1e-12
 
@@ -99,8 +98,7 @@ class RunningNorm:
         """
         b = (1.0 - self.alpha) * np.array([1.0, -1.0])
         a = np.array([1.0, -(1.0 - self.alpha)])
-        _, gd = scipy.signal.group_delay((b, a), w=[float(freq)], fs=self.fs)
-        return float(gd[0])
+        return group_delay_at(b, a, freq, self.fs)  # scipy.signal.group_delay, without scipy
 
     def init_state(self) -> np.ndarray:
         """``[mean, var, count]`` before any sample."""

@@ -35,7 +35,7 @@ Examples
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from edgebp.processing.filters import njit  # numba.njit, imported without its scipy probe
 
 __all__ = ["QrsDetector"]
 

@@ -49,7 +49,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
+from edgebp.processing.filters import njit  # numba.njit, imported without its scipy probe
 
 from edgebp.processing.beats import (
     BEAT_DBP,

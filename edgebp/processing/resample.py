@@ -10,7 +10,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from edgebp.record import Channel, Record
 
@@ -137,6 +136,8 @@ def signal_resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
         idx_in = np.arange(n, dtype=np.float64)
         slope, intercept = np.polyfit(idx_in, filled, 1)
         residual = filled - (slope * idx_in + intercept)
+        from scipy.signal import resample_poly  # offline only: keeps scipy off the runtime's imports
+
         y = resample_poly(residual, up, down, padtype="line")
         y += slope * (np.arange(y.size) * (down / up)) + intercept
     if y.size >= n_out:

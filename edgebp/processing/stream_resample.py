@@ -3,13 +3,15 @@
 Design
 ------
 ``up/down = Fraction(fs_out / fs_in).limit_denominator(1000)``. Conceptually the input is
-zero-stuffed by ``up``, filtered by a linear-phase Kaiser-windowed FIR ``h`` (designed with
-:func:`scipy.signal.firwin` at the rate ``up * fs_in``) and every ``down``-th sample is kept; the
-polyphase form computes only the kept samples.
+zero-stuffed by ``up``, filtered by a linear-phase Kaiser-windowed FIR ``h`` (designed as
+:func:`scipy.signal.firwin` does, at the rate ``up * fs_in``) and every ``down``-th sample is
+kept; the polyphase form computes only the kept samples. The design (:func:`kaiserord`,
+:func:`firwin_kaiser`) is numpy only, the same operations as scipy 1.17 (so the same taps): the
+runtime imports no scipy (``tests/test_startup.py`` checks the taps against scipy).
 
 - Anti-alias/anti-image filter: pass band up to 0.40 x the lower of the two rates, stop band
-  (>= 60 dB, :func:`scipy.signal.kaiserord`) from 0.50 x the lower rate, i.e. from the lower
-  Nyquist frequency; cutoff (-6 dB) 0.45 x the lower rate. Gain is ``up`` (zero stuffing
+  (>= 60 dB, Kaiser's formula as :func:`scipy.signal.kaiserord`) from 0.50 x the lower rate,
+  i.e. from the lower Nyquist frequency; cutoff (-6 dB) 0.45 x the lower rate. Gain is ``up`` (zero stuffing
   divides by ``up``), and every polyphase branch is scaled to DC gain exactly 1 so a constant
   input gives a constant output.
 - The tap count is raised to ``2 * down * D + 1`` so that the group delay
@@ -62,8 +64,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
-import scipy.signal
-from numba import njit
+from edgebp.processing.filters import njit  # numba.njit, imported without its scipy probe
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,62 @@ def resample_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
     return frac.numerator, frac.denominator
 
 
+def kaiserord(ripple: float, width: float) -> tuple[int, float]:
+    """Kaiser window length and beta for ``ripple`` dB and a transition ``width`` (a fraction
+    of the Nyquist rate): :func:`scipy.signal.kaiserord` without scipy.
+
+    Examples
+    --------
+    >>> kaiserord(60.0, 0.1)
+    (74, 5.65326)
+    """
+    a = abs(ripple)
+    if a < 8:
+        raise ValueError(f"Requested maximum ripple attenuation {a:f} is too small for the Kaiser formula.")
+    if a > 50:
+        beta = 0.1102 * (a - 8.7)
+    elif a > 21:
+        beta = 0.5842 * (a - 21) ** 0.4 + 0.07886 * (a - 21)
+    else:
+        beta = 0.0
+    numtaps = (a - 7.95) / 2.285 / (np.pi * width) + 1
+    return int(math.ceil(numtaps)), beta
+
+
+def firwin_kaiser(numtaps: int, cutoff: float, beta: float, fs: float) -> np.ndarray:
+    """Low-pass windowed-sinc FIR, unit DC gain: ``scipy.signal.firwin(numtaps, cutoff,
+    window=("kaiser", beta), fs=fs)`` without scipy (``np.i0`` is the same Cephes series as
+    ``scipy.special.i0``).
+
+    Examples
+    --------
+    >>> h = firwin_kaiser(31, 10.0, 5.0, 100.0)
+    >>> h.shape, bool(abs(h.sum() - 1.0) < 1e-12)
+    ((31,), True)
+    """
+    nyq = 0.5 * fs
+    c = float(np.atleast_1d(np.asarray(cutoff, dtype=np.float64))[0] / float(nyq))
+    if not (0.0 < c < 1.0):
+        raise ValueError("Invalid cutoff frequency: frequencies must be greater than 0 and less than fs/2.")
+    alpha = 0.5 * (numtaps - 1)
+    m = np.arange(0, numtaps, dtype=np.float64) - alpha
+    # one pass band [0, c]: h = c * sinc(c * m) - 0 * sinc(0 * m), as firwin accumulates it
+    h = 0
+    h += c * np.sinc(c * m)
+    h -= 0.0 * np.sinc(0.0 * m)
+    # symmetric Kaiser window (scipy.signal.windows.kaiser(numtaps, beta, sym=True))
+    if numtaps == 1:
+        win = np.ones(1)
+    else:
+        n = np.arange(0, numtaps, dtype=np.float64)
+        a_w = (numtaps - 1) / 2.0
+        win = np.i0(beta * np.sqrt(1 - ((n - a_w) / a_w) ** 2.0)) / np.i0(np.asarray(beta, dtype=np.float64))
+    h *= win
+    # scale to unit gain at DC (scale_frequency 0: the cosine is all ones)
+    h /= np.sum(h * np.cos(np.pi * m * 0.0))
+    return h
+
+
 @lru_cache(maxsize=64)
 def _design(up: int, down: int) -> tuple[np.ndarray, int]:
     """Polyphase table ``(up, K)`` and delay ``D`` (output samples) for a ratio."""
@@ -112,13 +169,13 @@ def _design(up: int, down: int) -> tuple[np.ndarray, int]:
     fs_up = up * fs_in
     f_low = min(fs_in, fs_out)
     width = (STOP_EDGE - PASS_EDGE) * f_low / (fs_up / 2.0)
-    n_min, beta = scipy.signal.kaiserord(STOPBAND_DB, width)
+    n_min, beta = kaiserord(STOPBAND_DB, width)
     # Tap count 2*down*D + 1: odd (type I, linear phase) and a whole-sample delay at fs_out.
     # D >= ceil(max(up, down) / down) keeps the gap window inside the FIR span (see kernel).
     d = max(math.ceil((n_min - 1) / (2 * down)), math.ceil(max(up, down) / down), 1)
     numtaps = 2 * down * d + 1
     cutoff = 0.5 * (PASS_EDGE + STOP_EDGE) * f_low
-    h = scipy.signal.firwin(numtaps, cutoff, window=("kaiser", beta), fs=fs_up) * up
+    h = firwin_kaiser(numtaps, cutoff, beta, fs_up) * up
     k = -(-numtaps // up)
     padded = np.zeros(k * up)
     padded[:numtaps] = h
