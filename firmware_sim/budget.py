@@ -797,3 +797,35 @@ def budget_format(budget: ModelBudget, checks: list[McuCheck]) -> str:
         overall = "PASS" if c.ok else ("?" if c.compute_ok is None and c.flash_ok and c.ram_ok else "FAIL")
         lines.append(f"{c.mcu:<12} {flash:<24} {ram:<24} {comp:<14} {overall}")
     return "\n".join(lines)
+
+
+def estimator_budget(params, fs: float) -> dict:
+    """Flash, RAM and arithmetic of the calibrated per-beat estimator
+    (:class:`edgebp.runtime.calibrated.EstimatorParams`) on a device, float32.
+
+    Counted as a C port would hold it: the parameters (weights, scales, alpha, tau per
+    target), the state (per target the smoothed features, the calibration summary, the cuff
+    values), the beats of one calibration window (at most 3.3 beats/s, 220 bpm) for the
+    summary, and one beat's PPG (the longest plausible beat, 2.5 s) for the shape features.
+    Operations per beat: the shape features touch each PPG sample of the beat about 8 times;
+    the estimate is one dot product per target.
+
+    Examples
+    --------
+    >>> from edgebp.runtime.calibrated import estimator_params_offset
+    >>> estimator_budget(estimator_params_offset(), 125.0)["flash_bytes"]
+    96
+    """
+    from edgebp.runtime.beat_features import FEATURES
+    from edgebp.processing.beats import INTERVAL_RANGE
+
+    k, n_t = len(params.features), 3
+    flash = 4 * (n_t * (2 * k + 2))  # weights + scale per target, alpha and tau per target
+    window_beats = int(np.ceil(params.window_s * 220 / 60.0))
+    state = 4 * (n_t * k + len(FEATURES) + 3 + 2)  # ema per target, f_cal, cuff values, counters
+    ring = 4 * window_beats * (len(FEATURES) + 1)  # (time, features) of the window's beats
+    beat_ppg = 4 * int(np.ceil(INTERVAL_RANGE[1] * fs))
+    ops_per_beat = 8 * int(np.ceil(INTERVAL_RANGE[1] * fs)) + n_t * (4 * k)
+    return {"flash_bytes": flash, "ram_bytes": state + ring + beat_ppg, "ram_state_bytes": state, "ram_window_bytes": ring,
+            "ram_beat_ppg_bytes": beat_ppg, "ops_per_beat_max": ops_per_beat, "ops_per_s_max": ops_per_beat * 220 / 60.0,
+            "method": params.method, "features": list(params.features)}

@@ -97,9 +97,25 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
         raise CliError(f"--hop must be positive, got {hop}")
     budget = onnx_budget(onnx_path, fs=fs, hop=hop, window=window, state_inputs=states, input_shapes=shapes)
     checks = [mcu_check(budget, p) for p in profiles]
+    est = None
+    if Path(model).is_dir() and (Path(model) / "manifest.json").exists():
+        from edgebp.firmware_sim.budget import estimator_budget
+        from edgebp.runtime.bundle import BundleError, bundle_load
+
+        try:
+            params = bundle_load(model, verify=False).estimator()
+        except BundleError as exc:
+            raise CliError(str(exc)) from exc
+        if params is not None:
+            est = estimator_budget(params, float(fs or 125.0))
     if as_json:
         out = {"budget": budget.to_dict(), "checks": [c.to_dict() for c in checks],
-               "profiles": {p.name: p.to_dict() for p in profiles}}
+               "profiles": {p.name: p.to_dict() for p in profiles}, "estimator": est}
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(budget_format(budget, checks))
+        if est is not None:
+            click.echo(f"calibrated estimator ({est['method']}, {len(est['features'])} beat features, float32): flash {est['flash_bytes']} B, "
+                       f"RAM {est['ram_bytes']} B ({est['ram_state_bytes']} state, {est['ram_window_bytes']} calibration-window beats, "
+                       f"{est['ram_beat_ppg_bytes']} one beat's PPG), at most {est['ops_per_s_max']:,.0f} operations/s (220 bpm); "
+                       "(not in the table above)")

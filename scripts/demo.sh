@@ -58,6 +58,15 @@ if [ -e "$DATA/challenge2015/$REC.hea" ]; then
         --out "$OUT/real.bin" --truth "$OUT/real-truth.csv"
     $EDGEBP run default --stream "$OUT/real.bin" --out "$OUT/real-bp.csv" --summary-json "$OUT/real-run-summary.json"
     $EDGEBP score "$OUT/real-bp.csv" "$OUT/real-truth.csv"
+
+    step "6c. Calibrated: the same record with a cuff reading in the stream at 60 s (the truth's 30 s mean, +-3 mmHg cuff noise)"
+    echo "    the bundle's calibrated estimator against holding the cuff value, on the same beats"
+    $EDGEBP sim --source "record:$DATA/challenge2015/$REC" --minutes 4 --format binary --cuff-at 60 --cuff-noise 3 --seed 3 \
+        --cuff-csv "$OUT/cuff.csv" --out "$OUT/cal.bin" --truth "$OUT/cal-truth.csv"
+    cat "$OUT/cuff.csv"
+    $EDGEBP run default --stream "$OUT/cal.bin" --out "$OUT/cal-bp.csv"
+    $EDGEBP run default --stream "$OUT/cal.bin" --calibration-method hold --out "$OUT/hold-bp.csv"
+    .venv/bin/python scripts/calibrated_vs_hold.py "$OUT/cal-bp.beats.csv" "$OUT/hold-bp.beats.csv" "$OUT/cal-truth_beats.csv"
 else
     echo "    (skipped: $DATA/challenge2015/$REC not found; set EDGEBP_DATA)"
 fi

@@ -220,6 +220,19 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
         errd = allp.pred_dbp - allp.ref_dbp
         sections.append({"heading": "Cumulative |error| (DBP) with the BHS thresholds", "text": "", "table": None,
                          "figure": plot_error_cdf(errd, label="DBP"), "figure_name": "error_cdf_dbp.png"})
+    cal = report.get("calibrated")
+    if cal:
+        from edgebp.plot.clinical import plot_calibrated_vs_hold
+        from edgebp.runtime.calibrated_score import calibrated_table
+
+        for name, rep in cal["schemes"].items():
+            if not rep["targets"]:
+                continue
+            every = f", then every {rep['every_s'] / 60:g} min" if rep.get("every_s") else ""
+            head = f"Calibrated ({cal['method']}) vs hold: cuff reading at {rep['calibrate_s']:g} s{every}"
+            sections.append({"heading": head, "text": "```\n" + calibrated_table(rep) + "\n```", "table": None,
+                             "figure": plot_calibrated_vs_hold({k: v["by_change"] for k, v in rep["targets"].items() if k != "map"}, head),
+                             "figure_name": f"calibrated_vs_hold_{name}.png"})
     for s in scored:
         if s.pred_wave is None:
             continue

@@ -297,3 +297,39 @@ def plot_latency_hist(latencies_ms: Any, label: str, ax: Axes | None = None, bin
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def plot_calibrated_vs_hold(by_change: dict, title: str = "") -> Figure:
+    """Calibrated model against hold, MAE per bin of how far BP moved from the cuff value.
+
+    ``by_change``: target -> list of ``{"change_mmHg", "n", "model_mae", "hold_mae"}`` (the
+    ``by_change`` rows of :func:`edgebp.runtime.calibrated_score.calibrated_report`).
+
+    Examples
+    --------
+    >>> rows = [{"change_mmHg": "0-5", "n": 10, "model_mae": 2.0, "hold_mae": 2.1},
+    ...         {"change_mmHg": ">20", "n": 0, "model_mae": None, "hold_mae": None}]
+    >>> fig = plot_calibrated_vs_hold({"sbp": rows})
+    >>> fig.axes[0].get_ylabel()
+    'MAE (mmHg)'
+    """
+    keys = list(by_change)
+    if not keys:
+        raise ValueError("plot_calibrated_vs_hold: nothing to plot")
+    fig = _figure((4.2 * len(keys), 3.6))
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        rows = by_change[key]
+        x = np.arange(len(rows))
+        m = [r["model_mae"] if r["model_mae"] is not None else np.nan for r in rows]
+        h = [r["hold_mae"] if r["hold_mae"] is not None else np.nan for r in rows]
+        ax.bar(x - 0.2, m, 0.4, label="calibrated model", color="tab:blue", gid="model")
+        ax.bar(x + 0.2, h, 0.4, label="hold the cuff value", color="tab:gray", gid="hold")
+        ax.set_xticks(x, [f"{r['change_mmHg']}\nn={r['n']}" for r in rows], fontsize=8)
+        ax.set_xlabel(f"|{key.upper()} change from the cuff value| (mmHg)")
+        ax.set_ylabel("MAE (mmHg)")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
