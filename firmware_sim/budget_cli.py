@@ -99,12 +99,14 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
     checks = [mcu_check(budget, p) for p in profiles]
     est = None
     if Path(model).is_dir() and (Path(model) / "manifest.json").exists():
+        # budget reads partial manifests too: only the estimator's own file is needed here
         from edgebp.firmware_sim.budget import estimator_budget
-        from edgebp.runtime.bundle import BundleError, bundle_load
+        from edgebp.runtime.calibrated import estimator_load
 
         try:
-            params = bundle_load(model, verify=False).estimator()
-        except BundleError as exc:
+            files = json.loads((Path(model) / "manifest.json").read_text()).get("files") or {}
+            params = estimator_load(Path(model) / files["estimator"]) if "estimator" in files else None
+        except (ValueError, OSError) as exc:
             raise CliError(str(exc)) from exc
         if params is not None:
             est = estimator_budget(params, float(fs or 125.0))
