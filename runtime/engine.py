@@ -62,6 +62,14 @@ log = logging.getLogger(__name__)
 STEP_LATENCY_KEEP = 20_000  # push latencies kept for the summary's percentiles (~7 min of 20 ms packets)
 REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset", "artefact")
 R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET, R_ARTEFACT = range(7)
+# gate flags (FLAT | CLIPPED bits) -> reason code: clipped first, then flat
+_GATE_LUT = np.array([R_CLIP if f & CLIPPED else R_FLAT if f & FLAT else R_OK for f in range(256)], np.int8)
+
+
+# the arrays of an empty block (shared, read-only: a block's arrays are never written in place)
+_Z, _ZB, _ZI = np.zeros(0), np.zeros(0, bool), np.zeros(0, np.int8)
+for _a in (_Z, _ZB, _ZI):
+    _a.flags.writeable = False
 
 
 @dataclass
@@ -76,8 +84,7 @@ class OutputBlock:
 
     @classmethod
     def empty(cls) -> "OutputBlock":
-        z = np.zeros(0)
-        return cls(z, z, np.zeros(0, bool), np.zeros(0, np.int8), [])
+        return cls(_Z, _Z, _ZB, _ZI, [])
 
 
 @dataclass
@@ -159,7 +166,9 @@ class StreamRuntime:
         self.in_name = self.backend.input_names[0]
         # preprocessing per input
         self.pre = {c: Preprocessor(ChainConfig.from_dict({**m["preprocessing"][c], "fs_in": self.fs_dev, "fs_out": self.fs})) for c in self.inputs}
-        self.res_delay = next(iter(self.pre.values())).resampler.delay_out
+        self._pre0 = next(iter(self.pre.values()))
+        self._hold = True  # hold pushes too small to complete a model step (see push)
+        self.res_delay = self._pre0.resampler.delay_out
         # flat: rolling SD below 5 ADC steps (the offline masks' rule) over flat_s seconds
         # (without the ADC step, only an exactly constant input is called flat: no guessed scale)
         gains = gains or {}
@@ -213,7 +222,7 @@ class StreamRuntime:
         time of the next device sample). An implausible one is refused with a warning naming
         ``where``; False then."""
         if t is None:
-            t = self.t_base + self._dev_base / self.fs_dev
+            t = self.t_base + self.samples_in / self.fs_dev
         ok = self.estimator.reading_add(float(t), sbp, dbp, window_s, where)
         self.stats["cuff_readings" if ok else "cuff_rejected"] += 1
         return ok
@@ -242,15 +251,21 @@ class StreamRuntime:
         self._stuck_run = 0
         self._gated_last = False
         self._code_hist = np.zeros(0, np.int8)
+        # device samples held until they complete a model step (see push)
+        self._held_vals: list[np.ndarray] = []
+        self._held_bad: list[np.ndarray | None] = []
+        self._held_n = 0
 
     # ----------------------------------------------------------------- input gate
     def _gate(self, vals: np.ndarray) -> np.ndarray:
         """Per device sample: 0 ok, R_FLAT or R_CLIP, from the shared streaming detector
         (:class:`edgebp.processing.quality.FlatClipDetector`) with its state carried."""
-        code = np.zeros(vals.shape[0], np.int8)
+        code = None
         for j, c in enumerate(self.inputs):
             flags, self.gate_state[c] = self.gate[c].process(vals[:, j], self.gate_state[c])
-            code = np.where((flags & CLIPPED) > 0, R_CLIP, np.where((flags & FLAT) > 0, np.maximum(code, R_FLAT), code)).astype(np.int8)
+            # clipped wins over everything, flat over ok: max(code, R_CLIP | R_FLAT | 0)
+            g = _GATE_LUT[flags]
+            code = g if code is None else np.maximum(code, g)
         code[self._stuck(vals) & (code == 0)] = R_FLAT
         return code
 
@@ -286,11 +301,59 @@ class StreamRuntime:
 
     # ----------------------------------------------------------------- main step
     def push(self, vals: np.ndarray, bad_code: np.ndarray | None = None) -> OutputBlock:
-        """Feed device samples ``(n, n_channels)`` (physical units; NaN = missing)."""
+        """Feed device samples ``(n, n_channels)`` (physical units; NaN = missing).
+
+        Samples that cannot complete a model step yet are held and processed together with
+        the push that does (every stage is exact under any cut of the stream, so the
+        outputs are the same bits, and they come out of the same push as before: outputs
+        only ever leave on a model step). A packet of 5 device samples then costs a copy,
+        not the whole chain.
+        """
         t_start = time.perf_counter()
         vals = np.asarray(vals, dtype=np.float64)
         if vals.ndim != 2:
             raise ValueError("push: values must be (n, n_channels)")
+        n = vals.shape[0]
+        if bad_code is not None:
+            bad_code = np.asarray(bad_code)
+            if bad_code.shape != (n,):
+                raise ValueError(f"push: bad_code must be ({n},), got {bad_code.shape}")
+        if n == 0:
+            out = OutputBlock.empty()
+            self.stats["step_latency_s"].append(time.perf_counter() - t_start)
+            return out
+        total = self._dev_base + self._held_n + n
+        if self._hold and self.pending_x.shape[1] + self._pre0.n_out(total) - self.k < self.chunk:
+            self._held_vals.append(vals.copy())
+            self._held_bad.append(None if bad_code is None else bad_code.copy())
+            self._held_n += n
+            out = OutputBlock.empty()
+            self.stats["step_latency_s"].append(time.perf_counter() - t_start)
+            return out
+        if self._held_n:
+            vals, bad_code = self._held_take(vals, bad_code)
+        out = self._process(vals, bad_code)
+        self.stats["step_latency_s"].append(time.perf_counter() - t_start)
+        return out
+
+    def _held_take(self, vals: np.ndarray | None = None, bad_code: np.ndarray | None = None):
+        """The held samples (and ``vals`` after them) as one block, and their codes."""
+        parts, bads = self._held_vals, self._held_bad
+        if vals is not None:
+            parts, bads = parts + [vals], bads + [bad_code]
+        self._held_vals, self._held_bad, self._held_n = [], [], 0
+        v = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if all(b is None for b in bads):
+            return v, None
+        return v, np.concatenate([np.zeros(len(p), np.int8) if b is None else b for p, b in zip(parts, bads)])
+
+    @property
+    def samples_in(self) -> int:
+        """Device samples pushed since the last reset (held ones included)."""
+        return self._dev_base + self._held_n
+
+    def _process(self, vals: np.ndarray, bad_code: np.ndarray | None) -> OutputBlock:
+        """The whole chain on a block of device samples."""
         cols = np.stack([vals[:, self.channel_index[c]] for c in self.inputs], axis=1) if len(vals) else np.zeros((0, len(self.inputs)))
         code = self._gate(cols) if len(cols) else np.zeros(0, np.int8)
         if bad_code is not None:
@@ -348,7 +411,12 @@ class StreamRuntime:
                 xe[reason_new > 0] = np.nan
             self.keyer.push_input(xk, xe)
         out = self._model_feed(X, reason_new)
-        self.stats["step_latency_s"].append(time.perf_counter() - t_start)
+        if self._hold and self.k != self._pre0.n_out(self._dev_base):  # pragma: no cover - never seen
+            # the prediction behind holding failed: the outputs stay the same bits, only
+            # their timing would move; stop holding rather than delay them
+            log.warning("preprocessing gave %d samples from %d, not %d: small pushes are no longer held",
+                        self.k, self._dev_base, self._pre0.n_out(self._dev_base))
+            self._hold = False
         return out
 
     def _model_feed(self, X: np.ndarray, reason: np.ndarray) -> OutputBlock:
@@ -482,6 +550,8 @@ class StreamRuntime:
         """End of stream (or of a boot): run the model on the samples still waiting for a
         whole chunk/hop, so every device sample gets its output row, then emit the beat
         still pending in the detector. Call :meth:`reset` before pushing again."""
+        if self._held_n:  # held samples never complete a step: this only moves them to pending
+            self._process(*self._held_take())
         out = OutputBlock.empty()
         n = self.pending_x.shape[1]
         if n:

@@ -230,6 +230,8 @@ class _Segment:
 
     def block(self) -> DecodedBlock:
         n_ch = self.header.n_channels if self.header is not None else 0
+        if len(self.seq) == 1:  # one stretch (a live packet): its arrays as they are
+            return DecodedBlock(seq=self.seq[0], values=self.values[0], events=self.events, header=self.header)
         seq = np.concatenate(self.seq) if self.seq else np.zeros(0, dtype=np.int64)
         values = np.concatenate(self.values) if self.values else np.zeros((0, n_ch), dtype=np.float64)
         return DecodedBlock(seq=seq, values=values, events=self.events, header=self.header)
@@ -577,6 +579,19 @@ class StreamDecoder:
             values = (raw[:, self._columns] - self._offset) * self._gain
         else:  # only rejected records can arrive without a header
             values = np.zeros((n, self._header.n_channels if self._header else 0))
+        if (n <= 64 and self._held is None and (status is None or not status.any())
+                and self._header is not None and raw.shape[1] == self._source_header.n_channels):
+            # a short run of good records (a live packet): when each continues the one
+            # before, they are accepted together, as the general path below would
+            sl = seq.tolist()
+            prev = sl[0] - 1 if self._last is None else self._last
+            for x in sl:
+                if (x - prev) % 65536 != 1:
+                    break
+                prev = x
+            else:
+                self._accept(seq, values)
+                return
         ok = np.ones(n, dtype=bool) if status is None else (status == OK)
         # Break points: a rejected record, or a good one that does not simply continue the
         # good record before it. Between break points, records are accepted in bulk.

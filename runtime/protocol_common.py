@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Protocol
 
 import numpy as np
@@ -44,10 +45,18 @@ def raw_limits(bits: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
     The range is the union of the signed and the unsigned range of ``bits`` bits,
     ``[-2**(bits-1), 2**bits - 1]``; ``bits == 0`` (unknown) accepts anything.
+    (Read-only arrays, computed once per resolution list.)
     """
+    return _raw_limits(tuple(int(x) for x in bits))
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_limits(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     b = np.asarray(bits, dtype=np.int64)
     lo = np.where(b > 0, -(np.int64(1) << np.maximum(b - 1, 0)), np.iinfo(np.int64).min)
     hi = np.where(b > 0, (np.int64(1) << b) - 1, np.iinfo(np.int64).max)
+    lo.flags.writeable = False
+    hi.flags.writeable = False
     return lo, hi
 
 
@@ -106,6 +115,12 @@ class LineParser:
             self.skipping = False
             self.line_no += 1
         k = data.rfind(b"\n")
+        if data and k == len(data) - 1 and not self.buf:
+            # the usual live read: whole lines, nothing buffered before them
+            base = self.line_no
+            self.line_no += data.count(b"\n")
+            self.lines(bytes(data), base)
+            return
         if k >= 0:
             end = len(self.buf) + k + 1
             self.buf += data

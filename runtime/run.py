@@ -240,6 +240,12 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     def consume(block, final: bool = False):
         nonlocal dev_samples, t_dev_base, last_row, interpolated, header_seen, held_gap
         n = len(block.seq)
+        if not block.events and not held_gap:  # the usual live packet: samples, nothing else
+            if n:
+                emit(ensure_runtime().push(block.values))
+                dev_samples += n
+                last_row = block.values[n - 1]
+            return
         # split the block at events (gaps insert NaN rows; resets restart the time axis)
         cuts = []
         for ev in block.events:
@@ -280,7 +286,7 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
             elif CuffEvent is not None and isinstance(ev, CuffEvent):
                 # the reading applies at the time of the next device sample (after any held gap)
                 r = ensure_runtime()
-                t_next = r.t_base + (r._dev_base + held_gap) / r.fs_dev
+                t_next = r.t_base + (r.samples_in + held_gap) / r.fs_dev
                 r.cuff_reading(float(ev.sbp), float(ev.dbp), t=t_next, where=str(getattr(ev, "where", "") or "stream"))
             elif isinstance(ev, ResetEvent):
                 r = ensure_runtime()
