@@ -293,7 +293,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     out.mkdir(parents=True)
 
     src = data_source_path(cfg.data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
-    prepared, _ = dataset_prepare(src, run.inputs, geo.fs, cfg.max_minutes)
+    chain_overrides = cfg.chain_overrides(run.inputs) if hasattr(cfg, "chain_overrides") else None
+    prepared, _ = dataset_prepare(src, run.inputs, geo.fs, cfg.max_minutes, chain_overrides=chain_overrides)
     by_id = {p.record_id: p for p in prepared}
     train_p = [by_id[i] for i in run.split["train"] if i in by_id]
     val_p, _ = split_select(prepared, run.split, "val")
@@ -395,7 +396,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
         "causal": bool(geo.causal),
         "output": spec.output,
         "output_units": "mmHg",
-        "preprocessing": {k: chain_config(k, geo.fs).to_dict() for k in run.inputs},
+        "preprocessing": {k: chain_config(k, geo.fs, **(chain_overrides or {}).get(k, {})).to_dict() for k in run.inputs},
         "normalisation": {k: float(v) if k != "n_train_beats" else int(v) for k, v in run.norm.items()},
         "reference": {"sbp_mean": float(run.norm["sbp_mean"]), "sbp_sd": float(run.norm["sbp_std"]),
                       "dbp_mean": float(run.norm["dbp_mean"]), "dbp_sd": float(run.norm["dbp_std"]), "n_beats": int(run.norm.get("n_train_beats", 0))},

@@ -16,7 +16,8 @@ from edgebp.cli import CliError
               "or beat-delta (the calibrated per-beat estimator, fitted for --bundle).")
 @click.option("--bundle", default=None, help="With --model beat-delta: the bundle whose deployed model feeds the estimator (default: the shipped one).")
 @click.option("--force", is_flag=True, help="With --model beat-delta: overwrite a non-empty --out.")
-@click.option("--preset", type=click.Choice(["edge", "paper"]), default=None, help="Model size preset (default edge).")
+@click.option("--preset", type=click.Choice(["edge", "paper", "lowlatency"]), default=None,
+              help="Model size preset (default edge; lowlatency: edge-tcn with 56 ms look-ahead, docs/latency.md).")
 @click.option("--inputs", default=None, help="Input channels, comma-separated: ppg,ecg (default: the model's own).")
 @click.option("--data", default=None, help="'synth' (built-in cohort, default), a directory of WFDB records, or UCI part_N.mat files.")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")

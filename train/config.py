@@ -8,6 +8,8 @@ from edgebp.config_base import StrictConfig, check_choice
 from edgebp.synth.cohort import DEFAULT_MINUTES, DEFAULT_SUBJECTS
 
 INPUT_CHOICES = ("ecg", "ppg")
+PRESET_CHOICES = ("edge", "paper", "lowlatency")  # edgebp.train.zoo.PRESETS (not imported: no torch here)
+RESAMPLER_CHOICES = ("kaiser", "short", "decimate")  # edgebp.processing.stream_resample.RESAMPLER_KINDS
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -40,12 +42,33 @@ class TrainConfig(StrictConfig):
     max_minutes: float = 0.0  # 0: whole records; otherwise cap each record (quick runs)
     amp: bool = True  # mixed precision, used on CUDA only
     time_budget_s: float = 150.0  # stop after the epoch that crosses it (0: no limit); keeps the default run within 3 min
+    resampler: str = "kaiser"  # the inputs' resampler FIR (ChainConfig.resampler; "short": low delay, docs/latency.md)
+    stream_chunk: int = 0  # model samples per step of the exported streaming model (0: 25)
+
+    def chain_overrides(self, inputs) -> dict | None:
+        """Per-input :class:`~edgebp.processing.chain.ChainConfig` overrides this run's chain
+        differs from the presets by (``None`` for the default chain; ABP, the label, always
+        keeps the default resampler).
+
+        Examples
+        --------
+        >>> TrainConfig().chain_overrides(("ppg",)) is None
+        True
+        >>> TrainConfig(resampler="short").chain_overrides(("ppg", "ecg"))
+        {'ppg': {'resampler': 'short'}, 'ecg': {'resampler': 'short'}}
+        """
+        if self.resampler == "kaiser":
+            return None
+        return {c: {"resampler": self.resampler} for c in inputs}
 
     def validate(self) -> None:
         from edgebp.train.zoo import MODEL_NAMES
 
         check_choice(self.model, MODEL_NAMES, "model")
-        check_choice(self.preset, ("edge", "paper"), "preset")
+        check_choice(self.preset, PRESET_CHOICES, "preset")
+        check_choice(self.resampler, RESAMPLER_CHOICES, "resampler")
+        if not 0 <= self.stream_chunk <= 10_000:
+            raise ValueError(f"stream_chunk: must be within 0..10000 model samples (0: 25), got {self.stream_chunk}")
         check_choice(self.device, DEVICE_CHOICES, "device")
         for name in self.inputs:
             check_choice(name, INPUT_CHOICES, "inputs")

@@ -98,8 +98,9 @@ def _widen_bad(usable: np.ndarray, margin: int) -> np.ndarray:
     return (c[hi] - c[lo]) == 0
 
 
-def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0) -> tuple[PreparedRecord | None, str]:
-    """Preprocess one record for the model; returns ``(prepared, "")`` or ``(None, reason)``."""
+def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0, chain_overrides: dict | None = None) -> tuple[PreparedRecord | None, str]:
+    """Preprocess one record for the model; returns ``(prepared, "")`` or ``(None, reason)``.
+    ``chain_overrides``: per channel, ChainConfig overrides of the presets (``preprocess_record``'s ``configs``)."""
     from edgebp.processing.beats import abp_beats
     from edgebp.processing.chain import preprocess_record
     from edgebp.processing.quality import abp_quality, ecg_quality, ppg_quality
@@ -107,7 +108,7 @@ def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0) -
     missing = [c for c in (*inputs, "abp") if not record.has(c)]
     if missing:
         return None, f"no {'/'.join(missing)} channel"
-    X, abp = preprocess_record(record, inputs=inputs, fs_out=fs)
+    X, abp = preprocess_record(record, inputs=inputs, fs_out=fs, configs=chain_overrides)
     n = X.shape[1]
     usable = np.isfinite(X).all(axis=0) & np.isfinite(abp)
     usable &= abp_quality(abp, fs).mask[:n]
@@ -144,7 +145,7 @@ def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0) -
 CACHE_FORMAT = 2
 
 
-def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: float) -> str:
+def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: float, chain_overrides: dict | None = None) -> str:
     from edgebp.processing.chain import CHAIN_PRESETS
 
     try:
@@ -152,19 +153,24 @@ def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: floa
     except Exception:  # noqa: BLE001 - the key only needs to change when presets change
         presets = repr(CHAIN_PRESETS)
     stat = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(path.glob("*"))[:2000]] if path.is_dir() else [(path.name, path.stat().st_size)]
-    blob = json.dumps([CACHE_FORMAT, str(path.resolve()), inputs, fs, max_minutes, edgebp.__version__, presets, stat], sort_keys=True, default=str)
+    key = [CACHE_FORMAT, str(path.resolve()), inputs, fs, max_minutes, edgebp.__version__, presets, stat]
+    if chain_overrides:  # only then: the default chain keeps the key it always had
+        key.append(chain_overrides)
+    blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_minutes: float = 0.0, use_cache: bool = True, progress=None) -> tuple[list[PreparedRecord], list[tuple[str, str]]]:
+def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_minutes: float = 0.0, use_cache: bool = True, progress=None,
+                    chain_overrides: dict | None = None) -> tuple[list[PreparedRecord], list[tuple[str, str]]]:
     """Read and prepare every record under ``path``; returns (prepared, skipped with reasons).
+    ``chain_overrides``: per channel, ChainConfig overrides of the presets (``TrainConfig.chain_overrides``).
 
     Prepared arrays are cached under :func:`cache_dir` keyed by the data, inputs, rate and the
     preprocessing presets, so repeated runs skip the work.
     """
     from edgebp.io import read_records
 
-    key = _cache_key(Path(path), tuple(inputs), fs, max_minutes)
+    key = _cache_key(Path(path), tuple(inputs), fs, max_minutes, chain_overrides)
     cfile = cache_dir() / "prepared" / f"{key}.npz"
     if use_cache and cfile.exists():
         try:
@@ -176,7 +182,7 @@ def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_
         digest = samples_sha256(rec)  # of the record as read: cropping must not change who it is
         if max_minutes > 0:
             rec = _record_crop(rec, max_minutes * 60.0)
-        p, why = record_prepare(rec, tuple(inputs), fs)
+        p, why = record_prepare(rec, tuple(inputs), fs, chain_overrides)
         if p is None:
             skipped.append((rec.record_id, why))
         else:

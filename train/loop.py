@@ -181,7 +181,7 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
     src = data_source_path(cfg.data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
     if di.main:
         log.info("preparing data from %s (inputs %s)", src, ",".join(inputs))
-    prepared, skipped = dataset_prepare(src, inputs, cfg.fs, cfg.max_minutes)
+    prepared, skipped = dataset_prepare(src, inputs, cfg.fs, cfg.max_minutes, chain_overrides=cfg.chain_overrides(inputs))
     if len(prepared) < 3:
         raise ValueError(f"{src}: only {len(prepared)} record(s) have usable {'+'.join(inputs)}+abp; need at least 3 for a subject-wise split")
     split = _split_records(prepared, cfg)

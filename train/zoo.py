@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 __all__ = ["MODEL_NAMES", "PRESETS", "ModelSpec", "model_spec", "model_build", "model_cost"]
 
 MODEL_NAMES = ("msca-cssc-unet", "cbpe-net", "pulse2pressure", "inn-par", "edge-tcn")
-PRESETS = ("edge", "paper")
+PRESETS = ("edge", "paper", "lowlatency")  # lowlatency: edge-tcn only (docs/latency.md)
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,8 @@ _CLASSES: dict[str, type[nn.Module]] = {
 }
 
 _EDGE_TCN = dict(channels=24, kernel_size=3, dilations=(1, 2, 4, 8, 16, 32), head_channels=16, delay=25)
+# the same network with 7 samples (56 ms at 125 Hz) of trained look-ahead instead of 25 (200 ms)
+_EDGE_TCN_LOWLAT = {**_EDGE_TCN, "delay": 7}
 _UNET_PAPER = dict(widths=(128, 256, 512, 1024, 2048), heads=4, attn_dim=None)
 _UNET_EDGE = dict(widths=(4, 8, 16, 32, 64), heads=4, attn_dim=8)
 
@@ -165,7 +167,7 @@ _PRESET_KWARGS: dict[str, dict[str, dict]] = {
         "paper": dict(blocks=4, feats=16, kernel_size=5, clamp=0.8),
         "edge": dict(blocks=4, feats=6, kernel_size=5, clamp=0.8),
     },
-    "edge-tcn": {"paper": _EDGE_TCN, "edge": _EDGE_TCN},
+    "edge-tcn": {"paper": _EDGE_TCN, "edge": _EDGE_TCN, "lowlatency": _EDGE_TCN_LOWLAT},
 }
 
 
@@ -226,6 +228,8 @@ def model_build(
     spec = model_spec(name)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if preset not in _PRESET_KWARGS[name]:
+        raise ValueError(f"{name}: no {preset!r} preset; its presets: {', '.join(_PRESET_KWARGS[name])}")
     valid = _override_keys(name)
     for key in overrides:
         if key not in valid:

@@ -48,7 +48,7 @@ from edgebp.config_base import StrictConfig, check_choice
 from edgebp.processing.filters import FilterState, StreamFilter, filter_design
 from edgebp.processing.gradient import StreamGradient
 from edgebp.processing.normalize import RunningNorm
-from edgebp.processing.stream_resample import ResamplerState, StreamResampler
+from edgebp.processing.stream_resample import RESAMPLER_KINDS, ResamplerState, StreamResampler
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +77,21 @@ class ChainConfig(StrictConfig):
         Append the central-difference channel (output ``(2, n)``).
     filter_order : int
         Butterworth order (a band-pass of order 2 has 4 poles).
+    resampler : str
+        The resampler's anti-alias FIR (:data:`~edgebp.processing.stream_resample.RESAMPLER_KINDS`):
+        ``"kaiser"`` (default; 250 -> 125 Hz: 19 samples = 152 ms), ``"short"`` (2 samples =
+        16 ms) or ``"decimate"`` (integer factors only, 0 ms, no anti-alias filter); see
+        ``docs/latency.md``. :meth:`to_dict` leaves the default out, so the dict form of every
+        existing config (bundle manifests, cache keys) is unchanged.
 
     Examples
     --------
     >>> ChainConfig.from_dict({"fs_in": 250.0, "lowpass": 40})
     Traceback (most recent call last):
     ...
-    ValueError: ChainConfig: unknown key(s) lowpass; valid keys: fs_in, fs_out, highpass_hz, lowpass_hz, norm, norm_tau_s, gradient, filter_order
+    ValueError: ChainConfig: unknown key(s) lowpass; valid keys: fs_in, fs_out, highpass_hz, lowpass_hz, norm, norm_tau_s, gradient, filter_order, resampler
+    >>> "resampler" in ChainConfig(250.0).to_dict(), ChainConfig(250.0, resampler="short").to_dict()["resampler"]
+    (False, 'short')
     """
 
     fs_in: float
@@ -94,6 +102,7 @@ class ChainConfig(StrictConfig):
     norm_tau_s: float = 4.0
     gradient: bool = False
     filter_order: int = 2
+    resampler: str = "kaiser"
 
     def __post_init__(self) -> None:
         # ints from JSON/TOML become floats so to_dict round-trips with one type per field
@@ -138,6 +147,7 @@ class ChainConfig(StrictConfig):
                 f"ChainConfig: highpass_hz={self.highpass_hz!r} must be below lowpass_hz={self.lowpass_hz!r}"
             )
         check_choice(self.norm, NORM_METHODS, "ChainConfig.norm")
+        check_choice(self.resampler, RESAMPLER_KINDS, "ChainConfig.resampler")
         tau = self.norm_tau_s
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < tau <= 3600.0):
             raise ValueError(f"ChainConfig.norm_tau_s={tau!r}: must be a time in (0, 3600] s")
@@ -148,8 +158,13 @@ class ChainConfig(StrictConfig):
             raise ValueError(f"ChainConfig.filter_order={order!r}: must be an integer in 1..8")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe mapping (floats, None, str, bool, int) that :meth:`from_dict` reads back."""
-        return dataclasses.asdict(self)
+        """JSON-safe mapping (floats, None, str, bool, int) that :meth:`from_dict` reads back.
+        ``resampler`` is left out when it is the default ``"kaiser"`` (the form every config
+        had before the key existed)."""
+        out = dataclasses.asdict(self)
+        if out["resampler"] == "kaiser":
+            del out["resampler"]
+        return out
 
 
 # Per-kind defaults (everything but fs_in). Read-only: use chain_config(kind, fs, **overrides).
@@ -250,7 +265,7 @@ class Preprocessor:
         if not isinstance(config, ChainConfig):
             raise TypeError(f"Preprocessor needs a ChainConfig, got {type(config).__name__}")
         self.config = config
-        self.resampler = StreamResampler(config.fs_in, config.fs_out)
+        self.resampler = StreamResampler(config.fs_in, config.fs_out, kind=config.resampler)
         hp, lp = config.highpass_hz, config.lowpass_hz
         if hp is not None and lp is not None:
             sos = filter_design(config.fs_out, "bandpass", low=hp, high=lp, order=config.filter_order)

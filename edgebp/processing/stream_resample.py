@@ -20,6 +20,21 @@ runtime imports no scipy (``tests/test_startup.py`` checks the taps against scip
 - ``fs_in == fs_out`` (``up == down == 1``) is the identity: samples pass through untouched,
   ``delay_out == 0``.
 
+Low-delay kinds
+---------------
+``kind`` selects the anti-alias FIR (``"kaiser"``, the design above, is the default and is
+unchanged); the low-delay kinds trade stop-band attenuation for delay (``docs/latency.md``):
+
+- ``"short"``: the same linear-phase Kaiser-windowed sinc (cutoff 0.45 x the lower rate) but
+  ``D = max(2, ceil(max(up, down) / down))`` output samples of delay and a fixed Kaiser
+  ``beta = 3.0``. 250 -> 125 Hz: 9 taps, 2 samples = 16 ms (the default: 77 taps, 19 samples
+  = 152 ms); pass band -0.03 dB at 20 Hz, -1.6 dB at 40 Hz; what folds into 0..40 Hz (input
+  85..125 Hz) is attenuated >= 29.6 dB.
+- ``"decimate"``: integer down-sampling only (``up == 1``): keep every ``down``-th sample,
+  no filter, ``delay_out == 0``. Everything between the output Nyquist frequency and the
+  input Nyquist frequency folds back unattenuated; only for inputs already band-limited on
+  the device.
+
 Timing
 ------
 Output sample ``m`` sits at the input time ``m / fs_out`` (before the filter delay) and is
@@ -72,6 +87,9 @@ STOPBAND_DB = 60.0
 PASS_EDGE = 0.40  # x lower rate
 STOP_EDGE = 0.50  # x lower rate (the lower Nyquist frequency)
 MAX_DENOMINATOR = 1000
+RESAMPLER_KINDS = ("kaiser", "short", "decimate")
+SHORT_DELAY = 2  # output samples ("short")
+SHORT_BETA = 3.0  # Kaiser beta ("short")
 
 
 def _check_rate(name: str, fs: float) -> float:
@@ -180,6 +198,24 @@ def _design(up: int, down: int) -> tuple[np.ndarray, int]:
     padded = np.zeros(k * up)
     padded[:numtaps] = h
     table = np.ascontiguousarray(padded.reshape(k, up).T)  # table[phase, k] = h[phase + up*k]
+    table /= table.sum(axis=1, keepdims=True)
+    return table, d
+
+
+@lru_cache(maxsize=64)
+def _design_short(up: int, down: int) -> tuple[np.ndarray, int]:
+    """Polyphase table and delay of the ``"short"`` kind (see the module notes)."""
+    fs_in, fs_out = float(down), float(up)
+    fs_up = up * fs_in
+    f_low = min(fs_in, fs_out)
+    d = max(SHORT_DELAY, math.ceil(max(up, down) / down))
+    numtaps = 2 * down * d + 1
+    cutoff = 0.5 * (PASS_EDGE + STOP_EDGE) * f_low
+    h = firwin_kaiser(numtaps, cutoff, SHORT_BETA, fs_up) * up
+    k = -(-numtaps // up)
+    padded = np.zeros(k * up)
+    padded[:numtaps] = h
+    table = np.ascontiguousarray(padded.reshape(k, up).T)
     table /= table.sum(axis=1, keepdims=True)
     return table, d
 
@@ -311,6 +347,9 @@ class StreamResampler:
     ----------
     fs_in, fs_out : float
         Input and output rates in Hz.
+    kind : str
+        Anti-alias FIR: ``"kaiser"`` (default, >= 60 dB), ``"short"`` (low delay) or
+        ``"decimate"`` (integer down-sampling without a filter); see the module notes.
 
     Attributes
     ----------
@@ -329,21 +368,38 @@ class StreamResampler:
     (5, 4, 5, 10)
     >>> StreamResampler(125.0, 125.0).delay_out
     0
+    >>> [StreamResampler(250.0, 125.0, kind=k).delay_out for k in RESAMPLER_KINDS]
+    [19, 2, 0]
     """
 
-    def __init__(self, fs_in: float, fs_out: float) -> None:
+    def __init__(self, fs_in: float, fs_out: float, kind: str = "kaiser") -> None:
         self.fs_in = _check_rate("fs_in", fs_in)
         self.fs_out = _check_rate("fs_out", fs_out)
+        if kind not in RESAMPLER_KINDS:
+            raise ValueError(f"StreamResampler: kind {kind!r} is not valid; choose one of: {', '.join(RESAMPLER_KINDS)}")
+        self.kind = kind
         self.up, self.down = resample_ratio(self.fs_in, self.fs_out)
         self.identity = self.up == 1 and self.down == 1
         if self.identity:
             self.taps = np.zeros((1, 0))
             self.delay_out = 0
-        else:
+        elif kind == "kaiser":
             self.taps, self.delay_out = _design(self.up, self.down)
+        elif kind == "short":
+            self.taps, self.delay_out = _design_short(self.up, self.down)
+        else:
+            if self.up != 1:
+                raise ValueError(
+                    f"StreamResampler: kind 'decimate' needs fs_in an integer multiple of fs_out; "
+                    f"{self.fs_in:g} -> {self.fs_out:g} Hz is the ratio {self.up}/{self.down}"
+                )
+            # one unit tap; the zero taps only keep the inputs the gap check reads in the history
+            self.taps = np.zeros((1, self.down))
+            self.taps[0, 0] = 1.0
+            self.delay_out = 0
         logger.debug(
-            "StreamResampler %g->%g Hz: up=%d down=%d taps/phase=%d delay=%d samples",
-            self.fs_in, self.fs_out, self.up, self.down, self.taps.shape[1], self.delay_out,
+            "StreamResampler %g->%g Hz (%s): up=%d down=%d taps/phase=%d delay=%d samples",
+            self.fs_in, self.fs_out, self.kind, self.up, self.down, self.taps.shape[1], self.delay_out,
         )
 
     @property
