@@ -252,6 +252,7 @@ class StreamRuntime:
         self._gated_last = False
         self._code_hist = np.zeros(0, np.int8)
         # device samples held until they complete a model step (see push)
+        self._key_q = None  # (model index, keyer input, ECG input) not yet given to the keyer
         self._held_vals: list[np.ndarray] = []
         self._held_bad: list[np.ndarray | None] = []
         self._held_n = 0
@@ -409,7 +410,10 @@ class StreamRuntime:
             if self._ecg_row is not None:
                 xe = X[self._ecg_row].astype(np.float64)
                 xe[reason_new > 0] = np.nan
-            self.keyer.push_input(xk, xe)
+            # fed step by step in _model_feed: the keyer sees, at each step, the input up to that
+            # step's end and no further, as on a live stream (input it saw ahead of the step
+            # released beats, and with them the cuff offset, earlier on a long read)
+            self._key_q = (self.k - n_new, xk, xe)
         out = self._model_feed(X, reason_new)
         if self._hold and self.k != self._pre0.n_out(self._dev_base):  # pragma: no cover - never seen
             # the prediction behind holding failed: the outputs stay the same bits, only
@@ -422,7 +426,7 @@ class StreamRuntime:
     def _model_feed(self, X: np.ndarray, reason: np.ndarray) -> OutputBlock:
         self.pending_x = np.concatenate([self.pending_x, X], axis=1)
         self.pending_bad = np.concatenate([self.pending_bad, reason])
-        outs = []
+        blocks = []
         # always the same step, whatever the read or packet size: ONNX Runtime's kernels (int8
         # above all) round differently for different call lengths, so a call length that
         # followed the reads made the outputs depend on them (13 of 14,748 outputs of a real
@@ -431,10 +435,32 @@ class StreamRuntime:
         while self.pending_x.shape[1] >= step:
             xc, rc = self.pending_x[:, :step], self.pending_bad[:step]
             self.pending_x, self.pending_bad = self.pending_x[:, step:], self.pending_bad[step:]
-            outs.append(self._run_chunk(xc, rc))
-        if not outs:
+            o = self._run_chunk(xc, rc)
+            # one step at a time, as a live stream delivers them: the keyer's input up to the
+            # step's end, then the step's outputs; the cuff calibration's waveform offset is
+            # read per step, after that step's beats reached the estimator (one offset for a
+            # whole read moved a calibrated stretch with the read size)
+            self._key_feed(self.n_model_in)
+            blocks.append(self._finalise([o]))
+        self._key_feed(None)
+        if not blocks:
             return OutputBlock.empty()
-        return self._finalise(outs)
+        if len(blocks) == 1:
+            return blocks[0]
+        return OutputBlock(np.concatenate([b.t for b in blocks]), np.concatenate([b.abp for b in blocks]),
+                           np.concatenate([b.valid for b in blocks]), np.concatenate([b.reason for b in blocks]),
+                           [r for b in blocks for r in b.beats])
+
+    def _key_feed(self, upto: int | None) -> None:
+        """The beat keyer's input queued by this push, up to model index ``upto`` (None: all)."""
+        if self._key_q is None:
+            return
+        k0, xk, xe = self._key_q
+        m = len(xk) if upto is None else min(len(xk), max(0, upto - k0))
+        if m == 0:
+            return
+        self.keyer.push_input(xk[:m], None if xe is None else xe[:m])
+        self._key_q = None if m == len(xk) else (k0 + m, xk[m:], None if xe is None else xe[m:])
 
     def _run_chunk(self, xc: np.ndarray, rc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Returns (k indices, normalised outputs, reason codes) for one model step."""

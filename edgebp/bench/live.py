@@ -1,0 +1,264 @@
+"""The live path's cost: a device log replayed as a device sends it, through ``edgebp run``'s own
+:func:`edgebp.runtime.run.stream_process`, in packets of 1, 5, 25 and 250 samples and in bulk.
+
+A packet of ``k`` samples is ``k`` whole sample lines (header and cuff lines travel with the
+samples after them), what a UART or BLE gateway hands over every ``k / fs`` seconds; bulk is
+64 kB reads of the file (``edgebp run --stream FILE``). For each packet size and variant the
+CPU time of the whole run (``time.process_time``: decoding, gates, preprocessing, the model,
+beats, accounting, the ONNX Runtime session's creation) is divided by the device samples, and
+the outputs (every point-wise row, every beat, the summary's counts) are hashed: they must be
+the same for every packet size.
+
+In the same process, interleaved with those runs so that the machine's load falls on all of
+them alike:
+
+* ``step``: ONNX Runtime alone on the runtime's step (the streaming model's chunk), int8
+  against fp32, CPU per call;
+* ``plain``: :mod:`edgebp.bench.plain_reference` (numpy decode, scipy filters, ONNX Runtime in
+  blocks of the same step, no quality handling) on the same log.
+
+Run by ``edgebp bench --parts live`` in a torch-free child process; by hand::
+
+    python -m edgebp.bench.live --bundle default --log serial.log --packets 1,5,25,250 --out live.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+
+import numpy as np
+
+PACKETS = (1, 5, 25, 250)
+BULK_BYTES = 65536
+
+
+def log_packets(data: bytes, k: int) -> list[bytes]:
+    """``data`` cut into reads of ``k`` sample lines each; ``#`` lines go with the samples after them.
+
+    Examples
+    --------
+    >>> log_packets(b"#EDGEBP v=1\\n0,1\\n1,2\\n#CUFF sbp=1 dbp=0\\n2,3\\n", 2)
+    [b'#EDGEBP v=1\\n0,1\\n1,2\\n', b'#CUFF sbp=1 dbp=0\\n2,3\\n']
+    """
+    if k < 1:
+        raise ValueError(f"packets hold at least one sample, got {k}")
+    out: list[bytes] = []
+    buf: list[bytes] = []
+    n = 0
+    for line in data.splitlines(keepends=True):
+        buf.append(line)
+        if not line.startswith(b"#"):
+            n += 1
+            if n == k:
+                out.append(b"".join(buf))
+                buf, n = [], 0
+    if buf:
+        out.append(b"".join(buf))
+    return out
+
+
+def bulk_reads(data: bytes, size: int = BULK_BYTES) -> list[bytes]:
+    """``data`` in reads of ``size`` bytes (what ``edgebp run --stream FILE`` reads)."""
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def outputs_digest(summary: dict) -> tuple[str, dict]:
+    """A hash of everything a run gives: point-wise rows, beat rows, and the summary's counts."""
+    h = hashlib.sha256()
+    outs = summary.get("_outputs", [])
+    n_rows = sum(len(o.t) for o in outs)
+    for name, dt in (("t", np.float64), ("abp", np.float64), ("valid", np.bool_), ("reason", np.int8)):
+        # the concatenation: how the rows were cut into blocks does not enter the hash
+        h.update(np.concatenate([np.asarray(getattr(o, name), dtype=dt) for o in outs] or [np.zeros(0, dt)]).tobytes())
+    for o in outs:
+        for b in o.beats:
+            h.update(repr(sorted((k, float(v).hex() if isinstance(v, (float, np.floating)) else v) for k, v in b.items())).encode())
+    counts = {"decoder": summary.get("decoder"), **{k: summary.get(k) for k in ("outputs", "valid", "invalid_reasons", "beats", "model_calls",
+                                                                               "resets", "interpolated_samples", "cuff_readings", "cuff_rejected")}}
+    h.update(json.dumps(counts, sort_keys=True, default=str).encode())
+    counts["rows"] = n_rows
+    return h.hexdigest()[:16], counts
+
+
+def live_once(bundle, chunks: list[bytes], variant: str = "int8", threads: int = 1) -> dict:
+    """One run of ``stream_process`` over ``chunks``; CPU seconds and the outputs' hash."""
+    from edgebp.runtime.protocol import StreamDecoder
+    from edgebp.runtime.run import stream_process
+
+    dec = StreamDecoder(fmt="auto")
+    t0 = time.process_time()
+    s = stream_process(iter(chunks), bundle, dec, variant=variant, threads=threads, collect=True)
+    cpu = time.process_time() - t0
+    d = s["decoder"]
+    n = int(d.get("samples_parsed", 0) + d.get("samples_missing", 0))
+    digest, counts = outputs_digest(s)
+    return {"cpu_seconds": cpu, "device_samples": n, "signal_seconds": s.get("signal_seconds"), "digest": digest, "counts": counts,
+            "chunk_latency_ms": s.get("chunk_latency_ms")}
+
+
+def step_cpu(bundle, variant: str, threads: int = 1, calls: int = 400) -> float:
+    """CPU seconds per ONNX Runtime call of the streaming model on one runtime step (state carried)."""
+    from edgebp.runtime.backends import backend_open
+
+    m = bundle.manifest
+    st = m["streaming"]
+    be = backend_open("ort", bundle.file(st["file_keys"][variant]), threads=threads, precision=variant)
+    names = [s["name"] for s in st["states"]]
+    states = [np.zeros(s["shape"], np.float32) for s in st["states"]]
+    x = np.random.default_rng(0).standard_normal((1, len(m["inputs"]), int(st["chunk"]))).astype(np.float32)
+    for _ in range(20):
+        states = be.run({be.input_names[0]: x} | dict(zip(names, states)))[1:]
+    t0 = time.process_time()
+    for _ in range(calls):
+        states = be.run({be.input_names[0]: x} | dict(zip(names, states)))[1:]
+    return (time.process_time() - t0) / calls
+
+
+def live_measure(bundle_path: str, log: str, packets=PACKETS, variants=("int8", "fp32"), repeats: int = 3, threads: int = 1,
+                 plain: bool = True, warmup_s: float = 20.0) -> dict:
+    """Every packet size and variant, ``repeats`` rounds interleaved; see the module docstring."""
+    from edgebp.runtime.bundle import bundle_load
+
+    bundle = bundle_load(bundle_path)
+    m = bundle.manifest
+    data = open(log, "rb").read()
+    configs = [(v, k) for v in variants for k in [*packets, 0]]  # 0 = bulk
+    chunks = {k: (log_packets(data, k) if k else bulk_reads(data)) for k in [*packets, 0]}
+    # warm-up: numba's cached kernels load, ONNX Runtime allocates; not timed
+    head = data[: int(warmup_s * float(m["fs"]) * 18)]
+    for v in variants:
+        live_once(bundle, log_packets(head, 5), v, threads)
+    runs: dict = {c: [] for c in configs}
+    steps: dict = {v: [] for v in variants} if m.get("streaming") else {}
+    plains: dict = {v: [] for v in variants}
+    for _ in range(repeats):
+        for c in configs:
+            runs[c].append(live_once(bundle, chunks[c[1]], c[0], threads))
+        for v in steps:
+            steps[v].append(step_cpu(bundle, v, threads))
+        if plain and m.get("streaming"):
+            from edgebp.bench.plain_reference import plain_measure
+
+            for v in variants:
+                plains[v].append(plain_measure(log, bundle_path, v, threads))
+    fs = None
+    rows = []
+    for (v, k), rs in runs.items():
+        cpu = np.array([r["cpu_seconds"] for r in rs])
+        n = rs[0]["device_samples"]
+        sig = rs[0]["signal_seconds"] or 0.0
+        fs = n / sig if sig else fs
+        med = float(np.median(cpu))
+        rows.append({"variant": v, "packet_samples": k or None, "read": f"{k} samples" if k else f"{BULK_BYTES} bytes (bulk)",
+                     "device_samples": n, "signal_seconds": sig, "cpu_seconds": cpu.tolist(),
+                     "per_sample_us": med / n * 1e6 if n else None, "per_sample_us_min": float(cpu.min()) / n * 1e6 if n else None,
+                     "real_time_factor": sig / med if med > 0 else None,
+                     "digest": rs[0]["digest"], "digests_same_over_repeats": len({r["digest"] for r in rs}) == 1,
+                     "counts": rs[0]["counts"], "chunk_latency_ms": rs[0]["chunk_latency_ms"]})
+    identical = {v: len({r["digest"] for r in rows if r["variant"] == v}) == 1 for v in variants}
+    res: dict = {"bundle": str(bundle.path), "log": log, "log_bytes": len(data), "variants": list(variants), "packets": list(packets),
+                 "repeats": repeats, "threads": threads, "device_fs": fs, "rows": rows, "identical_across_packets": identical,
+                 "torch_loaded": "torch" in sys.modules}
+    if steps:
+        st = {v: float(np.median(x)) for v, x in steps.items()}
+        res["step"] = {"chunk": int(m["streaming"]["chunk"]), "cpu_us_per_call": {v: x * 1e6 for v, x in st.items()},
+                       "cpu_us_per_call_all": {v: [y * 1e6 for y in x] for v, x in steps.items()},
+                       "int8_over_fp32": st["int8"] / st["fp32"] if "int8" in st and "fp32" in st and st["fp32"] > 0 else None}
+    if any(plains.values()):
+        res["plain"] = {}
+        for v, ps in plains.items():
+            us = float(np.median([p["per_sample_us"] for p in ps]))
+            mine = next(r for r in rows if r["variant"] == v and r["packet_samples"] is None)
+            res["plain"][v] = {"per_sample_us": us, "runs_us": [p["per_sample_us"] for p in ps], "step": ps[0]["step"],
+                               "edgebp_bulk_over_plain": mine["per_sample_us"] / us if us > 0 else None,
+                               "command": f"python scripts/plain_reference.py serial.log --variant {v}"}
+    try:
+        import os
+
+        res["load_average"] = list(os.getloadavg())
+    except OSError:
+        res["load_average"] = None
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgebp.bench.live", description="edgebp run's cost per device sample, packet by packet.")
+    ap.add_argument("--bundle", default="default")
+    ap.add_argument("--log", required=True, help="An edgebp text log (edgebp sim).")
+    ap.add_argument("--packets", default=",".join(map(str, PACKETS)), help="Samples per read, comma-separated (bulk is always added).")
+    ap.add_argument("--variants", default="int8,fp32")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-plain", action="store_true", help="Leave out the plain reference.")
+    ap.add_argument("--out", default=None, help="Write the JSON here (default: stdout).")
+    a = ap.parse_args(argv)
+    packets = [int(x) for x in a.packets.split(",") if x.strip()]
+    if any(k < 1 for k in packets) or a.repeats < 1:
+        ap.error("--packets and --repeats must be >= 1")
+    res = live_measure(a.bundle, a.log, packets, [v.strip() for v in a.variants.split(",") if v.strip()], a.repeats, a.threads,
+                       plain=not a.no_plain)
+    text = json.dumps(res, indent=1)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+#: The real record the live part replays when it is on this machine (else the bench's --sim-source).
+LIVE_RECORD = "challenge2015/f362s"
+
+
+def live_source(default: str) -> str:
+    """``record:PATH`` of :data:`LIVE_RECORD` under the data directories edgebp knows, else ``default``."""
+    from pathlib import Path
+
+    for base in (Path("data"), Path("../shared/data"), Path(__file__).resolve().parents[2] / "data",
+                 Path(__file__).resolve().parents[3] / "shared" / "data"):
+        p = base / LIVE_RECORD
+        if p.with_suffix(".hea").exists():
+            return f"record:{p}"
+    return default
+
+
+def live_bench(bundle: str, cache_dir, minutes: float, sim_source: str, repeats: int, threads: int = 1,
+               packets=PACKETS, variants=("int8", "fp32"), bundle_shown: str | None = None, progress=None) -> dict:
+    """The live part of ``edgebp bench`` for one bundle: a device log (made once by ``edgebp sim``),
+    then :func:`live_measure` in a torch-free child process; the child's peak RSS beside it."""
+    from pathlib import Path
+    import tempfile
+
+    from edgebp.bench.streaming import _last_line, child_run, command_text, sim_log
+
+    say = progress or (lambda msg: None)
+    src = live_source(sim_source)
+    say(f"live: simulating a device log from {src}")
+    log_path, log_cmd = sim_log(minutes, cache_dir, src)
+    with tempfile.TemporaryDirectory(prefix="edgebp-bench-live-") as tmp:
+        out = Path(tmp) / "live.json"
+        base = ["--packets", ",".join(map(str, packets)), "--variants", ",".join(variants), "--repeats", str(repeats), "--threads", str(threads)]
+        argv = [sys.executable, "-m", "edgebp.bench.live", "--bundle", str(bundle), "--log", str(log_path), *base, "--out", str(out)]
+        say(f"live: packets of {', '.join(map(str, packets))} samples and bulk, {', '.join(variants)}, {repeats} rounds")
+        r = child_run(argv, timeout_s=7200)
+        if r["returncode"] != 0 or not out.exists():
+            raise RuntimeError(f"{command_text(argv)} failed: {_last_line(r['stderr'])}")
+        res = json.loads(out.read_text())
+    if res.get("torch_loaded"):
+        raise RuntimeError("the live bench loaded torch: the runtime path must stay torch-free")
+    res["peak_rss_mb"] = r["max_rss_mb"]
+    res["source"] = src
+    res["log_command"] = log_cmd
+    res["command"] = command_text([sys.executable, "-m", "edgebp.bench.live", "--bundle", bundle_shown or str(bundle), "--log", "serial.log", *base])
+    line = res["log_bytes"] / max(sum(r["device_samples"] for r in res["rows"][:1]), 1)  # bytes per sample line
+    res["edgebp_run_commands"] = {str(k or "bulk"): f"edgebp run {bundle_shown or bundle} --stream serial.log --read-size "
+                                  + (f"{round(k * line)}  # about {k} sample(s) per read" if k else str(BULK_BYTES)) for k in [*packets, 0]}
+    return res
