@@ -56,7 +56,8 @@ STREAMING_KEYS = {"chunk", "states", "file_keys"}
 #: train/val/test: record names; identity (optional, absent in older bundles): [{"record", "sha256"}]
 #: with edgebp.record_identity.samples_sha256 of each, so evaluation knows them under any path
 SPLIT_KEYS = {"train", "val", "test", "identity"}
-FILE_KEYS = {"fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "report_md", "report_json", "calibration"}
+FILE_KEYS = {"fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "report_md", "report_json", "calibration",
+             "estimator"}  # estimator: the calibrated per-beat estimator (edgebp.runtime.calibrated), JSON
 
 
 class BundleError(ValueError):

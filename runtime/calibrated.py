@@ -283,7 +283,7 @@ class CalibratedEstimator:
             self.cal_acc = list(got)
         self.readings_applied += 1
         self.history.append({"t": r.t, "sbp": r.sbp, "dbp": r.dbp, "where": r.where, "beats_before": len(got)})
-        log.info("cuff reading at t=%.1f s: %.0f/%.0f mmHg (%d beats in the %.0f s before it)", r.t, r.sbp, r.dbp, len(got), w)
+        log.debug("cuff reading at t=%.1f s: %.0f/%.0f mmHg (%d beats in the %.0f s before it)", r.t, r.sbp, r.dbp, len(got), w)
 
     def _cal_set(self, F: np.ndarray) -> None:
         n = np.isfinite(F).sum(axis=0)
