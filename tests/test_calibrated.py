@@ -342,3 +342,29 @@ def test_evaluate_calibrate_scores_estimator_against_hold_on_the_same_beats(shar
     assert every["targets"]["sbp"]["hold"]["mae"] != once["targets"]["sbp"]["hold"]["mae"]
     res = CliRunner().invoke(cli, ["evaluate", "default", "--recalibrate-every", "2"])
     assert res.exit_code != 0 and "--calibrate" in res.output
+
+
+def test_train_beat_delta_writes_a_bundle_with_the_estimator(tiny_bundle_factory, tmp_path):
+    """`edgebp train --model beat-delta --bundle B`: a copy of B with estimator.json, fitted on
+    B's training records and chosen on its validation records only; its grid keys are typed."""
+    from edgebp.runtime.bundle import bundle_load
+
+    b = tiny_bundle_factory("edge-tcn")
+    out = tmp_path / "cal"
+    args = ["train", "--model", "beat-delta", "--bundle", str(b), "--out", str(out), "--set", "starts=[15,30]",
+            "--set", "window_s=15", "--set", "episode_s=20", "--set", "taus=[1,8]", "--set", "lambdas=[10,1000]"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    nb = bundle_load(out)
+    e = nb.estimator()
+    split = bundle_load(b).manifest["split"]
+    assert e.method == "estimator" and set(e.fit["train_records"]) == set(split["train"])
+    assert set(e.fit["val_records"]) == set(split["val"]) and not set(e.fit["train_records"]) & set(split["test"])
+    assert all(0.0 <= e.alpha[t] <= 1.0 for t in TARGETS) and set(e.fit["chosen"]) == set(TARGETS)
+    assert e.fit["chosen"]["sbp"]["val_mae"] <= e.fit["chosen"]["sbp"]["val_hold_mae"] + 1e-9  # alpha 0 is in the grid
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code != 0 and "--force" in res.output
+    res = CliRunner().invoke(cli, ["train", "--model", "beat-delta", "--out", str(tmp_path / "x"), "--set", "gamma=2"])
+    assert res.exit_code != 0 and "unknown key(s) gamma" in res.output
+    res = CliRunner().invoke(cli, ["train", "--model", "beat-delta", "--epochs", "3", "--out", str(tmp_path / "y")])
+    assert res.exit_code != 0 and "does not take --epochs" in res.output

@@ -54,6 +54,31 @@ class FitConfig:
     episode_s: float = EPISODE_S
     max_delta: float = 40.0
 
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "beat-delta config") -> "FitConfig":
+        """Keys of this class only (an unknown key is an error listing the valid ones);
+        sequences become tuples, numbers floats."""
+        import dataclasses
+
+        valid = [f.name for f in dataclasses.fields(cls)]
+        bad = sorted(set(d) - set(valid))
+        if bad:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(bad)}; valid: {', '.join(valid)}")
+        out = {}
+        for k, v in d.items():
+            try:
+                out[k] = tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: {k}={v!r} must be a number or a list of numbers") from None
+            if isinstance(out[k], tuple) and not out[k]:
+                raise ValueError(f"{where}: {k} must not be empty")
+        cfg = cls(**out)
+        if any(a < 0 or a > 1 for a in cfg.alphas) or any(t < 1 for t in cfg.taus) or any(x <= 0 for x in cfg.lambdas):
+            raise ValueError(f"{where}: alphas must lie in 0..1, taus be at least 1 beat and lambdas positive")
+        if not (cfg.window_s > 0 and cfg.episode_s > 0 and cfg.max_delta > 0 and all(t > 0 for t in cfg.starts)):
+            raise ValueError(f"{where}: window_s, episode_s, max_delta and starts must be positive")
+        return cfg
+
 
 def scores_collect(bundle, items, variant: str = "int8", progress=None) -> list:
     """Each ``(record, prepared)`` through the runtime with features; StreamScore list."""
@@ -155,11 +180,12 @@ def beat_delta_fit(train_scores: list, val_scores: list, cfg: FitConfig | None =
     return params, fit
 
 
-def val_report(params: EstimatorParams, scores: list, seconds: float = 60.0, every_s: float | None = None) -> dict:
+def val_report(params: EstimatorParams, scores: list, seconds: float = 60.0, every_s: float | None = None,
+               window_s: float | None = None) -> dict:
     """:func:`calibrated_report` of ``params`` on ``scores`` with readings from the reference."""
     from edgebp.runtime.calibrated_score import readings_from_reference
 
-    res = [calibrated_apply(s, params, readings_from_reference(s, seconds, every_s)) for s in scores]
+    res = [calibrated_apply(s, params, readings_from_reference(s, seconds, every_s, window_s)) for s in scores]
     return calibrated_report(res)
 
 

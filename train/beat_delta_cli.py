@@ -39,14 +39,20 @@ def records_of_split(src, data: str | None, which: str) -> list:
     return out
 
 
-def beat_delta_train(bundle: str, data: str | None, out_dir: Path, force: bool = False, echo=click.echo) -> dict:
-    """Fit and write the bundle copy; returns the fit summary."""
+def beat_delta_train(bundle: str, data: str | None, out_dir: Path, force: bool = False, echo=click.echo,
+                     overrides: dict | None = None) -> dict:
+    """Fit and write the bundle copy; returns the fit summary. ``overrides``: keys of
+    :class:`edgebp.train.beat_delta.FitConfig` (grids, episode starts and lengths)."""
     from edgebp.io import read_record
     from edgebp.runtime.bundle import bundle_load, bundle_write_manifest
     from edgebp.runtime.calibrated import TARGETS, estimator_save
-    from edgebp.train.beat_delta import beat_delta_fit, scores_collect, val_report
+    from edgebp.train.beat_delta import FitConfig, beat_delta_fit, scores_collect, val_report
     from edgebp.train.evaluate_cli import model_open
 
+    try:
+        cfg = FitConfig.from_dict(overrides or {})
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise CliError(f"{out_dir}: exists and is not empty; choose another --out or pass --force")
@@ -66,9 +72,12 @@ def beat_delta_train(bundle: str, data: str | None, out_dir: Path, force: bool =
         cells = "  ".join(f"{tg} {v[0]:.2f} (hold {v[1]:.2f})" for tg, v in best.items())
         echo(f"fit: smoothing {i}/{n}: best validation MAE {cells}", err=True)
 
-    params, fit = beat_delta_fit(scores["train"], scores["val"], progress=fprog)
-    rep = val_report(params, scores["val"], 60.0)
-    fit["val_report_calibrate_60"] = rep
+    try:
+        params, fit = beat_delta_fit(scores["train"], scores["val"], cfg, progress=fprog)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    rep = val_report(params, scores["val"], cfg.starts[0], window_s=cfg.window_s)
+    fit[f"val_report_calibrate_{cfg.starts[0]:g}"] = rep
     out_dir.mkdir(parents=True, exist_ok=True)
     b = bundle_load(bundle)
     for f in b.path.iterdir():

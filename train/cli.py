@@ -49,11 +49,21 @@ def train_command(model, bundle, force, preset, inputs, data, epochs, device, se
         from edgebp.train.beat_delta_cli import beat_delta_train
 
         bad = [n for n, v in (("--preset", preset), ("--inputs", inputs), ("--epochs", epochs), ("--device", device), ("--config", config_file),
-                               ("--resume", resume or None), ("--set", overrides or None)) if v is not None]
+                               ("--resume", resume or None)) if v is not None]
         if bad:
-            raise CliError(f"--model beat-delta does not take {', '.join(bad)} (it is fitted in closed form for --bundle)")
+            raise CliError(f"--model beat-delta does not take {', '.join(bad)} (it is fitted in closed form for --bundle; "
+                           "--set takes its grid keys, e.g. --set starts=[30,60])")
+        fit_over = {}
+        for item in overrides:
+            if "=" not in item:
+                raise CliError(f"--set {item!r}: expected KEY=VALUE")
+            k, v = item.split("=", 1)
+            try:
+                fit_over[k.strip()] = json.loads(v)
+            except json.JSONDecodeError:
+                raise CliError(f"--set {item!r}: the value must be a number or a JSON list of numbers") from None
         logging.getLogger("edgebp").setLevel(min(logging.getLogger("edgebp").getEffectiveLevel(), logging.INFO))
-        beat_delta_train(bundle or "default", data, Path(out_dir), force=force)
+        beat_delta_train(bundle or "default", data, Path(out_dir), force=force, overrides=fit_over)
         return
     if bundle is not None or force:
         raise CliError("--bundle and --force belong to --model beat-delta")
