@@ -426,6 +426,19 @@ class StreamRuntime:
     def _model_feed(self, X: np.ndarray, reason: np.ndarray) -> OutputBlock:
         self.pending_x = np.concatenate([self.pending_x, X], axis=1)
         self.pending_bad = np.concatenate([self.pending_bad, reason])
+        est = self.estimator
+        if not self.features and not est.pending and est.cuff is None:
+            # no cuff reading yet and no beat features: no offset to read per step, and the
+            # beats are the same whenever the keyer sees its input, so the steps of a long
+            # read are finalised together (fewer small calls; the same bits as step by step).
+            # The features read the model's outputs beside the input: they need the live order
+            self._key_feed(None)
+            outs = []
+            while self.pending_x.shape[1] >= self.chunk:
+                xc, rc = self.pending_x[:, :self.chunk], self.pending_bad[:self.chunk]
+                self.pending_x, self.pending_bad = self.pending_x[:, self.chunk:], self.pending_bad[self.chunk:]
+                outs.append(self._run_chunk(xc, rc))
+            return self._finalise(outs) if outs else OutputBlock.empty()
         blocks = []
         # always the same step, whatever the read or packet size: ONNX Runtime's kernels (int8
         # above all) round differently for different call lengths, so a call length that

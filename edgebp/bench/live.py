@@ -130,6 +130,7 @@ def live_measure(bundle_path: str, log: str, packets=PACKETS, variants=("int8", 
     chunks = {k: (log_packets(data, k) if k else bulk_reads(data)) for k in [*packets, 0]}
     # warm-up: numba's cached kernels load, ONNX Runtime allocates; not timed
     head = data[: int(warmup_s * float(m["fs"]) * 18)]
+    head = head[: head.rfind(b"\n") + 1]  # whole lines: no truncated last line to warn about
     for v in variants:
         live_once(bundle, log_packets(head, 5), v, threads)
     runs: dict = {c: [] for c in configs}
