@@ -21,6 +21,10 @@ _MAX_P99_DIFF = 8.0
 @click.option("--prune", type=float, default=0.0, show_default=True, help="Structured pruning ratio (0 = none), then a short fine-tune.")
 @click.option("--targets", default="ort,tensorrt", show_default=True, help="Comma-separated: ort, tensorrt.")
 @click.option("--calib-windows", type=int, default=128, show_default=True, help="Training windows for int8 calibration (window models).")
+@click.option("--int8-keep-float", default="", show_default=True, metavar="LAYERS",
+              help="Comma-separated layers of the window int8 model left in float: first-conv (the model input is then not "
+                   "quantized), last-conv. Default: none (every Conv int8). Streaming and TensorRT int8 forms are unchanged; "
+                   "the gates are the same.")
 @click.option("--max-delta-mae", type=float, default=_MAX_DELTA_MAE, show_default=True,
               help="Gate: fail when an int8 model's MAE (SBP or DBP) is worse than its fp32 form's by more (mmHg); window int8 and stream-int8.")
 @click.option("--max-p99-diff", type=float, default=_MAX_P99_DIFF, show_default=True,
@@ -28,7 +32,7 @@ _MAX_P99_DIFF = 8.0
                    "window int8 vs fp32 and stream-int8 vs stream-fp32 through the runtime.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty OUT (it never keeps a bundle that fails a gate).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Bundle directory to write.")
-def export_command(run_dir, int8, prune, targets, calib_windows, max_delta_mae, max_p99_diff, force, out_dir):
+def export_command(run_dir, int8, prune, targets, calib_windows, int8_keep_float, max_delta_mae, max_p99_diff, force, out_dir):
     """Export a trained run to a verified deployment bundle, validated against fp32.
 
     Writes model_fp32.onnx (single file, dynamic batch), optionally a pruned model
@@ -52,6 +56,7 @@ def export_command(run_dir, int8, prune, targets, calib_windows, max_delta_mae, 
     Example:
         edgebp export runs/default --int8 --out bundles/default
         edgebp export runs/cbpe --int8 --prune 0.5 --out bundles/cbpe
+        edgebp export runs/lowlatency/run --int8 --int8-keep-float first-conv --out bundles/lowlatency
     """
     from edgebp.export.pipeline import ExportError, ExportGateError, export_report_markdown, export_run
 
@@ -60,10 +65,17 @@ def export_command(run_dir, int8, prune, targets, calib_windows, max_delta_mae, 
     bad = [t for t in tlist if t not in ("ort", "tensorrt")]
     if bad or not tlist:
         raise CliError(f"--targets: {', '.join(map(repr, bad)) or 'nothing given'} is not valid; choose from: ort, tensorrt")
+    keep = tuple(k.strip() for k in int8_keep_float.split(",") if k.strip())
+    bad = [k for k in keep if k not in ("first-conv", "last-conv")]
+    if bad:
+        raise CliError(f"--int8-keep-float: {', '.join(map(repr, bad))} is not valid; choose from: first-conv, last-conv")
+    if keep and not int8:
+        raise CliError("--int8-keep-float needs --int8")
     cmd = "edgebp " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("edgebp") else ""
     try:
         report = export_run(run_dir, out_dir, int8=int8, prune=prune, targets=tlist, calib_windows=calib_windows,
-                            max_delta_mae=max_delta_mae, max_p99_diff=max_p99_diff, force=force, command=cmd)
+                            max_delta_mae=max_delta_mae, max_p99_diff=max_p99_diff, force=force, command=cmd,
+                            int8_keep_float=keep)
     except ExportGateError as exc:
         raise CliError(str(exc), exit_code=ExportGateError.exit_code) from exc
     except ExportError as exc:

@@ -262,7 +262,8 @@ def _stream_validation(bundle: Bundle, held_out: list, raw: dict, window_fp32: l
 def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prune: float = 0.0, targets: tuple[str, ...] = TARGETS,
                calib_windows: int = 128, max_delta_mae: float = MAX_DELTA_MAE_MMHG, force: bool = False, finetune_epochs: int = 2,
                command: str = "", max_records: int = 0, max_p99_diff: float = MAX_P99_DIFF_MMHG,
-               stream_packet_s: float = STREAM_PACKET_S, stream_calib_records: int = quantize.STREAM_CALIB_RECORDS) -> dict:
+               stream_packet_s: float = STREAM_PACKET_S, stream_calib_records: int = quantize.STREAM_CALIB_RECORDS,
+               int8_keep_float: tuple[str, ...] = ()) -> dict:
     """Export a training run into a bundle; returns the validation report (also written).
 
     The bundle is validated on the run's held-out records (test split; validation split when
@@ -273,6 +274,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     report is written, the manifest is written as ``manifest.rejected.json`` only (no
     ``manifest.json``: :func:`bundle_load` refuses the directory) and :class:`ExportGateError`
     names the gates and figures. ``force`` only allows overwriting a non-empty ``out_dir``.
+    ``int8_keep_float``: layers of the window int8 models (``model_int8.onnx``,
+    ``model_pruned_int8.onnx``) left in float (:data:`edgebp.export.quantize.KEEP_FLOAT_CHOICES`);
+    the streaming and TensorRT int8 forms are not affected. The gates are the same.
     """
     from edgebp.record_identity import split_select
 
@@ -286,6 +290,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
             raise ValueError(f"--targets: {t!r} is not valid; choose from: {', '.join(TARGETS)}")
     if not stream_packet_s > 0:
         raise ValueError(f"stream packet size must be positive, got {stream_packet_s!r} s")
+    int8_keep_float = tuple(int8_keep_float or ())
+    bad = [k for k in int8_keep_float if k not in quantize.KEEP_FLOAT_CHOICES]
+    if bad:
+        raise ValueError(f"--int8-keep-float: {', '.join(map(repr, bad))} is not valid; choose from: {', '.join(quantize.KEEP_FLOAT_CHOICES)}")
     if out.exists():
         if not force and any(out.iterdir()):
             raise ExportError(f"{out}: exists and is not empty (use --force to overwrite)")
@@ -335,7 +343,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
 
     # 3. int8 for ONNX Runtime (CPU)
     if int8:
-        q = quantize.quantize_int8_cpu(out / "model_fp32.onnx", out / "model_int8.onnx", calib)
+        q = quantize.quantize_int8_cpu(out / "model_fp32.onnx", out / "model_int8.onnx", calib, keep_float=int8_keep_float)
         q["kernels"] = quantize.int8_kernels_check(out / "model_int8.onnx", out / "_opt.onnx")
         try:
             q["sqnr_worst"] = quantize.sqnr_worst_layers(out / "model_fp32.onnx", out / "model_int8.onnx", calib)
@@ -345,7 +353,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
         report["int8"] = q
         log.info("int8 ONNX: %s; integer ops %s", q["mode"], q["kernels"]["integer_ops"])
         if pruned_model is not None:
-            quantize.quantize_int8_cpu(out / "model_pruned.onnx", out / "model_pruned_int8.onnx", calib)
+            quantize.quantize_int8_cpu(out / "model_pruned.onnx", out / "model_pruned_int8.onnx", calib, keep_float=int8_keep_float)
             files["pruned_int8"] = "model_pruned_int8.onnx"
 
     # 4. the external-state streaming form (edge-tcn)
@@ -381,6 +389,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     files["report_json"] = "report.json"
     files["report_md"] = "report.md"
     calibration = {"windows": int(len(calib)), "window": int(W), "description": f"{len(calib)} windows drawn from the training split ({len(train_p)} records), MinMax", "sha256": quantize.calibration_hash(calib)}
+    if int8 and int8_keep_float:
+        calibration["keep_float"] = {"layers": list(int8_keep_float), "nodes": list(report["int8"]["kept_float_nodes"]), "models": "window int8"}
     if stream_calib:
         calibration["stream"] = stream_calib
     manifest = {

@@ -68,8 +68,40 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
-def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, softmax_float: bool = True) -> dict:
-    """Static QDQ int8 for ORT on CPU (or dynamic int8 when the graph holds an LSTM)."""
+#: Layers :func:`quantize_int8_cpu` can be told to leave in float (``keep_float``; the export's
+#: ``--int8-keep-float``): the graph's first / last Conv in node order. ``first-conv`` leaves
+#: the model input unquantized (the first conv reads the normalised ECG/PPG directly). Measured
+#: on the low-latency edge-tcn run (runs/lowlatency, its 13 *validation* records, 128 MinMax
+#: windows): all layers int8 |int8 - fp32| p99 12.7 mmHg (SBP MAE +0.23); first conv float
+#: p99 3.1 (SBP -0.13, DBP -0.05); last conv float 12.8; 512 windows 12.0; percentile
+#: (99.999) 13.5; moving-average MinMax 11.5 (docs/latency.md).
+KEEP_FLOAT_CHOICES = ("first-conv", "last-conv")
+
+
+def keep_float_nodes(model_path: Path, keep: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Names of the nodes ``keep`` (a subset of :data:`KEEP_FLOAT_CHOICES`) selects in the graph
+    at ``model_path``; ValueError for an unknown choice or a graph without a Conv."""
+    bad = [k for k in keep if k not in KEEP_FLOAT_CHOICES]
+    if bad:
+        raise ValueError(f"keep-float: {', '.join(map(repr, bad))} is not valid; choose from: {', '.join(KEEP_FLOAT_CHOICES)}")
+    if not keep:
+        return []
+    convs = [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
+    if not convs:
+        raise ValueError(f"keep-float {', '.join(keep)}: {Path(model_path).name} has no Conv node")
+    out = []
+    for k in keep:
+        name = convs[0] if k == "first-conv" else convs[-1]
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, softmax_float: bool = True,
+                      keep_float: tuple[str, ...] = ()) -> dict:
+    """Static QDQ int8 for ORT on CPU (or dynamic int8 when the graph holds an LSTM).
+
+    ``keep_float``: layers left in float (:data:`KEEP_FLOAT_CHOICES`; static form only)."""
     ops = _op_types(fp32_path)
     tmp = out_path.with_suffix(".pre.onnx")
     if "LSTM" in ops or "GRU" in ops:
@@ -81,19 +113,27 @@ def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, soft
         onnx.save(m, str(src))
         quantize_dynamic(str(src), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
         mode = "dynamic (LSTM: int8 weights, activations quantized at run time)"
+        kept: list[str] = []
+        if keep_float:
+            raise ValueError("keep-float applies to the static (non-LSTM) int8 form only")
     else:
         src = _preprocess(fp32_path, tmp)
         name = onnx.load(str(src)).graph.input[0].name
         exclude = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Softmax"] if softmax_float else []
+        kept = keep_float_nodes(src, keep_float)
+        exclude += [n for n in kept if n not in exclude]
         quantize_static(
             str(src), str(out_path), WindowReader(name, windows),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             per_channel=True, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
         )
-        mode = f"static QDQ (u8 activations, s8 per-channel weights, MinMax on {len(windows)} windows; {len(exclude)} Softmax left in float)"
+        n_soft = len(exclude) - len(kept)
+        mode = f"static QDQ (u8 activations, s8 per-channel weights, MinMax on {len(windows)} windows; {n_soft} Softmax left in float"
+        mode += f"; kept in float: {', '.join(f'{k} ({n})' for k, n in zip(keep_float, kept))})" if kept else ")"
     if tmp.exists():
         tmp.unlink()
-    return {"path": str(out_path), "mode": mode, "calibration_windows": int(len(windows)), "calibration_sha256": calibration_hash(windows)}
+    return {"path": str(out_path), "mode": mode, "calibration_windows": int(len(windows)), "calibration_sha256": calibration_hash(windows),
+            "keep_float": list(keep_float), "kept_float_nodes": kept}
 
 
 def quantize_int8_tensorrt(fp32_path: Path, out_path: Path, windows: np.ndarray) -> dict:

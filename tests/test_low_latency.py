@@ -248,3 +248,153 @@ def test_lowlatency_bundle_runs_through_edgebp_run_without_torch_or_scipy(tmp_pa
     assert 20.0 < np.nanmedian(vals[ok, 1]) < 250.0  # mmHg, not z-scores
     beats = [ln for ln in out.with_suffix(".beats.csv").read_text().splitlines() if ln and not ln.startswith("#")]
     assert len(beats) > 5
+
+
+# ------------------------------------------------------------------------------------------
+# edgebp evaluate prepares a bundle's data with the bundle's own chain (train/evaluate_cli.py)
+# ------------------------------------------------------------------------------------------
+
+
+class _Prepared(Exception):
+    pass
+
+
+def _records_choose_overrides(monkeypatch, src):
+    """The chain_overrides records_choose hands dataset_prepare for ``src`` (stopped there)."""
+    import edgebp.train.data as data
+    from edgebp.train.evaluate_cli import records_choose
+
+    seen = {}
+
+    def fake(path, inputs, fs, max_minutes=0.0, use_cache=True, progress=None, chain_overrides=None):
+        seen["overrides"] = chain_overrides
+        seen["key"] = data._cache_key(Path(path), tuple(inputs), fs, max_minutes, chain_overrides)
+        raise _Prepared
+
+    monkeypatch.setattr(data, "dataset_prepare", fake)
+    with pytest.raises(_Prepared):
+        records_choose(src, str(ROOT), "test")
+    return seen
+
+
+def _bundle_with_resampler(kind):
+    import copy
+
+    from edgebp.runtime.bundle import Bundle, bundle_load
+    from edgebp.runtime.bundle_model import BundleModel
+
+    b = bundle_load("default")
+    m = copy.deepcopy(b.manifest)
+    for name in m["inputs"]:
+        m["preprocessing"][name]["resampler"] = kind
+    return BundleModel(Bundle(b.path, m), variant="fp32")
+
+
+def test_evaluate_prepares_the_default_bundle_as_before(monkeypatch):
+    from edgebp.runtime.bundle_model import BundleModel
+    from edgebp.train.data import _cache_key
+    from edgebp.train.evaluate_cli import chain_overrides_of
+
+    src = BundleModel.open("default", variant="fp32")
+    assert chain_overrides_of(src) is None
+    seen = _records_choose_overrides(monkeypatch, src)
+    assert seen["overrides"] is None
+    # the cache key the default bundle always had (the call without the argument)
+    assert seen["key"] == _cache_key(ROOT, tuple(src.inputs), 125.0, float(src.config.max_minutes))
+    # an explicit "kaiser" in a manifest is the default too
+    assert chain_overrides_of(_bundle_with_resampler("kaiser")) is None
+
+
+@pytest.mark.parametrize("kind", ["short", "decimate"])
+def test_evaluate_prepares_a_bundle_with_its_own_resampler(monkeypatch, kind):
+    from edgebp.train.evaluate_cli import chain_overrides_of
+
+    src = _bundle_with_resampler(kind)
+    want = {name: {"resampler": kind} for name in src.inputs}
+    assert chain_overrides_of(src) == want
+    seen = _records_choose_overrides(monkeypatch, src)
+    assert seen["overrides"] == want
+    # and the prepared inputs are those of the bundle's runtime chain: resampler delay as the runtime's
+    rec_fs, fs = 250.0, 125.0
+    x = _signal(5000, rec_fs, gaps=False)
+    got = preprocess(x, chain_config("ppg", rec_fs, **want["ppg"]))
+    assert Preprocessor(chain_config("ppg", rec_fs, **want["ppg"])).resampler.delay_out == StreamResampler(rec_fs, fs, kind=kind).delay_out
+    assert not np.allclose(got[100:2000], preprocess(x, chain_config("ppg", rec_fs))[100:2000], equal_nan=True)
+
+
+def test_evaluate_run_dir_overrides_come_from_its_config():
+    from types import SimpleNamespace
+
+    from edgebp.train.config import TrainConfig
+    from edgebp.train.evaluate_cli import chain_overrides_of
+
+    assert chain_overrides_of(SimpleNamespace(config=TrainConfig(), inputs=("ppg", "ecg"))) is None
+    assert chain_overrides_of(SimpleNamespace(config=TrainConfig(resampler="short"), inputs=("ppg",))) == {"ppg": {"resampler": "short"}}
+
+
+# ------------------------------------------------------------------------------------------
+# export: window int8 with chosen layers left in float (--int8-keep-float)
+# ------------------------------------------------------------------------------------------
+
+
+def _two_conv_onnx(path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(4, 2, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(4, 4, 3)).astype(np.float32), "w2")
+    w3 = numpy_helper.from_array(rng.normal(size=(1, 4, 1)).astype(np.float32), "w3")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1]), helper.make_node("Relu", ["a"], ["r"], name="r1"),
+             helper.make_node("Conv", ["r", "w2"], ["b"], name="c2", pads=[1, 1]), helper.make_node("Relu", ["b"], ["s"], name="r2"),
+             helper.make_node("Conv", ["s", "w3"], ["y"], name="c3")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 64])], [w1, w2, w3])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+def _float_convs(path):
+    """Conv nodes whose weight comes straight from a float initializer (not dequantized)."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {t.name for t in g.initializer}
+    return sorted(n.name for n in g.node if n.op_type == "Conv" and n.input[1] in inits)
+
+
+def test_int8_keep_float_leaves_the_chosen_convs_in_float(tmp_path):
+    import onnx
+
+    from edgebp.export import quantize as Q
+
+    src = tmp_path / "m.onnx"
+    _two_conv_onnx(src)
+    win = np.random.default_rng(1).normal(size=(16, 2, 64)).astype(np.float32)
+    every = Q.quantize_int8_cpu(src, tmp_path / "all.onnx", win)
+    assert _float_convs(tmp_path / "all.onnx") == [] and every["kept_float_nodes"] == []
+    first = Q.quantize_int8_cpu(src, tmp_path / "first.onnx", win, keep_float=("first-conv",))
+    assert first["kept_float_nodes"] == ["c1"] and _float_convs(tmp_path / "first.onnx") == ["c1"]
+    assert "kept in float: first-conv (c1)" in first["mode"]
+    # the model input is no longer quantized: x feeds the float conv directly
+    g = onnx.load(str(tmp_path / "first.onnx")).graph
+    assert not [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == "x"]
+    both = Q.quantize_int8_cpu(src, tmp_path / "both.onnx", win, keep_float=("first-conv", "last-conv"))
+    assert _float_convs(tmp_path / "both.onnx") == ["c1", "c3"] and both["keep_float"] == ["first-conv", "last-conv"]
+    assert Q.int8_kernels_check(tmp_path / "both.onnx", tmp_path / "opt.onnx")["runs_int8"]
+    with pytest.raises(ValueError, match="not valid"):
+        Q.quantize_int8_cpu(src, tmp_path / "bad.onnx", win, keep_float=("middle",))
+
+
+def test_export_cli_checks_int8_keep_float(tmp_path):
+    from click.testing import CliRunner
+
+    from edgebp.export.cli import export_command
+
+    run = tmp_path / "run"
+    run.mkdir()
+    r = CliRunner().invoke(export_command, [str(run), "--int8-keep-float", "middle", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "first-conv, last-conv" in r.output
+    r = CliRunner().invoke(export_command, [str(run), "--no-int8", "--int8-keep-float", "first-conv", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "needs --int8" in r.output

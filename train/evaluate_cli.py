@@ -52,18 +52,48 @@ def model_open(path: str, variant: str | None):
     raise CliError(f"{path}: neither a run directory (best.pt) nor a bundle (manifest.json)")
 
 
+def chain_overrides_of(src) -> dict | None:
+    """The input-chain overrides ``src`` was prepared with, for :func:`dataset_prepare`:
+    a bundle's from its manifest's ``preprocessing`` (each input's keys that differ from the
+    preset, ``fs_in``/``fs_out`` aside: those are set by the record and the model rate), a
+    run directory's from its config (``TrainConfig.chain_overrides``). ``None`` for the default
+    chain, so the default bundle is prepared, and cached, exactly as before.
+
+    Without it a bundle whose inputs use the ``short`` resampler (2 samples of delay) was
+    prepared with ``kaiser`` (19 samples): the reference sat 17 samples (136 ms) off the
+    streamed estimate (docs/latency.md)."""
+    from edgebp.processing.chain import CHAIN_PRESETS, chain_config
+
+    bundle = getattr(src, "bundle", None)
+    if bundle is not None:
+        out = {}
+        for ch, given in (bundle.manifest.get("preprocessing") or {}).items():
+            if ch not in tuple(src.inputs) or ch not in CHAIN_PRESETS:
+                continue
+            preset = {"resampler": "kaiser", **chain_config(ch, float(given.get("fs_in", 125.0))).to_dict()}
+            diff = {k: v for k, v in given.items() if k not in ("fs_in", "fs_out") and preset.get(k) != v}
+            if diff:
+                out[ch] = diff
+        return out or None
+    cfg = getattr(src, "config", None)
+    fn = getattr(cfg, "chain_overrides", None)
+    return fn(tuple(src.inputs)) if callable(fn) else None
+
+
 def records_choose(src, data: str | None, split: str, include_training: bool = False) -> tuple[list, dict]:
     """Prepare ``data`` (default: what ``src`` was trained on) for ``src`` and choose the
     ``split`` records with :func:`edgebp.record_identity.split_select`: training and
     validation records are recognised by sample hash and name whatever path or reader the data
-    come through. Returns (chosen prepared records, ``report["data"]``)."""
+    come through. The data are prepared with ``src``'s own input chain
+    (:func:`chain_overrides_of`). Returns (chosen prepared records, ``report["data"]``)."""
     from edgebp.record_identity import split_select
     from edgebp.train.data import data_source_path, dataset_prepare
 
     cfg = src.config
     data = data or cfg.data
     path = data_source_path(data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
-    prepared, skipped = dataset_prepare(path, tuple(src.inputs), float(src.geometry().fs), cfg.max_minutes)
+    overrides = chain_overrides_of(src)
+    prepared, skipped = dataset_prepare(path, tuple(src.inputs), float(src.geometry().fs), cfg.max_minutes, chain_overrides=overrides)
     try:
         chosen, sel = split_select(prepared, src.split, split, include_training)
     except ValueError as exc:
@@ -78,6 +108,8 @@ def records_choose(src, data: str | None, split: str, include_training: bool = F
                        "(--include-training scores them anyway, not as a held-out result)")
     info = {"source": data, "path": str(path), "split": split, "records": [p.record_id for p in chosen], "skipped": len(skipped),
             "excluded": dict(sel["excluded"]), "include_training": sel["include_training"], "selection": sel}
+    if overrides:
+        info["chain_overrides"] = overrides
     return chosen, info
 
 
