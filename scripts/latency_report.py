@@ -16,6 +16,11 @@ The reference data are prepared with the bundle's own input chain (its manifest'
 ``preprocessing``: the resampler kind), so the prepared axis and the runtime share one
 resampler delay, which :func:`edgebp.runtime.stream_score.stream_score_record` assumes.
 
+With several bundles, each one after the first is compared with the first (the reference,
+e.g. ``default``): SBP/DBP MAE change in per cent and whether the goals of docs/latency.md
+hold (latency p50 <= 100 ms; MAE at most 10 % worse than the reference). The load average
+(``os.getloadavg``) before and after each bundle is printed and kept in the JSON.
+
 Usage: .venv/bin/python scripts/latency_report.py BUNDLE [BUNDLE...] --split val [--data DIR] [--json OUT]
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +44,8 @@ from edgebp.train.data import dataset_prepare
 
 PACKET_S = 0.02
 LATENCY_RECORDS = 3
+GOAL_P50_MS = 100.0
+GOAL_MAE_WORSE = 0.10
 
 
 def chain_overrides(manifest: dict) -> dict | None:
@@ -120,12 +128,27 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     out = []
     for path in a.bundles:
+        load0 = os.getloadavg()
         r = bundle_report(path, a.split, a.data)
+        r["loadavg_before_after"] = [list(load0), list(os.getloadavg())]
         out.append(r)
         print(f"{r['bundle']} [{a.split}, {len(r['records'])} records]: SBP MAE {r['sbp_mae']:.2f}, DBP MAE {r['dbp_mae']:.2f} mmHg; "
               f"latency p50 {r['latency_ms']['p50']:.1f} ms (p5 {r['latency_ms']['p5']:.1f}, p95 {r['latency_ms']['p95']:.1f}; "
               f"computed {r['computed_ms']['total']:.1f}); timing lag {r['timing_lag_samples_median']:+.1f} samples; {r['seconds']} s",
               flush=True)
+    ref = out[0]
+    for r in out[1:]:
+        ch = {k: (r[f"{k}_mae"] / ref[f"{k}_mae"] - 1.0) for k in ("sbp", "dbp")}
+        r["vs_first"] = {"reference": ref["bundle"], "mae_change": ch, "p50_ms": r["latency_ms"]["p50"],
+                         "goal_p50_met": bool(r["latency_ms"]["p50"] <= GOAL_P50_MS),
+                         "goal_mae_met": bool(max(ch.values()) <= GOAL_MAE_WORSE)}
+        v = r["vs_first"]
+        print(f"{r['bundle']} vs {ref['bundle']} [{a.split}]: SBP MAE {100 * ch['sbp']:+.1f} %, DBP MAE {100 * ch['dbp']:+.1f} % "
+              f"(goal <= +{100 * GOAL_MAE_WORSE:.0f} %: {'met' if v['goal_mae_met'] else 'NOT met'}); latency p50 {v['p50_ms']:.1f} ms "
+              f"(goal <= {GOAL_P50_MS:.0f} ms: {'met' if v['goal_p50_met'] else 'NOT met'})", flush=True)
+    print("load average (1/5/15 min) before/after each bundle: " + "; ".join(
+        f"{Path(r['bundle']).name} {' '.join(f'{x:.2f}' for x in r['loadavg_before_after'][0])} / "
+        f"{' '.join(f'{x:.2f}' for x in r['loadavg_before_after'][1])}" for r in out), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1, default=float))
     return 0
