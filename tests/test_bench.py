@@ -302,3 +302,34 @@ def test_command_line_records_only_what_was_given():
     assert _command_line(ctx) == "edgebp bench b1 --report r"
     ctx = bench_command.make_context("bench", ["b1", "--quick", "--streams", "2", "--report", "r"])
     assert _command_line(ctx) == "edgebp bench b1 --quick --streams 2 --report r"
+
+
+def test_quick_bench_live_part(quick_bench):
+    """The live part: every packet size and bulk per variant, outputs the same for every read
+    size, ONNX Runtime's step int8 vs fp32, the plain reference; or a stated reason it was skipped."""
+    b = quick_bench["bench"]["bundles"][0]
+    lv = b.get("live")
+    if lv is None:
+        assert "live" in b["skipped"], b["skipped"]
+        return
+    assert "error" not in lv, lv
+    assert lv["torch_loaded"] is False and lv["peak_rss_mb"] > 0
+    got = {(r["variant"], r["packet_samples"]) for r in lv["rows"]}
+    assert got == {(v, k) for v in lv["variants"] for k in (1, 5, 25, 250, None)}
+    assert all(lv["identical_across_packets"].values())
+    assert all(r["per_sample_us"] > 0 and r["real_time_factor"] > 0 and r["counts"]["rows"] == r["counts"]["outputs"] for r in lv["rows"])
+    assert set(lv["step"]["cpu_us_per_call"]) == set(lv["variants"])
+    assert all(p["per_sample_us"] > 0 and p["edgebp_bulk_over_plain"] > 0 for p in lv["plain"].values())
+    md = (quick_bench["out"] / "report.md").read_text()
+    assert "Live path: CPU per device sample by packet size" in md and (quick_bench["out"] / "live.png").stat().st_size > 5000
+
+
+def test_live_packets_cut_at_line_ends():
+    from edgebp.bench.live import bulk_reads, log_packets
+
+    data = b"#EDGEBP v=1\n" + b"".join(b"%d,1,2\n" % i for i in range(11))
+    p5 = log_packets(data, 5)
+    assert [c.count(b"\n") for c in p5] == [6, 5, 1] and b"".join(p5) == data
+    assert b"".join(bulk_reads(data, 7)) == data
+    with pytest.raises(ValueError):
+        log_packets(data, 0)

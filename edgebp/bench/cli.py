@@ -58,7 +58,9 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--batch", type=int, default=None, help="The larger batch measured beside batch 1 [default: 32, 8 with --quick].")
 @click.option("--repeat", type=int, default=None, help="Independent repeats per latency figure [default: 5, 2 with --quick].")
 @click.option("--quick", is_flag=True, help="Small repeats, short streams, one concurrency level (tests, make demo).")
-@click.option("--parts", default="latency,streaming,memory,accuracy,anchors", show_default=True, help="Which parts to measure.")
+@click.option("--parts", default="latency,streaming,live,memory,accuracy,anchors", show_default=True,
+              help="Which parts to measure. live: edgebp run's CPU per device sample in packets of 1, 5, 25, 250 samples and in bulk, "
+                   "int8 vs fp32 at the runtime's step, and the plain reference (scripts/plain_reference.py).")
 @click.option("--anchors", "anchors", default="msca-cssc-unet,inn-par", show_default=True,
               help="Seed paradigms timed beside the bundles ('none' for none).")
 @click.option("--anchor-preset", type=click.Choice(["paper", "edge"]), default="paper", show_default=True,

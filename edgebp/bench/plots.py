@@ -245,3 +245,41 @@ def plot_bland_altman_pair(pairs: dict, label: str) -> Figure:
         plot_bland_altman(pairs[f"pred_{comp}"], pairs[f"ref_{comp}"], ax=ax, label=comp.upper())
         ax.set_title(f"{label}: {ax.get_title()}", fontsize=8)
     return fig
+
+
+def live_series(bench: dict) -> list[tuple[str, list[int], list[float], float | None]]:
+    """Per bundle and variant: (label, packet sizes, us per device sample, bulk us) from the live part."""
+    out = []
+    for b in bench.get("bundles", []):
+        lv = b.get("live")
+        if not isinstance(lv, dict) or "error" in lv:
+            continue
+        for v in lv.get("variants", []):
+            rows = [r for r in lv["rows"] if r["variant"] == v]
+            pk = [r for r in rows if r["packet_samples"]]
+            bulk = next((r["per_sample_us"] for r in rows if not r["packet_samples"]), None)
+            if pk:
+                out.append((f"{b['name']} {v}", [r["packet_samples"] for r in pk], [r["per_sample_us"] for r in pk], bulk))
+    return out
+
+
+def plot_live(bench: dict) -> Figure:
+    """CPU per device sample against packet size (log-log), bulk as a dotted line per series."""
+    series = live_series(bench)
+    if not series:
+        raise ValueError("plot_live: the bench holds no live part")
+    fig = _figure(7.0, 4.0)
+    ax = fig.add_subplot()
+    for i, (label, k, us, bulk) in enumerate(series):
+        color = f"C{i}"
+        ax.plot(k, us, "o-", color=color, label=label, gid=f"live-{i}")
+        if bulk:
+            ax.axhline(bulk, color=color, ls=":", lw=1, gid=f"live-bulk-{i}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("packet (device samples per read; dotted: 64 kB reads)")
+    ax.set_ylabel("us CPU per device sample (one core)")
+    ax.set_title("edgebp run on a live stream: cost by packet size", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return fig

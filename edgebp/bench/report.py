@@ -276,6 +276,58 @@ def bench_short_table(bench: dict) -> str:
     return "\n".join(lines)
 
 
+def live_rows(bench: dict) -> list[list]:
+    """The live part's table: CPU per device sample by packet size, and whether the outputs matched."""
+    rows = [["model", "variant", "read", "us CPU / device sample (median) [min]", "real-time factor (one core)", "outputs identical to the other reads",
+             "load average (1/5/15 min)", "command"]]
+    for b in bench.get("bundles", []):
+        lv = b.get("live")
+        if not isinstance(lv, dict) or "error" in lv:
+            continue
+        load = " / ".join(f"{x:.2f}" for x in (lv.get("load_average") or []))
+        for r in lv["rows"]:
+            k = r["packet_samples"]
+            rows.append([b["name"], r["variant"], r["read"], f"{_f(r['per_sample_us'])} [{_f(r['per_sample_us_min'])}]", _rtf(r["real_time_factor"]),
+                         "yes" if lv["identical_across_packets"].get(r["variant"]) else "NO", load,
+                         lv["edgebp_run_commands"].get(str(k) if k else "bulk", "") if isinstance(lv.get("edgebp_run_commands"), dict) else ""])
+    return rows
+
+
+def live_sections(bench: dict) -> list[dict]:
+    """Report sections of the live part (see :mod:`edgebp.bench.live`)."""
+    from edgebp.bench import plots
+
+    rows = live_rows(bench)
+    if len(rows) == 1:
+        return []
+    notes = ["`edgebp run`'s own stream_process on a device log replayed in packets of k whole sample lines (what a gateway hands "
+             "over every k / 250 Hz) and in 64 kB reads; CPU time (time.process_time) of the whole run over the device samples, "
+             "median over the rounds, all configurations interleaved in one torch-free process. The outputs (every point-wise row, "
+             "every beat, the summary's counts) are hashed per run and must agree for every read size."]
+    for b in bench.get("bundles", []):
+        lv = b.get("live")
+        if not isinstance(lv, dict) or "error" in lv:
+            continue
+        notes.append(f"- {b['name']}: log `{lv.get('log_command', '')}` ({lv.get('source', '')}); reproduce: `{lv.get('command', '')}`; "
+                     f"peak RSS of the child {_f(lv.get('peak_rss_mb'), '.1f')} MB.")
+        st = lv.get("step")
+        if st:
+            c = st["cpu_us_per_call"]
+            notes.append(f"- ONNX Runtime alone on the runtime's step ({st['chunk']} model samples, state carried): "
+                         + ", ".join(f"{v} {_f(x)} us per call" for v, x in c.items())
+                         + (f"; int8 / fp32 = {_f(st['int8_over_fp32'], '.2f')}" if st.get("int8_over_fp32") else ""))
+        for v, p in (lv.get("plain") or {}).items():
+            notes.append(f"- Plain reference ({v}; numpy decode, scipy filters, ONNX Runtime in blocks of {p['step']}, no quality handling, "
+                         f"`{p['command']}`): {_f(p['per_sample_us'])} us per device sample; edgebp in bulk / plain = "
+                         f"{_f(p['edgebp_bulk_over_plain'], '.2f')}")
+    out = [_sec("Live path: CPU per device sample by packet size", "\n".join(notes), rows)]
+    try:
+        out.append(_sec("Live path cost by packet size", "", None, plots.plot_live(bench), "live.png"))
+    except ValueError as exc:
+        log.info("live plot: %s", exc)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # sections
 # --------------------------------------------------------------------------------------------
@@ -410,6 +462,9 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
             log.info("growth plot: %s", exc)
     elif plots.rtf_bars(bench):
         secs.append(_sec("Real-time factor per variant", "", None, plots.plot_rtf(bench), "rtf.png"))
+
+    # ---- live path
+    secs += live_sections(bench)
 
     # ---- memory
     mrows = [["model", "model", "file", "bytes", "weights (flash)", "RAM (activations + state)", "MACs/s", "duty cycle", "fits", "command"]]

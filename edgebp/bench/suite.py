@@ -27,7 +27,7 @@ from edgebp.bench.latency import LatencyPlan
 log = logging.getLogger(__name__)
 
 SCHEMA = "edgebp-bench/1"
-PARTS = ("latency", "streaming", "memory", "accuracy", "anchors")
+PARTS = ("latency", "streaming", "live", "memory", "accuracy", "anchors")
 DEFAULT_VARIANTS = ("stream-int8", "torch-fp32", "ort-fp32", "ort-int8", "pruned", "tensorrt")
 #: bench variant -> ``edgebp run --variant`` (the streaming runtime runs these two)
 RUNTIME_VARIANTS = {"ort-int8": "int8", "ort-fp32": "fp32"}
@@ -287,7 +287,7 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
         "model": {k: m["model"].get(k) for k in ("name", "preset", "params", "macs_per_window")},
         "inputs": m["inputs"], "fs": m["fs"], "window": m["window"], "hop": m["hop"], "delay": m["delay"],
         "causal": m["causal"], "streamable": bool(m.get("streaming")), "output": m["output"],
-        "files": bundle_files(b), "skipped": {}, "latency": [], "streaming": None, "memory": None, "accuracy": {},
+        "files": bundle_files(b), "skipped": {}, "latency": [], "streaming": None, "live": None, "memory": None, "accuracy": {},
     }
     pairs: dict = {}
     run_dir = run_for_bundle(b, cfg.runs)
@@ -326,6 +326,22 @@ def bench_bundle(cfg: BenchConfig, shown: str, L: _Log, deferred: list) -> tuple
             except Exception as exc:  # noqa: BLE001
                 res["streaming"] = L.error(f"{shown} streaming", exc)
         lap("streaming")
+
+    if "live" in cfg.parts:
+        from edgebp.bench.live import live_bench
+
+        rv = [RUNTIME_VARIANTS[v] for v in ("ort-int8", "ort-fp32") if v in cfg.variants and b.has(variant_source_key(v))]
+        if not rv:
+            res["skipped"]["live"] = "no ort-int8 or ort-fp32 variant asked for (edgebp run runs those)"
+        elif not m.get("streaming"):
+            res["skipped"]["live"] = "this bundle has no streaming model (the live part measures edgebp run's streaming path)"
+        else:
+            try:
+                res["live"] = live_bench(shown, cfg.cache / "logs", min(cfg.stream_minutes, 5.0), cfg.sim_source, 1 if cfg.quick else 3,
+                                         threads=cfg.threads, variants=rv, bundle_shown=shown, progress=lambda s: L.say(f"{shown}: {s}"))
+            except Exception as exc:  # noqa: BLE001
+                res["live"] = L.error(f"{shown} live", exc)
+        lap("live")
 
     if "memory" in cfg.parts:
         L.say(f"{shown}: memory and the {cfg.mcu} budget")
