@@ -368,3 +368,28 @@ def test_train_beat_delta_writes_a_bundle_with_the_estimator(tiny_bundle_factory
     assert res.exit_code != 0 and "unknown key(s) gamma" in res.output
     res = CliRunner().invoke(cli, ["train", "--model", "beat-delta", "--epochs", "3", "--out", str(tmp_path / "y")])
     assert res.exit_code != 0 and "does not take --epochs" in res.output
+
+
+def test_bench_accuracy_carries_the_calibrated_row_beside_hold(shared_data, tmp_path):
+    """`edgebp bench` scores stream variants calibration-free and, beside them, the bundle's
+    estimator after a 60 s cuff reading against hold on the same beats."""
+    import shutil
+
+    from edgebp.bench.accuracy import accuracy_measure
+    from edgebp.runtime.bundle import bundle_load
+
+    rid = "a527l"  # a test record whose first-minute mean a cuff could report (not a382s: DBP under 40)
+    assert rid in bundle_load("default").manifest["split"]["test"]
+    src = shared_data / "challenge2015"
+    if not (src / f"{rid}.hea").exists():
+        pytest.skip("real recordings absent")
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in src.glob(f"{rid}.*"):
+        shutil.copy(f, data / f.name)
+    summary, _ = accuracy_measure("default", "stream-int8", str(data), "test")
+    c = summary["calibrated"]
+    assert c["method"] == "estimator" and c["records"] == 1 and c["beats"] > 50
+    for k in ("sbp", "dbp"):
+        assert c[k]["diff"] == pytest.approx(c[k]["model_mae"] - c[k]["hold_mae"])
+    assert summary["n_records"] == 1 and summary["sbp"]["n"] > c["beats"]  # the main figures stay calibration-free

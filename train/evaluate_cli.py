@@ -167,7 +167,8 @@ def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress, s
 
 
 def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int | None = None, progress: bool = True,
-                   include_training: bool = False, packet_ms: float = 20.0, recalibrate_min: float | None = None) -> tuple[dict, list, dict]:
+                   include_training: bool = False, packet_ms: float = 20.0, recalibrate_min: float | None = None,
+                   calibrated_only_s: float | None = None) -> tuple[dict, list, dict]:
     """Score ``src`` on ``data``'s ``split`` records; returns (report, scored records, data info).
 
     ``report["data"]`` says which records were scored and how many training (``excluded.train``)
@@ -184,7 +185,7 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
             click.echo(f"\rscoring {k}/{len(chosen)} {rid}".ljust(60), nl=False, err=True)
 
     stream_variant = getattr(src, "stream_variant", None)
-    streamed = [] if (stream_variant and calibrate > 0) else None
+    streamed = [] if (stream_variant and (calibrate > 0 or calibrated_only_s)) else None
     if stream_variant:
         scored, stream_counts = _stream_score(src, chosen, stream_variant, packet_ms, _prog, streamed)
     else:
@@ -204,7 +205,7 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
     report["data"] = data_info
     report["calibration_s"] = calibrate
     if streamed is not None:
-        report["calibrated"] = calibrated_section(src.bundle, streamed, calibrate, recalibrate_min)
+        report["calibrated"] = calibrated_section(src.bundle, streamed, calibrate if calibrate > 0 else calibrated_only_s, recalibrate_min)
     return report, scored, {"prepared": {p.record_id: p for p in chosen}}
 
 
