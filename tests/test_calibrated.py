@@ -193,6 +193,20 @@ def test_pulse_arrival_time_of_a_known_delay():
 
 
 # ----------------------------------------------------------------------------- runtime
+def _data_dir(shared_data, tmp_path, rid: str):
+    """A data directory holding one real record (copied), for evaluate/bench on it alone."""
+    import shutil
+
+    src = shared_data / "challenge2015"
+    if not (src / f"{rid}.hea").exists():
+        pytest.skip(f"{src / rid}.hea not found (real recordings absent)")
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in src.glob(f"{rid}.*"):
+        shutil.copy(f, data / f.name)
+    return data
+
+
 @pytest.fixture(scope="module")
 def val_samples(shared_data):
     from edgebp.io import read_record
@@ -317,15 +331,7 @@ def test_cuff_readings_inside_the_stream_calibrate_and_bad_ones_are_reported(val
 def test_evaluate_calibrate_scores_estimator_against_hold_on_the_same_beats(shared_data, tmp_path):
     """`evaluate default --calibrate 60 --recalibrate-every 2`: the deployed calibrated path
     against hold, on every reference beat after the first reading, once and re-calibrated."""
-    import shutil
-
-    src = shared_data / "challenge2015"
-    if not (src / f"{VAL_RECORD}.hea").exists():
-        pytest.skip("real recordings absent")
-    data = tmp_path / "data"
-    data.mkdir()
-    for f in src.glob(f"{VAL_RECORD}.*"):
-        shutil.copy(f, data / f.name)
+    data = _data_dir(shared_data, tmp_path, VAL_RECORD)
     res = CliRunner().invoke(cli, ["evaluate", "default", "--split", "val", "--data", str(data), "--calibrate", "60",
                                    "--recalibrate-every", "2", "--json"])
     assert res.exit_code == 0, res.output
@@ -373,20 +379,12 @@ def test_train_beat_delta_writes_a_bundle_with_the_estimator(tiny_bundle_factory
 def test_bench_accuracy_carries_the_calibrated_row_beside_hold(shared_data, tmp_path):
     """`edgebp bench` scores stream variants calibration-free and, beside them, the bundle's
     estimator after a 60 s cuff reading against hold on the same beats."""
-    import shutil
-
     from edgebp.bench.accuracy import accuracy_measure
     from edgebp.runtime.bundle import bundle_load
 
     rid = "a527l"  # a test record whose first-minute mean a cuff could report (not a382s: DBP under 40)
     assert rid in bundle_load("default").manifest["split"]["test"]
-    src = shared_data / "challenge2015"
-    if not (src / f"{rid}.hea").exists():
-        pytest.skip("real recordings absent")
-    data = tmp_path / "data"
-    data.mkdir()
-    for f in src.glob(f"{rid}.*"):
-        shutil.copy(f, data / f.name)
+    data = _data_dir(shared_data, tmp_path, rid)
     summary, _ = accuracy_measure("default", "stream-int8", str(data), "test")
     c = summary["calibrated"]
     assert c["method"] == "estimator" and c["records"] == 1 and c["beats"] > 50

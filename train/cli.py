@@ -53,15 +53,7 @@ def train_command(model, bundle, force, preset, inputs, data, epochs, device, se
         if bad:
             raise CliError(f"--model beat-delta does not take {', '.join(bad)} (it is fitted in closed form for --bundle; "
                            "--set takes its grid keys, e.g. --set starts=[30,60])")
-        fit_over = {}
-        for item in overrides:
-            if "=" not in item:
-                raise CliError(f"--set {item!r}: expected KEY=VALUE")
-            k, v = item.split("=", 1)
-            try:
-                fit_over[k.strip()] = json.loads(v)
-            except json.JSONDecodeError:
-                raise CliError(f"--set {item!r}: the value must be a number or a JSON list of numbers") from None
+        fit_over = _set_items(overrides, strict=True)
         logging.getLogger("edgebp").setLevel(min(logging.getLogger("edgebp").getEffectiveLevel(), logging.INFO))
         beat_delta_train(bundle or "default", data, Path(out_dir), force=force, overrides=fit_over)
         return
@@ -75,16 +67,26 @@ def train_command(model, bundle, force, preset, inputs, data, epochs, device, se
     base.update({k: v for k, v in given.items() if v is not None})
     if inputs:
         base["inputs"] = [s.strip() for s in inputs.split(",") if s.strip()]
-    for item in overrides:
-        if "=" not in item:
-            raise CliError(f"--set {item!r}: expected KEY=VALUE")
-        k, v = item.split("=", 1)
-        try:
-            base[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            base[k.strip()] = v
+    base.update(_set_items(overrides))
     cfg = TrainConfig.from_dict(base, where="training config")
     logging.getLogger("edgebp").setLevel(min(logging.getLogger("edgebp").getEffectiveLevel(), logging.INFO))
     summary = train_run(cfg, Path(out_dir), resume=resume)
     click.echo(f"trained {summary['model']}/{summary['preset']} ({summary['params']} parameters) in {summary['seconds']} s; "
                f"best validation loss {summary['best_val_loss']:.4f}; run directory {out_dir}")
+
+
+def _set_items(items, strict: bool = False) -> dict:
+    """``--set KEY=VALUE`` items: values read as JSON; a value that is not JSON stays a
+    string (the typed config then checks it), or with ``strict`` is an error."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CliError(f"--set {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            if strict:
+                raise CliError(f"--set {item!r}: the value must be a number or a JSON list of numbers") from None
+            out[k.strip()] = v
+    return out
