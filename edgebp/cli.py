@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "edgebp.train.evaluate_cli:evaluate_command",
     "export": "edgebp.export.cli:export_command",
     "run": "edgebp.runtime.cli:run_command",
+    "serve": "edgebp.runtime.serve_cli:serve_command",
     "sim": "edgebp.firmware_sim.cli:sim_command",
     "score": "edgebp.firmware_sim.score_cli:score_command",
     "budget": "edgebp.firmware_sim.budget_cli:budget_command",

@@ -1,0 +1,73 @@
+"""``edgebp serve``: serve several device streams from one process (see :mod:`edgebp.runtime.serve`)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from edgebp.cli import CliError
+
+
+@click.command(name="serve")
+@click.argument("bundle", required=False, default="default")
+@click.option("--source", "sources", multiple=True, required=True,
+              help="A stream source (repeat for more): file:PATH, tcp:PORT (listen on 127.0.0.1; every connection is a stream; 0 = a free port), "
+                   "pty:PATH or serial:DEV, stdin.")
+@click.option("--out-dir", type=click.Path(file_okay=False), required=True, help="Where each stream's NAME.csv, NAME.beats.csv, NAME.summary.json and serve.summary.json go.")
+@click.option("--max-streams", type=int, default=None, help="Serve at most this many streams at once (more connections are refused).")
+@click.option("--idle-timeout", type=float, default=None, help="End a TCP or serial stream after this many seconds without data.")
+@click.option("--duration", type=float, default=None, help="Stop the server after this many seconds (every open stream writes its summary).")
+@click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch"]), default="ort", show_default=True, help="Inference backend.")
+@click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads (per stream).")
+@click.option("--baud", type=int, default=115200, show_default=True, help="Serial port speed.")
+def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration, backend, variant, threads, baud):
+    """Serve N device streams from one process, each with its own decoder, state and outputs.
+
+    \b
+    Every stream gets DIR/NAME.csv (point-wise), DIR/NAME.beats.csv and DIR/NAME.summary.json
+    (the same accounting as edgebp run, plus why it ended and its CPU seconds); DIR/serve.summary.json
+    lists them all. Names: file-STEM, pty-NAME / serial-NAME, stdin, and tcp-PORT-N for the
+    N-th connection to a tcp:PORT listener (a disconnect ends that stream; a reconnect is a new one).
+    Without --duration the server runs until its sources end (files, ports) or Ctrl-C (with tcp:).
+
+    \b
+    NOT implemented: inference batching across streams. The streaming ONNX model has a fixed
+    batch of 1, so each stream runs its own model calls (CPU grows linearly with streams);
+    batching needs a dynamic-batch export and engine hooks.
+
+    \b
+    Example:
+        edgebp serve --source tcp:9000 --source file:serial.log --out-dir served/ --idle-timeout 30
+        edgebp sim --source synth:3 --minutes 1 --out - --truth t.csv | nc 127.0.0.1 9000
+    """
+    from edgebp.runtime.bundle import BundleError, bundle_load
+    from edgebp.runtime.serve import Server, ServeError, ServeOptions, parse_spec
+
+    try:
+        specs = [parse_spec(s) for s in sources]
+    except ServeError as exc:
+        raise CliError(str(exc)) from exc
+    if sum(s.kind == "stdin" for s in specs) > 1:
+        raise CliError("--source stdin: at most once")
+    if max_streams is not None and max_streams < 1:
+        raise CliError(f"--max-streams {max_streams}: must be at least 1")
+    try:
+        b = bundle_load(bundle)
+    except BundleError as exc:
+        raise CliError(str(exc)) from exc
+    slog = logging.getLogger("edgebp.runtime.serve")  # per-stream start/end lines even without -v
+    if slog.getEffectiveLevel() > logging.INFO:
+        slog.setLevel(logging.INFO)
+    opts = ServeOptions(variant=variant, backend=backend, threads=threads, max_streams=max_streams,
+                        idle_timeout=idle_timeout, duration=duration, baud=baud)
+    try:
+        overall = Server(b, specs, out_dir, opts).run()
+    except ServeError as exc:
+        raise CliError(str(exc)) from exc
+    click.echo(f"served {len(overall['streams'])} stream(s) in {overall['wall_seconds']:.1f} s "
+               f"(process CPU {overall['process_cpu_seconds']:.2f} s); summaries in {out_dir}/serve.summary.json", err=True)
+    for s in overall["streams"]:
+        click.echo(f"  {s['name']}: {s['end_reason']}; parsed {s['samples_parsed']} rejected {s['samples_rejected']} "
+                   f"missing {s['samples_missing']} beats {s['beats']}" + (f" error {s['error']}" if s.get("error") else ""), err=True)
