@@ -190,7 +190,9 @@ class Server:
             writer = OutputWriter(str(self.out_dir / f"{info.name}.csv"), self._header(info))
             summary = stream_process(chunks, self.bundle, StreamDecoder(), backend=o.backend, variant=o.variant, threads=o.threads,
                                      calibration=Calibration([], "auto"), writer=writer, stop=self.stop_event.is_set)
-            if self.stop_event.is_set() and ended["reason"] == "end of stream":
+            if summary.get("source_error"):
+                ended["reason"] = "source error"  # e.g. a serial port unplugged; the summary says which
+            elif self.stop_event.is_set() and ended["reason"] == "end of stream":
                 ended["reason"] = "server stopped"
         except Exception as exc:  # one stream's failure is that stream's, never the server's
             log.error("stream %s: failed: %s", info.name, exc)
@@ -260,8 +262,8 @@ class Server:
             def gen():
                 t_last = time.monotonic()
                 for c in chunks:
+                    t_last = time.monotonic()  # when the chunk arrived, as iter_serial times idleness
                     yield c
-                    t_last = time.monotonic()
                 if self.stop_event.is_set():
                     ended["reason"] = "server stopped"
                 elif spec.kind == "serial" and o.idle_timeout is not None and time.monotonic() - t_last >= o.idle_timeout * 0.99:

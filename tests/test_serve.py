@@ -3,11 +3,14 @@ pseudo-terminal and a file, through the real ONNX Runtime path (no torch)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import tty
@@ -212,3 +215,28 @@ def test_a_flooding_stream_is_back_pressured_without_holding_up_another(sim_log,
     assert s_flood.pauses > 0  # its transport was paused while its worker caught up
     assert accounted(s_flood.summary) == n_sample_lines(flood) and s_flood.summary["decoder"]["resets"] == 5
     assert accounted(s_short.summary) == n_sample_lines(short)
+
+
+def test_a_pty_closed_mid_stream_ends_that_stream_with_its_summary(sim_log, bundle, tmp_path):
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    port = os.ttyname(slave)
+    data = sim_log[:20000]
+    try:
+        server = Server(bundle, [parse_spec(f"pty:{port}")], tmp_path / "o", ServeOptions(idle_timeout=WAIT_S))
+        th = start(server)
+        os.write(master, data)
+        # close only once the reader has taken every byte (FIONREAD: bytes queued on the slave)
+        wait_for(lambda: struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0" * 4))[0] == 0, "the pty to drain")
+        os.close(master)  # the device goes away
+        master = None
+        th.join(WAIT_S)
+        assert not th.is_alive()
+    finally:
+        if master is not None:
+            os.close(master)
+        os.close(slave)
+    (info,) = server.streams
+    assert info.end_reason == "source error" and "failed while reading" in info.summary["source_error"]
+    assert accounted(info.summary) == n_sample_lines(data)
+    assert json.loads((tmp_path / "o" / f"{info.name}.summary.json").read_text())["end_reason"] == "source error"
