@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 
@@ -62,10 +63,16 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
         slog.setLevel(logging.INFO)
     opts = ServeOptions(variant=variant, backend=backend, threads=threads, max_streams=max_streams,
                         idle_timeout=idle_timeout, duration=duration, baud=baud)
+    server = Server(b, specs, out_dir, opts)
+    # SIGTERM (and SIGINT where it is ignored, as for a background job) stops the server the
+    # way --duration does: every open stream writes its summary, then serve.summary.json
+    old_term = signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     try:
-        overall = Server(b, specs, out_dir, opts).run()
+        overall = server.run()
     except ServeError as exc:
         raise CliError(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     click.echo(f"served {len(overall['streams'])} stream(s) in {overall['wall_seconds']:.1f} s "
                f"(process CPU {overall['process_cpu_seconds']:.2f} s); summaries in {out_dir}/serve.summary.json", err=True)
     for s in overall["streams"]:
