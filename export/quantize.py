@@ -210,7 +210,25 @@ def polygraphy_lint(path: Path) -> dict:
                 summary = json.loads(report.read_text()).get("summary", {})
             except json.JSONDecodeError:
                 summary = {}
-    return {"ran": True, "exit_code": proc.returncode, "summary": summary, "tail": proc.stdout.strip().splitlines()[-3:] + proc.stderr.strip().splitlines()[-3:]}
+        tail = proc.stdout.strip().splitlines()[-3:] + proc.stderr.strip().splitlines()[-3:]
+        # the tail goes into the manifest and report: no machine paths in a shipped bundle
+        tail = [_paths_portable(ln, td) for ln in tail]
+    return {"ran": True, "exit_code": proc.returncode, "summary": summary, "tail": tail}
+
+
+def _paths_portable(text: str, temp_dir: str) -> str:
+    """``text`` with the temporary directory as ``<tmp>`` and the working directory's prefix
+    removed (paths relative to where the export ran).
+
+    Examples
+    --------
+    >>> import os
+    >>> _paths_portable(f"{os.getcwd()}/runs/b/m.onnx -o /tmp/abc/lint.json", "/tmp/abc")
+    'runs/b/m.onnx -o <tmp>/lint.json'
+    """
+    import os
+
+    return text.replace(temp_dir, "<tmp>").replace(os.getcwd().rstrip("/") + "/", "")
 
 
 def sqnr_worst_layers(fp32_path: Path, int8_path: Path, windows: np.ndarray, top: int = 5) -> list[dict]:

@@ -98,6 +98,8 @@ def stream_record(bundle: Bundle, record, variant: str = "int8", packet_s: float
     vals, fs = record_device_samples(record, bundle.inputs)
     from edgebp.runtime.engine import Calibration
 
+    # no reading is given, so the method only decides whether beat features are measured:
+    # "offset" needs none, so they are on only when asked for (the estimator is applied afterwards)
     rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)}, backend=backend, variant=variant, threads=threads,
                        calibration=Calibration([], "offset"), features=features)
     step = max(1, int(round(packet_s * fs)))
