@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU build of torch, pinned so that nothing pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,lint]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,lint,fuzz]"
 	touch $(STAMP)
 
 demo: setup
