@@ -27,7 +27,25 @@ COMMANDS: dict[str, str] = {
     "score": "edgebp.firmware_sim.score_cli:score_command",
     "budget": "edgebp.firmware_sim.budget_cli:budget_command",
     "bench": "edgebp.bench.cli:bench_command",
+    "cache": "edgebp.cache_cli:cache_group",
 }
+
+# What the `train` extra installs: a command that needs one of these says so in one line.
+TRAIN_EXTRA_MODULES = ("torch", "onnxscript", "torch_pruning")
+
+
+def train_extra_missing(exc: BaseException) -> str | None:
+    """The `train` extra's module that ``exc`` (a ModuleNotFoundError) failed to find, else None."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    top = (exc.name or "").split(".")[0]
+    return top if top in TRAIN_EXTRA_MODULES else None
+
+
+def train_extra_message(module: str, command: str | None = None) -> str:
+    """The one line a command without its training dependencies prints."""
+    what = f"`edgebp {command}`" if command else "this command"
+    return f"{what} needs {module}, which is not installed: pip install 'edgebp[train]'"
 
 
 def _module_exists(module: str) -> bool:
@@ -54,8 +72,25 @@ class LazyGroup(click.Group):
             module, attr = self.lazy[name].split(":")
             if not _module_exists(module):
                 return None
-            return getattr(importlib.import_module(module), attr)
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                # a command module that imports torch at the top still lists in --help and,
+                # when invoked, says what to install instead of a traceback
+                missing = train_extra_missing(exc)
+                if missing is None:
+                    raise
+                return _needs_train_extra(name, missing)
         return super().get_command(ctx, name)
+
+
+def _needs_train_extra(name: str, module: str) -> click.Command:
+    def fail(args: tuple) -> None:
+        raise CliError(train_extra_message(module, name), exit_code=1)
+
+    return click.Command(name, callback=fail, params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+                         short_help="(needs the train extra: pip install 'edgebp[train]')")
 
 
 class CliError(click.ClickException):
@@ -100,6 +135,13 @@ def main() -> None:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         click.echo(f"Error: {msg}", err=True)
         sys.exit(2)
+    except ModuleNotFoundError as exc:
+        missing = train_extra_missing(exc)
+        if missing is None:
+            raise
+        command = next((a for a in sys.argv[1:] if a in COMMANDS), None)
+        click.echo(f"Error: {train_extra_message(missing, command)}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -1,0 +1,214 @@
+"""``edgebp cache``: what edgebp keeps on disk between runs, where, how large, and cleaning it.
+
+Everything edgebp caches can be rebuilt; deleting it costs time on the next run, never results.
+
+* ``prepared``: records preprocessed for a model (``<cache>/prepared/*.npz``, written by
+  ``edgebp train``/``evaluate``/``bench``; keyed by the data's and the chain's hash).
+* ``synth``: the built-in synthetic cohort (``<cache>/synth-<hash>/``, WFDB files).
+* ``bench``: device logs and the seeds' anchor ONNX files of ``edgebp bench``
+  (``<cache>/bench/``).
+* ``numba``: the compiled processing kernels (``*.nbi``/``*.nbc``): in ``$NUMBA_CACHE_DIR``
+  when set, in ``<cache>/numba`` when edgebp put them there, else in the ``__pycache__``
+  folders beside the kernels' source (numba's default).
+
+``<cache>`` is ``$EDGEBP_CACHE``, default ``~/.cache/edgebp``. Only the entries above are
+ever removed, so an ``EDGEBP_CACHE`` pointing at a shared folder loses nothing else.
+
+Examples
+--------
+>>> import os, tempfile
+>>> os.environ["EDGEBP_CACHE"] = tempfile.mkdtemp()
+>>> [e.what for e in cache_entries()][:3]
+['prepared', 'synth', 'bench']
+>>> del os.environ["EDGEBP_CACHE"]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from edgebp.cli import CliError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("prepared", "synth", "bench", "numba")
+NUMBA_SUFFIXES = (".nbi", ".nbc")
+
+
+def cache_root() -> Path:
+    """``$EDGEBP_CACHE`` or ``~/.cache/edgebp`` (the same rule every writer uses)."""
+    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp")).expanduser()
+
+
+@dataclass
+class CacheEntry:
+    """One kind of cached data: where it lives and the files it holds (paths to remove)."""
+
+    what: str
+    where: list[Path]
+    files: list[Path] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)  # whole folders that belong to the cache
+
+    @property
+    def size(self) -> int:
+        return sum(_size(f) for f in self.files)
+
+
+def _size(f: Path) -> int:
+    try:
+        return f.lstat().st_size
+    except OSError:
+        return 0
+
+
+def _files_under(d: Path) -> list[Path]:
+    if not d.is_dir():
+        return []
+    return [p for p in d.rglob("*") if p.is_file() or p.is_symlink()]
+
+
+def _numba_locations() -> list[Path]:
+    """Where the numba kernels' cache files can be, in numba's own order of preference."""
+    import edgebp
+
+    out: list[Path] = []
+    env = os.environ.get("NUMBA_CACHE_DIR")
+    if env:
+        out.append(Path(env).expanduser())
+    out.append(cache_root() / "numba")
+    # numba's default: __pycache__ beside each kernel's source. The packages installed from
+    # other folders (package-dir) are found by spec, so none of them is imported here.
+    pkgs = [Path(edgebp.__file__).resolve().parent]
+    for sub in ("runtime", "train", "export", "firmware_sim"):
+        try:
+            spec = importlib.util.find_spec(f"edgebp.{sub}")
+        except (ImportError, ValueError):
+            spec = None
+        for loc in (spec.submodule_search_locations or []) if spec else []:
+            pkgs.append(Path(loc).resolve())
+    for pkg in pkgs:
+        out += sorted(p for p in pkg.rglob("__pycache__") if p.is_dir())
+    seen, uniq = set(), []
+    for p in out:
+        if str(p) not in seen:
+            seen.add(str(p))
+            uniq.append(p)
+    return uniq
+
+
+def cache_entries() -> list[CacheEntry]:
+    """The cache's entries by kind (``prepared``, ``synth``, ``bench``, ``numba``), as they are now."""
+    root = cache_root()
+    synth_dirs = sorted(p for p in root.glob("synth-*") if p.is_dir()) + sorted(p for p in root.glob(".synth-*") if p.is_dir())
+    entries = [
+        CacheEntry("prepared", [root / "prepared"], _files_under(root / "prepared"), [root / "prepared"]),
+        CacheEntry("synth", [root / "synth-*"], [f for d in synth_dirs for f in _files_under(d)], synth_dirs),
+        CacheEntry("bench", [root / "bench"], _files_under(root / "bench"), [root / "bench"]),
+    ]
+    locs = _numba_locations()
+    nb = []
+    for d in locs:
+        if d.is_dir():
+            # the numba cache folder may hold other programs' kernels: only cache files, by suffix
+            nb += [p for p in d.rglob("*") if p.suffix in NUMBA_SUFFIXES and p.is_file()]
+    # shown: the folders that hold kernels now; with none, where the next compile will write
+    where = [d for d in locs if any(d in p.parents for p in nb)] or locs[:1]
+    entries.append(CacheEntry("numba", where, nb, []))
+    return entries
+
+
+def _human(n: int) -> str:
+    """Bytes in SI units (1 kB = 1000 B), as the rest of edgebp states sizes."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
+
+
+def _rel(p: Path) -> str:
+    """A path as the user would type it: ``~/...`` under the home folder."""
+    home = Path.home()
+    try:
+        return "~/" + str(p.relative_to(home))
+    except ValueError:
+        return str(p)
+
+
+@click.group(name="cache")
+def cache_group() -> None:
+    """What edgebp caches on disk (prepared records, the synthetic cohort, bench logs, numba
+    kernels): ``info`` shows it, ``clean`` removes it. Everything there is rebuilt on demand.
+
+    \b
+    Example:
+        edgebp cache info
+        edgebp cache clean --what prepared --yes
+    """
+
+
+@cache_group.command(name="info")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: per kind, its locations, file count and bytes.")
+def cache_info_command(as_json: bool) -> None:
+    """Where each kind of cached data is and how large it is (kB = 1000 B).
+
+    \b
+    Example:
+        edgebp cache info
+        EDGEBP_CACHE=/tmp/edgebp-cache edgebp cache info --json
+    """
+    entries = cache_entries()
+    if as_json:
+        click.echo(json.dumps({"root": str(cache_root()), "total_bytes": sum(e.size for e in entries),
+                               "entries": [{"what": e.what, "where": [str(w) for w in e.where], "files": len(e.files), "bytes": e.size}
+                                           for e in entries]}))
+        return
+    click.echo(f"cache root: {_rel(cache_root())} ($EDGEBP_CACHE)")
+    click.echo(f"{'what':<9} {'size':>9} {'files':>6}  where")
+    for e in entries:
+        click.echo(f"{e.what:<9} {_human(e.size):>9} {len(e.files):>6}  {', '.join(_rel(w) for w in e.where)}")
+    click.echo(f"{'total':<9} {_human(sum(e.size for e in entries)):>9} {sum(len(e.files) for e in entries):>6}")
+
+
+@cache_group.command(name="clean")
+@click.option("--what", "what", type=click.Choice(("all",) + KINDS), default="all", show_default=True, help="Which kind of cached data to remove.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
+def cache_clean_command(what: str, yes: bool) -> None:
+    """Remove cached data; the next run rebuilds what it needs (numba recompiles its kernels,
+    prepared records are prepared again).
+
+    \b
+    Example:
+        edgebp cache clean --what prepared --yes
+        edgebp cache clean
+    """
+    kinds = KINDS if what == "all" else (what,)
+    chosen = [e for e in cache_entries() if e.what in kinds]
+    total = sum(e.size for e in chosen)
+    n_files = sum(len(e.files) for e in chosen)
+    if n_files == 0 and not any(d.exists() for e in chosen for d in e.dirs):
+        click.echo(f"nothing cached ({', '.join(kinds)})")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(f"would remove {n_files} files ({_human(total)}) of {', '.join(kinds)}; pass --yes to confirm when not on a terminal")
+        click.confirm(f"remove {n_files} files ({_human(total)}) of {', '.join(kinds)}?", abort=True)
+    for e in chosen:
+        for d in e.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        for f in e.files:
+            if f.exists() or f.is_symlink():
+                try:
+                    f.unlink()
+                except OSError as exc:
+                    log.warning("%s: not removed (%s)", f, exc.strerror or exc)
+    click.echo(f"removed {n_files} files ({_human(total)}) of {', '.join(kinds)}")
