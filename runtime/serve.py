@@ -14,9 +14,17 @@ loop pauses reading that one transport (back-pressure on that device only; the l
 blocks) and resumes it when the worker has made room. A stream that stalls or dies affects
 no other stream; garbage is counted by that stream's decoder and the stream goes on.
 
-Not implemented: inference batching across streams. The streaming ONNX model has a fixed
-batch of 1, so every stream runs its own model calls; batching would need a dynamic-batch
-export and engine hooks.
+Batching across streams (``--backend ort``, the default): the streams share one ONNX Runtime
+session per model file, loaded with its batch axis made symbolic
+(:func:`~edgebp.runtime.backends.batch_dynamic_model`: a load-time graph rewrite, checked op by
+op and then numerically, batch-B row i against the original batch-1 session, bit-identical or
+not batched). Each stream's runtime keeps its own states; its model step is handed to a
+:class:`~edgebp.runtime.backends.StepBatcher`, which gathers the steps of the streams that
+have one ready (feeds and states concatenated on the batch axis), makes one ORT call, and
+scatters the rows back. A round runs as soon as every stream that has input in hand is waiting
+on its step; a stream waiting for input is not waited for (its step joins a later round), and
+no step waits more than ``batch_wait_ms`` (default 5 ms) for a round to fill. The outputs are
+the same bits as ``edgebp run`` on the same bytes.
 """
 
 from __future__ import annotations
@@ -102,6 +110,8 @@ class ServeOptions:
     baud: int = 115200
     read_size: int = 65536
     queue_chunks: int = QUEUE_CHUNKS
+    batch: bool = True  # one batched model call per step across streams (ort backend only)
+    batch_wait_ms: float = 5.0  # the longest a ready step waits for its round to fill
 
 
 @dataclass
@@ -144,6 +154,11 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._protocols: set = set()
         self._done_cv = threading.Condition(self._lock)
+        self.batched = None
+        if self.opts.batch and self.opts.backend == "ort":
+            from edgebp.runtime.backends import BatchedBackend
+
+            self.batched = BatchedBackend(threads=self.opts.threads, max_wait_s=self.opts.batch_wait_ms / 1e3)
 
     # ---- one stream -------------------------------------------------------------------
     def _header(self, info: StreamInfo) -> list[str]:
@@ -187,8 +202,10 @@ class Server:
         writer = None
         try:
             chunks = chunks_factory(ended)
+            if self.batched is not None:
+                chunks = self._busy_marked(chunks)
             writer = OutputWriter(str(self.out_dir / f"{info.name}.csv"), self._header(info))
-            summary = stream_process(chunks, self.bundle, StreamDecoder(), backend=o.backend, variant=o.variant, threads=o.threads,
+            summary = stream_process(chunks, self.bundle, StreamDecoder(), backend=self.batched or o.backend, variant=o.variant, threads=o.threads,
                                      calibration=Calibration([], "auto"), writer=writer, stop=self.stop_event.is_set)
             if summary.get("source_error"):
                 ended["reason"] = "source error"  # e.g. a serial port unplugged; the summary says which
@@ -218,6 +235,17 @@ class Server:
         with self._done_cv:
             self._active -= 1
             self._done_cv.notify_all()
+
+    def _busy_marked(self, chunks):
+        """``chunks``, with the stream marked busy from taking a chunk until it asks for the
+        next: the batcher waits for busy streams only."""
+        b = self.batched
+        for c in chunks:
+            b.busy_enter()
+            try:
+                yield c
+            finally:
+                b.busy_exit()
 
     def _queue_chunks(self, q: queue.Queue, on_data_taken, ended: dict):
         """The iterator a TCP stream's worker consumes: chunks from its queue until EOF,
@@ -424,7 +452,8 @@ class Server:
         overall = {
             "out_dir": str(self.out_dir), "sources": [s.text for s in self.specs], "ports": self.ports,
             "started_unix": t0, "wall_seconds": time.time() - t0, "process_cpu_seconds": time.process_time() - cpu0,
-            "inference_batching": "not implemented: every stream runs its own batch-1 model calls",
+            "inference_batching": self.batched.describe() if self.batched is not None
+            else f"off: every stream runs its own batch-1 model calls ({'--backend ' + self.opts.backend if self.opts.backend != 'ort' else 'batching disabled'})",
             "streams": [{"name": s.name, "source": s.source, "peer": s.peer, "end_reason": s.end_reason,
                          "summary": f"{s.name}.summary.json", "outputs": f"{s.name}.csv",
                          "samples_parsed": (s.summary or {}).get("decoder", {}).get("samples_parsed"),

@@ -259,3 +259,64 @@ def test_a_pty_closed_mid_stream_ends_that_stream_with_its_summary(sim_log, bund
     assert info.end_reason == "source error" and "failed while reading" in info.summary["source_error"]
     assert accounted(info.summary) == n_sample_lines(data)
     assert json.loads((tmp_path / "o" / f"{info.name}.summary.json").read_text())["end_reason"] == "source error"
+
+
+# ---------------------------------------------------------------- batching across streams
+def test_batched_streams_share_rounds_and_give_edgebp_run_outputs(sim_log, bundle, tmp_path):
+    """Eight file streams (two different logs) through one batched session: the rounds
+    really hold several streams' steps, and every stream's rows are edgebp run's bits."""
+    lines = sim_log.split(b"\n")
+    other = b"\n".join(lines[:1] + lines[1 + 700:])  # the same device header, a later stretch
+    logs = []
+    for i in range(8):
+        p = tmp_path / f"dev{i}.log"
+        p.write_bytes(sim_log if i % 2 == 0 else other)
+        logs.append(p)
+    out = tmp_path / "served"
+    server = Server(bundle, [parse_spec(f"file:{p}") for p in logs], out, ServeOptions(read_size=2048))
+    overall = server.run()
+    b = overall["inference_batching"]
+    stats = b["batched_models"]["model_stream_int8.onnx"]
+    assert not b["refused"]
+    assert stats["max_batch"] >= 4, stats  # eight busy file streams: rounds of several steps
+    assert stats["mean_batch"] > 2, stats
+    for data, name in ((sim_log, "a"), (other, "b")):
+        reference(bundle, data, tmp_path / f"ref_{name}.csv")
+    for i in range(8):
+        ref = "a" if i % 2 == 0 else "b"
+        assert body(out / f"file-dev{i}.csv") == body(tmp_path / f"ref_{ref}.csv"), i
+        assert body(out / f"file-dev{i}.beats.csv") == body(tmp_path / f"ref_{ref}.beats.csv"), i
+    # every step of every stream went through the batcher
+    calls = sum(json.loads((out / f"file-dev{i}.summary.json").read_text())["model_calls"] for i in range(8))
+    assert stats["steps"] == calls
+
+
+def test_batch_rewrite_is_bit_exact_on_the_shipped_models_and_refuses_a_fixed_batch(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgebp.runtime.backends import BatchRewriteError, StepBatcher, batch_dynamic_model
+
+    from edgebp.paths import ASSETS
+
+    for name in ("default", ASSETS / "lowlatency_bundle"):
+        b = bundle_load(name)
+        for key in b.manifest["streaming"]["file_keys"].values():
+            assert StepBatcher(b.file(key)).verify(lengths=(1, int(b.manifest["streaming"]["chunk"]))) == 0.0
+    # a graph that flattens with a constant shape of batch 1 cannot be batched by a rewrite
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1])
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], [shape])
+    p = tmp_path / "reshape.onnx"
+    onnx.save(helper.make_model(g), p)
+    with pytest.raises(BatchRewriteError, match="Reshape"):
+        batch_dynamic_model(p)
+    # a Concat on the batch axis is refused too
+    g2 = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["y"], axis=0)], "g2",
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    p2 = tmp_path / "concat.onnx"
+    onnx.save(helper.make_model(g2), p2)
+    with pytest.raises(BatchRewriteError, match="axis 0"):
+        batch_dynamic_model(p2)
