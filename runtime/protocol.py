@@ -48,11 +48,13 @@ from edgebp.runtime.crc import crc16_ccitt_false
 from edgebp.runtime.protocol_binary import (
     SYNC, BinaryParser, cuff_encode_binary, frame_size, header_encode_binary, samples_encode_binary,
 )
-from edgebp.runtime.protocol_common import CUFF_REASONS, OK, REASONS
+from edgebp.runtime.protocol_common import CUFF_REASONS, MAX_LINE_BYTES, OK, REASONS
 from edgebp.runtime.protocol_header import (
     HeaderError, StreamHeader, header_apply_channel_map, header_fields_decode, header_fields_encode,
 )
-from edgebp.runtime.protocol_logs import CsvParser, Max3010xParser, samples_encode_max3010x
+from edgebp.runtime.protocol_logs import (
+    CsvParser, Max3010xParser, csv_delimiter, csv_header_candidate, csv_row_confirms, samples_encode_max3010x,
+)
 from edgebp.runtime.protocol_text import (
     TEXT_MAGIC, TextParser, cuff_encode_text, header_encode_text, samples_encode_text,
 )
@@ -69,8 +71,10 @@ HALF_RANGE = 32768
 _LOG_LIMIT = 5
 # Bytes that appear in text logs; anything else before the first line ends means binary.
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r\n"
-_DETECT_LIMIT = 512
-# Banner/comment lines skipped while detecting; beyond this the format is not guessed.
+#: The longest line detection reads: a longer one is decided "text" (as the parsers, which
+#: reject it as overlong), whether or not its end has arrived yet.
+_DETECT_LIMIT = MAX_LINE_BYTES
+#: Bytes of banner/comment lines read while detecting; beyond this the format is not guessed.
 _DETECT_GIVE_UP = 65536
 #: Cuff readings accepted: SBP and DBP within these bounds (mmHg, inclusive), DBP below SBP.
 CUFF_RANGE_MMHG = (40.0, 300.0)
@@ -241,14 +245,25 @@ def stream_detect_format(data: bytes, final: bool = False) -> str | None:
     """Which encoding a stream uses, from its first bytes (None: not decidable yet).
 
     The answer depends only on a prefix that ends where the decision is made, so it does
-    not depend on how the stream is cut into chunks:
+    not depend on how the stream is cut into chunks: each line is judged by its first
+    :data:`_DETECT_LIMIT` + 1 bytes at most, and only :data:`_DETECT_GIVE_UP` bytes are
+    looked at (the caller gives up after that many).
 
     - a byte outside printable ASCII before the first meaningful line ends -> ``"binary"``;
+    - a line longer than :data:`_DETECT_LIMIT` bytes (longer than any line the text parsers
+      accept) -> ``"text"``: the text parser rejects it as overlong and goes on;
     - blank lines, ``#`` comment lines and lines without digits or fields (banners) are
-      skipped; the first other line decides: ``#EDGEBP`` -> ``"text"``; ``red=``/``ir=``
-      or ``IR[`` -> ``"max3010x"``; integers separated by commas -> ``"text"`` (a reader
-      that joined mid-stream, before the next header); a delimited row with letters ->
-      ``"csv"``.
+      skipped; the first other line decides: ``#EDGEBP``, or two edgebp header fields such
+      as ``fs=``/``ch=`` (a reader that joined in the middle of the header line) ->
+      ``"text"``; ``red=``/``ir=`` or ``IR[`` -> ``"max3010x"``; integers separated by commas
+      -> ``"text"`` (a reader that joined mid-stream, before the next header);
+    - a delimited row of names is a CSV/TSV header row only when the next meaningful line is
+      a data row with the same number of cells (see
+      :func:`~edgebp.runtime.protocol_logs.csv_row_confirms`) -> ``"csv"``; otherwise it was
+      a banner (an ESP32 ROM banner has commas: ``rst:0x1 (POWERON_RESET),boot:0x13 (...)``)
+      and detection goes on with the next line;
+    - at the end of the stream, an undecided last line or a header row candidate without
+      data gives ``"text"`` (whose parser counts what it cannot use).
 
     Examples
     --------
@@ -256,42 +271,68 @@ def stream_detect_format(data: bytes, final: bool = False) -> str | None:
     'binary'
     >>> stream_detect_format(b"Initializing...\\nred=1, ir=2\\n")
     'max3010x'
-    >>> stream_detect_format(b"time\\tppg\\n")
-    'csv'
+    >>> stream_detect_format(b"time\\tppg\\n") is None, stream_detect_format(b"time\\tppg\\n0.0\\t512\\n")
+    (True, 'csv')
+    >>> stream_detect_format(b"rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\\n#EDGEBP v=1") is None
+    True
     >>> stream_detect_format(b"#EDGEBP v=1")  is None
     True
     """
+    data = data[:_DETECT_GIVE_UP]
     p = 0
+    pending: bytes | None = None  # a CSV header row candidate waiting for its first data row
     while True:
-        nl = data.find(b"\n", p)
-        line = data[p:] if nl < 0 else data[p:nl]
+        limit = p + _DETECT_LIMIT + 1
+        nl = data.find(b"\n", p, limit)
+        line = data[p:limit] if nl < 0 else data[p:nl]
         if line.translate(None, _TEXT_BYTES):
             return "binary"
         if nl < 0:
             if len(line) > _DETECT_LIMIT:
                 return "text"  # a long run of text without newline: the text parser rejects it
-            if final and line.strip():
-                return _classify_line(line.strip()) or "text"
-            return None
+            if not final:
+                return None
+            s = line.strip()
+            if s and not (s.startswith(b"#") and not s.startswith(TEXT_MAGIC)):
+                kind, _ = _detect_line(line.rstrip(b"\r"), s, pending)
+                return kind or "text"
+            return "text" if data.strip() else None
         s = line.strip()
         p = nl + 1
         if not s or (s.startswith(b"#") and not s.startswith(TEXT_MAGIC)):
             continue
-        kind = _classify_line(s)
+        kind, pending = _detect_line(line.rstrip(b"\r"), s, pending)
         if kind is not None:
             return kind
 
 
-def _classify_line(s: bytes) -> str | None:
+def _detect_line(line: bytes, s: bytes, pending: bytes | None) -> tuple[str | None, bytes | None]:
+    """One meaningful line: ``(format or None, header row candidate now pending)``."""
     if s.startswith(TEXT_MAGIC) or TEXT_MAGIC[1:] in s:  # also a header whose '#' was damaged
-        return "text"
+        return "text", None
+    if len(_HEADER_FIELD_RE.findall(s)) >= 2:
+        return "text", None  # the rest of an edgebp header line (joined mid-line)
+    if pending is not None and csv_row_confirms(pending, line):
+        return "csv", None
+    kind = _classify_line(s)
+    if kind is not None:
+        return kind, None
+    if csv_delimiter(s) is not None and csv_header_candidate(s):
+        return None, s
+    return None, None
+
+
+# "key=" of edgebp header fields, as they appear in a header line (also its tail).
+_HEADER_FIELD_RE = re.compile(rb"(?:^|\s)(?:v|fs|ch|units|bits|gain|offset|dev)=")
+
+
+def _classify_line(s: bytes) -> str | None:
+    """The formats one line decides by itself (a CSV header row needs the line after it)."""
     low = s.lower()
     if re.search(rb"(^|[\s,])(red|ir)\s*=", low) or re.search(rb"(^|\s)(r|ir)\[", low):
         return "max3010x"
     if re.fullmatch(rb"-?[0-9]+(,\s*-?[0-9]+)+", s):
         return "text"
-    if re.search(rb"[A-Za-z]", s) and re.search(rb"[\t,;]", s):
-        return "csv"
     return None
 
 
@@ -425,9 +466,11 @@ class StreamDecoder:
                 kind = stream_detect_format(bytes(self._pre))
                 if kind is not None:
                     self._start(kind)
-                elif len(self._pre) > _DETECT_GIVE_UP:
+                elif len(self._pre) >= _DETECT_GIVE_UP:
+                    # stream_detect_format reads this many bytes at most, so giving up here
+                    # does not depend on how the stream was chunked.
                     raise ValueError(
-                        f"could not recognise the stream format in its first {len(self._pre)} bytes "
+                        f"could not recognise the stream format in its first {_DETECT_GIVE_UP} bytes "
                         f"(no edgebp header, frame, MAX3010x or CSV line); give the format "
                         f"explicitly (one of {', '.join(FORMATS[1:])})")
             else:

@@ -163,6 +163,78 @@ def decode_sample_rows(rows: np.ndarray, n_ch: int) -> tuple[np.ndarray, np.ndar
     return seq, raw
 
 
+_NO, _YES, _INCOMPLETE = 0, 1, -1
+
+
+def _intact_at(data: bytes, q: int) -> int:
+    """Whether a CRC-valid frame starts at ``data[q]``: ``_YES``, ``_NO``, or ``_INCOMPLETE``
+    (it may, but the buffer ends before its sync, LEN or CRC could be read)."""
+    n = len(data)
+    if q + 2 > n:
+        return _INCOMPLETE if data[q] == SYNC[0] else _NO
+    if data[q] != SYNC[0] or data[q + 1] != SYNC[1]:
+        return _NO
+    if q + 4 > n:
+        return _INCOMPLETE
+    total = FRAME_OVERHEAD + data[q + 3]
+    if q + total > n:
+        return _INCOMPLETE
+    return _YES if crc16_ccitt_false(data[q + 2:q + total]) == 0 else _NO
+
+
+def _resume_after(data: bytes, p: int, total: int, final: bool) -> int | None:
+    """Where parsing goes on after the CRC-valid frame ``data[p:p + total]``.
+
+    Why: on a clean wire frames never overlap, so a CRC-valid frame that starts *inside*
+    another one means one of the two was cut short and the CRC check of the other was
+    passed with bytes borrowed from it (e.g. a frame that lost its last byte, when that byte
+    was 0xA5, is completed by the next frame's first sync byte). The CRC cannot tell which of
+    the two is real, and skipping to ``p + total`` would lose the inner one although it
+    reached the wire intact. So parsing resumes at the earliest CRC-valid frame starting in
+    ``(p, p + total)`` (both are decoded; the sequence rules then drop a stale or
+    duplicate one), and at ``p + total`` when there is none. Candidates inside that fail
+    their CRC are ordinary payload bytes and are not reported. The overlapping bytes are
+    accounted to the later frame, so every byte still belongs to one frame or to
+    ``bytes_skipped``.
+
+    Returns None when the answer depends on bytes not received yet (an inner candidate is
+    incomplete, or the frame ends the buffer with 0xA5, which may be the first byte of a
+    sync); at the end of the stream an incomplete candidate is not a frame. The decision
+    therefore depends only on the stream's content, not on how it was cut into chunks.
+    """
+    end = p + total
+    n = len(data)
+    q = data.find(SYNC, p + 1, end + 1)
+    while 0 <= q < end:
+        r = _intact_at(data, q)
+        if r == _YES:
+            return q
+        if r == _INCOMPLETE and not final:
+            return None
+        q = data.find(SYNC, q + 1, end + 1)
+    if end == n and data[end - 1] == SYNC[0] and not final:
+        return None
+    return end
+
+
+def _rows_without_inner_frame(data: bytes, view: np.ndarray, p: int, m: int) -> int:
+    """How many of the ``m`` CRC-valid rows of ``view`` (frames from ``data[p]`` on) can be
+    accepted in bulk: up to the first row inside which a CRC-valid frame may start (see
+    :func:`_resume_after`); that row is then read on the single-frame path."""
+    size = view.shape[1]
+    rows = view[:m]
+    # A sync inside a row: 0xA5 at column j, 0x5A at j+1 (j = size-1: the next byte, which is
+    # the next row's 0xA5 except after the last row, so every 0xA5 there is a candidate).
+    hit = np.zeros(rows.shape, dtype=bool)
+    hit[:, 1:size - 1] = (rows[:, 1:size - 1] == SYNC[0]) & (rows[:, 2:] == SYNC[1])
+    hit[:, size - 1] = rows[:, size - 1] == SYNC[0]
+    cand = np.flatnonzero(hit.ravel())
+    for c in cand.tolist():
+        if _intact_at(data, p + c) != _NO:
+            return c // size
+    return m
+
+
 class BinaryParser:
     """Incremental parser of the edgebp binary encoding (see module docstring)."""
 
@@ -224,7 +296,13 @@ class BinaryParser:
                     continue
             core = data[p + 2:p + total]
             where = f"byte {self.offset + p}"
-            if crc16_ccitt_false(core) != 0:
+            crc_ok = crc16_ccitt_false(core) == 0
+            if crc_ok:
+                # Decided before anything is emitted, so that a wait re-reads the frame once.
+                nxt = _resume_after(data, p, total, final)
+                if nxt is None:
+                    break  # a frame that may start inside this one is not complete yet
+            if not crc_ok:
                 # A sync inside the frame's extent means the frame was cut short and the next
                 # one began; otherwise bytes were damaged.
                 reason = "truncated" if data.find(SYNC, p + 2, p + total) >= 0 else "crc"
@@ -265,7 +343,7 @@ class BinaryParser:
                     self.sink.on_cuff(sbp, dbp, where)
             else:
                 self.sink.on_ignored(f"frame of unknown type 0x{ftype:02X}")
-            p += total
+            p = nxt
         if skipped:
             self.sink.on_skipped(skipped)
         del self.buf[:p]
@@ -283,6 +361,8 @@ class BinaryParser:
             return 0
         good = crc16_ccitt_false_rows(view[:m, 2:]) == 0  # residue 0 over body + CRC
         m = m if good.all() else int(np.argmin(good))
+        if m:
+            m = _rows_without_inner_frame(data, view, p, m)
         if m:
             self._emit(view[:m], where_base=p)
         return m

@@ -24,7 +24,7 @@ import numpy as np
 from edgebp.runtime.protocol_header import StreamHeader
 
 #: Why a record can be rejected. Index = status code carried by the parsers.
-REASONS = ("ok", "malformed", "crc", "truncated", "overlong", "range", "no_header", "duplicate", "bad_seq")
+REASONS = ("ok", "malformed", "crc", "truncated", "overlong", "range", "no_header", "duplicate", "bad_seq", "empty")
 STATUS = {name: code for code, name in enumerate(REASONS)}
 OK = 0
 

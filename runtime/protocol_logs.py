@@ -76,6 +76,69 @@ def _number(text: bytes) -> float | None:
     return v
 
 
+#: Cells that stand for "no value" in a CSV/TSV log.
+_MISSING_CELLS = (b"", b"na", b"nan")
+# "key=" tokens of the edgebp header fields: a line holding one is (part of) an edgebp
+# header, e.g. the tail of a header line when a reader joined mid-line, never a CSV header row.
+_HEADER_KEY_RE = re.compile(rb"(?:^|[\s,])(?:v|fs|ch|units|bits|gain|offset|dev)=")
+
+
+def csv_delimiter(line: bytes) -> bytes | None:
+    """The delimiter a CSV/TSV header row uses: tab, else comma, else semicolon, else None
+    (whitespace)."""
+    return next((d for d in (b"\t", b",", b";") if d in line), None)
+
+
+def csv_cells(line: bytes, delim: bytes | None) -> list[bytes]:
+    """The stripped cells of ``line`` (``\r`` already removed); with a delimiter, trailing
+    delimiters are kept, so an empty last cell is a cell."""
+    if delim is None:
+        return line.split()
+    return [p.strip() for p in line.strip(b" ").split(delim)]
+
+
+def _is_missing(cell: bytes) -> bool:
+    return cell.lower() in _MISSING_CELLS
+
+
+def csv_header_candidate(line: bytes) -> bool:
+    """Whether ``line`` may be a CSV/TSV header row: names with letters, no cell holding a
+    number or standing for a missing value, and no edgebp header field (``fs=``, ``ch=``...).
+
+    It is only *taken* as the header row when the next row confirms it
+    (:func:`csv_row_confirms`): a boot banner with a comma (``rst:0x1 (POWERON_RESET),boot:0x13``)
+    passes this test but is followed by more banner lines, not by data.
+
+    Examples
+    --------
+    >>> csv_header_candidate(b"time,ppg"), csv_header_candidate(b"0.1,5"), csv_header_candidate(b"gain=1,1 offset=0,0")
+    (True, False, False)
+    """
+    s = line.strip()
+    if not s or not re.search(rb"[A-Za-z]", s) or _HEADER_KEY_RE.search(s):
+        return False
+    cells = csv_cells(s, csv_delimiter(s))
+    return not any(_is_missing(c) or _number(c) is not None for c in cells)
+
+
+def csv_row_confirms(header: bytes, row: bytes) -> bool:
+    """Whether ``row`` is a data row for the header row candidate ``header``: the same number
+    of cells (by the header's delimiter), and a number in one of them (or every cell empty or
+    ``NA``).
+
+    Examples
+    --------
+    >>> csv_row_confirms(b"time,ppg", b"0.1,5"), csv_row_confirms(b"mode:DIO, clock div:1", b"load:0x3fff0030,len:1184")
+    (True, False)
+    """
+    delim = csv_delimiter(header.strip())
+    hcells = csv_cells(header.strip(), delim)
+    cells = csv_cells(row, delim)
+    if len(cells) != len(hcells):
+        return False
+    return all(_is_missing(c) for c in cells) or any(_number(c) is not None for c in cells)
+
+
 class _LogParser(LineParser):
     """Common part of the third-party log parsers: synthesised seq and record batching."""
 
@@ -184,9 +247,14 @@ class Max3010xParser(_LogParser):
 class CsvParser(_LogParser):
     """Incremental parser of delimited logs with a header row (CSV, TSV, ';' or spaces).
 
-    The delimiter is taken from the header row: tab, else comma, else semicolon, else
-    whitespace. Empty cells and ``nan``/``NA`` become NaN. A later row equal to a header
-    (no numeric cell, holding the mapped columns) is a repeated header, e.g. two logs
+    The header row is the first row of names (:func:`csv_header_candidate`) that the next
+    row confirms as data (:func:`csv_row_confirms`); lines before it (boot banners, the rest
+    of a line the reader joined in the middle of) are ignored and counted in
+    ``lines_ignored``. The delimiter is taken from the header row: tab, else comma, else
+    semicolon, else whitespace. Empty cells and ``nan``/``NA`` become NaN; a row in which
+    every cell is empty or NA carries no value at all and is a rejected sample (``"empty"``,
+    it keeps its slot in time, so a one-sample gap follows). A later row of names (no numeric
+    or missing-value cell) holding the mapped columns is a repeated header, e.g. two logs
     concatenated.
     """
 
@@ -198,6 +266,7 @@ class CsvParser(_LogParser):
         self.columns: list[str] | None = None
         self.delim: bytes | None = None
         self.cols: list[int] = []
+        self._pending: tuple[bytes, int] | None = None  # header row candidate, its line number
 
     def _split(self, s: bytes) -> list[bytes]:
         parts = s.split(self.delim) if self.delim is not None else s.split()
@@ -205,7 +274,7 @@ class CsvParser(_LogParser):
 
     def _header_row(self, s: bytes, line_no: int, first: bool) -> bool:
         if first:
-            self.delim = next((d for d in (b"\t", b",", b";") if d in s), None)
+            self.delim = csv_delimiter(s)
         names = [p.decode("utf-8", "replace") for p in self._split(s)]
         lower = [n.lower() for n in names]
         if self.channel_map:
@@ -238,10 +307,7 @@ class CsvParser(_LogParser):
             if s.startswith(b"#"):
                 self.sink.on_ignored("comment line")
                 continue
-            if self.columns is None:
-                if len(line) > MAX_LINE_BYTES:
-                    raise ValueError(f"line {line_no}: the CSV header row is longer than {MAX_LINE_BYTES} bytes")
-                self._header_row(s, line_no, first=True)
+            if self.columns is None and not self._before_header(line, s, line_no):
                 continue
             if len(line) > MAX_LINE_BYTES:
                 self._add(None, STATUS["overlong"], line_no)
@@ -249,6 +315,11 @@ class CsvParser(_LogParser):
             if self.delim is not None:
                 s = line.strip(b" ")  # keep trailing delimiters: an empty last cell is a cell
             parts = self._split(s)
+            if all(_is_missing(p) for p in parts):
+                # Every cell empty or NA: a sample without any value (the sensor had none),
+                # not a header row: rejected, it keeps its slot so that a gap is reported.
+                self._add(None, STATUS["empty"], line_no)
+                continue
             numbers = [_number(p) for p in parts]
             if all(v is None for v in numbers):
                 # No numeric cell: a repeated header row, or a text line to skip.
@@ -271,10 +342,48 @@ class CsvParser(_LogParser):
             self._add(values, OK if values is not None else STATUS["malformed"], line_no)
         self._flush()
 
+    def _before_header(self, line: bytes, s: bytes, line_no: int) -> bool:
+        """A line before the header row is known; True when it is the first data row (the
+        header row is then set up from the candidate before it)."""
+        if self._pending is not None:
+            header, header_no = self._pending
+            self._pending = None
+            if len(line) <= MAX_LINE_BYTES and csv_row_confirms(header, line):
+                self._header_row(header, header_no, first=True)
+                return True
+            self.sink.on_ignored("line before the CSV header row")
+        if len(line) <= MAX_LINE_BYTES and csv_header_candidate(s):
+            self._pending = (s, line_no)
+        else:
+            self.sink.on_ignored("line before the CSV header row")
+        return False
+
+    def overlong(self, line_no: int) -> None:
+        if self.columns is None:
+            # Before the header row a long line is one more line to skip (as in lines()).
+            if self._pending is not None:
+                self._pending = None
+                self.sink.on_ignored("line before the CSV header row")
+            self.sink.on_ignored("line before the CSV header row")
+            return
+        super().overlong(line_no)
+
     def partial(self, data: bytes, line_no: int) -> None:
         s = data.strip()
+        if self.columns is None and self._pending is not None and s and not s.startswith(b"#"):
+            line = data[:-1] if data.endswith(b"\r") else data
+            if self._before_header(line, s, line_no):
+                self._add(None, STATUS["truncated"], line_no)
+                self._flush()
+            return
         if not s or s.startswith(b"#") or self.columns is None:
             self.sink.on_ignored("unterminated last line")
             return
         self._add(None, STATUS["truncated"], line_no)
         self._flush()
+
+    def finish(self) -> None:
+        super().finish()
+        if self._pending is not None:  # a header row candidate that no data row followed
+            self._pending = None
+            self.sink.on_ignored("line before the CSV header row")

@@ -350,6 +350,12 @@ class TextParser(LineParser):
             if not line.strip():
                 self.sink.on_ignored("blank line")
                 continue
+            if self.header is None and len(line) <= MAX_LINE_BYTES and not _LINE_RE.match(line):
+                # Before the first header only sample-shaped lines are records (sent before
+                # the reader joined); anything else is a banner or the rest of a line
+                # joined mid-way: counted as ignored while the decoder waits for a header.
+                self.sink.on_ignored("line before the first header")
+                continue
             where.append(first_line + i)
             if len(line) > MAX_LINE_BYTES:
                 stats.append(overlong)
@@ -425,5 +431,7 @@ class TextParser(LineParser):
                                            f"line {line_no}")
             else:
                 self.sink.on_ignored("comment line")
+        elif self.header is None and not _LINE_RE.match(content):
+            self.sink.on_ignored("line before the first header")
         else:
             one_record(self.sink, "truncated", self.n_channels, f"line {line_no} (no newline at the end)")

@@ -525,7 +525,9 @@ def test_format_detection():
     assert stream_detect_format(b"# comment\n12,3,4\n") == "text"
     assert stream_detect_format(b" R[1] IR[2]\n") == "max3010x"
     assert stream_detect_format(b"IR=60211, BPM=71.20, Avg BPM=70\n") == "max3010x"
-    assert stream_detect_format(b"a;b\n") == "csv"
+    # a row of names is a CSV header row once a data row confirms it (issue 17: banners)
+    assert stream_detect_format(b"a;b\n") is None
+    assert stream_detect_format(b"a;b\n1;2\n") == "csv"
     assert stream_detect_format(b"#EDGEBP v=1 fs=2") is None
     assert stream_detect_format(b"12,3", final=True) == "text"
     with pytest.raises(ValueError, match="could not recognise the stream format"):
