@@ -207,12 +207,13 @@ def model_load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
     path = Path(model)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(2, "no such ONNX file", str(path))
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
+    # the loader bundles use: a regular file within the size cap (a FIFO or device is refused
+    # without blocking), parsed and run through onnx.checker (an empty file is not a model)
+    from edgebp.runtime.bundle import onnx_file_load
+
+    return onnx_file_load(path)
 
 
 def _input_shapes_fix(
@@ -674,83 +675,78 @@ def _state_names(states) -> list[str]:
 def bundle_resolve(path: str | os.PathLike, variant: str = "auto") -> tuple[Path, dict]:
     """The ONNX file to check and what the bundle's manifest says about it.
 
-    A plain ``.onnx`` path is returned as is with an empty dict. For a bundle directory
-    (``manifest.json``, schema ``edgebp-bundle/1``): ``files[variant]`` is the model; with
-    ``variant="auto"`` the first present of :data:`BUNDLE_VARIANTS` (the streaming int8 model
-    first). ``fs`` comes from the manifest; for a streaming model ``hop`` and ``window`` are
-    ``streaming.chunk`` and the state inputs are the names in ``streaming.states``; for a
-    windowed model they are ``hop`` and ``window``. A directory without a manifest: its
-    ``*.onnx`` files, preferring a name containing ``int8``.
+    A plain ``.onnx`` path is returned as is with an empty dict. A bundle directory
+    (``manifest.json``) is opened by :func:`edgebp.runtime.bundle.bundle_load`, the same
+    loader ``edgebp run`` uses (schema, paths inside the bundle, sizes, hashes, every model
+    parsed): ``files[variant]`` is the model; with ``variant="auto"`` the first present of
+    :data:`BUNDLE_VARIANTS` (the streaming int8 model first). ``fs`` comes from the manifest;
+    for a streaming model ``hop`` and ``window`` are ``streaming.chunk`` and the state inputs
+    are the names in ``streaming.states``; for a windowed model they are ``hop`` and
+    ``window``. A directory without a manifest: its ``*.onnx`` files, preferring a name
+    containing ``int8``.
 
     Raises
     ------
     FileNotFoundError
-        When the path or the model file the manifest names does not exist.
+        When the path does not exist.
     ValueError
-        When the manifest is not valid JSON, has no model file, or lacks ``variant``.
+        (:class:`edgebp.runtime.bundle.BundleError`) when the bundle does not load, or lacks ``variant``.
 
     Examples
     --------
-    >>> import json, tempfile, pathlib
-    >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / "m8.onnx").write_bytes(b""), (d / "s8.onnx").write_bytes(b"")
-    >>> _ = (d / "manifest.json").write_text(json.dumps({"fs": 125, "window": 625, "hop": 125,
-    ...     "files": {"int8": "m8.onnx", "stream_int8": "s8.onnx"},
-    ...     "streaming": {"chunk": 25, "states": {"state_0": [1, 16, 4]}}}))
-    >>> p, meta = bundle_resolve(d)
+    >>> p, meta = bundle_resolve("default")
     >>> p.name, meta
-    ('s8.onnx', {'fs': 125.0, 'variant': 'stream_int8', 'hop': 25, 'window': 25, 'state_inputs': ['state_0']})
-    >>> bundle_resolve(d, "int8")[1]
-    {'fs': 125.0, 'variant': 'int8', 'hop': 125, 'window': 625}
+    ('model_stream_int8.onnx', {'fs': 125.0, 'variant': 'stream_int8', 'hop': 25, 'window': 25, 'state_inputs': ['state_0', 'state_1', 'state_2', 'state_3', 'state_4', 'state_5', 'state_6', 'state_7', 'state_8', 'state_9', 'state_10', 'state_11']})
+    >>> bundle_resolve("default", "int8")[1]
+    {'fs': 125.0, 'variant': 'int8', 'hop': 25, 'window': 1012}
     """
+    model, meta, _ = bundle_resolve_loaded(path, variant)
+    return model, meta
+
+
+def bundle_resolve_loaded(path: str | os.PathLike, variant: str = "auto") -> tuple[Path, dict, object]:
+    """:func:`bundle_resolve` plus the loaded :class:`edgebp.runtime.bundle.Bundle` (None for
+    a plain model file or a directory without a manifest)."""
+    from edgebp.runtime.bundle import BundleError, bundle_load
+
+    if str(path) == "default":
+        from edgebp.paths import ASSETS
+
+        path = ASSETS / "default_bundle"
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(2, "no such model file or bundle directory", str(p))
-    if p.is_file():
-        return p, {}
-    manifest = p / "manifest.json"
-    if not manifest.is_file():
+    if not p.is_dir():
+        return p, {}, None
+    if not os.path.lexists(p / "manifest.json"):
         found = sorted(p.glob("*.onnx"), key=lambda f: (0 if "int8" in f.name.lower() else 1, f.name))
         if not found:
             raise ValueError(f"{p}: no manifest.json and no .onnx file in this directory")
-        return found[0], {}
-    try:
-        data = json.loads(manifest.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{manifest}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict):
-        raise ValueError(f"{manifest}: no 'files' table naming the model files")
-    onnx_files = {k: v for k, v in files.items() if isinstance(v, str) and v.lower().endswith(".onnx")}
+        return found[0], {}, None
+    b = bundle_load(p)
+    manifest = p / "manifest.json"
+    data = b.manifest
+    onnx_files = {k: v for k, v in data["files"].items() if v.lower().endswith(".onnx")}
     if variant == "auto":
         chosen = next((k for k in BUNDLE_VARIANTS if k in onnx_files), None)
         if chosen is None:
-            raise ValueError(f"{manifest}: no ONNX model among files {sorted(files)}")
+            raise BundleError(f"{manifest}: no ONNX model of {', '.join(BUNDLE_VARIANTS)} among files {sorted(onnx_files)}")
     elif variant in onnx_files:
         chosen = variant
     else:
-        raise ValueError(f"{manifest}: no {variant!r} model; this bundle has: {', '.join(sorted(onnx_files)) or 'none'}")
-    model = p / onnx_files[chosen]
-    if not model.is_file():
-        raise FileNotFoundError(2, f"model {chosen!r} named in {manifest} is missing", str(model))
-    meta: dict = {}
-    if data.get("fs") is not None:
-        meta["fs"] = float(data["fs"])
-    meta["variant"] = chosen
+        raise BundleError(f"{manifest}: no {variant!r} model; this bundle has: {', '.join(sorted(onnx_files)) or 'none'}")
+    meta: dict = {"fs": float(data["fs"]), "variant": chosen}
     streaming = data.get("streaming") or {}
-    if chosen.startswith("stream"):
-        if streaming.get("chunk") is not None:
-            meta["hop"] = int(streaming["chunk"])
-            meta["window"] = int(streaming["chunk"])
+    if chosen.startswith("stream") and streaming:
+        meta["hop"] = int(streaming["chunk"])
+        meta["window"] = int(streaming["chunk"])
         names = _state_names(streaming.get("states"))
         if names:
             meta["state_inputs"] = names
     else:
-        if data.get("hop") is not None:
-            meta["hop"] = int(data["hop"])
-        if data.get("window") is not None:
-            meta["window"] = int(data["window"])
-    return model, meta
+        meta["hop"] = int(data["hop"])
+        meta["window"] = int(data["window"])
+    return b.file(chosen), meta, b
 
 
 def _kb(n: float | None) -> str:

@@ -8,7 +8,7 @@ import logging
 import click
 
 from edgebp.cli import CliError
-from edgebp.firmware_sim.budget import budget_format, bundle_resolve, mcu_check, onnx_budget
+from edgebp.firmware_sim.budget import budget_format, bundle_resolve_loaded, mcu_check, model_load, onnx_budget
 from edgebp.firmware_sim.mcu_profiles import MCU_PROFILES, mcu_profiles_select
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
 
     from edgebp.cli import CliError
 
+    from edgebp.runtime.bundle import BundleError
+
     if model == "default":
         from edgebp.paths import ASSETS
 
@@ -82,7 +84,14 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
     if not Path(model).exists():
         raise CliError(f"{model}: no such bundle directory or ONNX file")
     profiles = mcu_profiles_select(mcu)
-    onnx_path, meta = bundle_resolve(model, variant)
+    # a bundle goes through bundle_load, as for edgebp run (schema, paths, sizes, hashes,
+    # every model parsed); a plain .onnx file through the same regular-file and ONNX checks
+    try:
+        onnx_path, meta, bundle = bundle_resolve_loaded(model, variant)
+        if bundle is None:
+            model_load(onnx_path)
+    except BundleError as exc:
+        raise CliError(str(exc)) from None
     if meta:
         log.info("bundle %s: model %s (%s), fs %s, hop %s", model, onnx_path.name, meta.get("variant"),
                  meta.get("fs"), meta.get("hop"))
@@ -98,18 +107,11 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
     budget = onnx_budget(onnx_path, fs=fs, hop=hop, window=window, state_inputs=states, input_shapes=shapes)
     checks = [mcu_check(budget, p) for p in profiles]
     est = None
-    if Path(model).is_dir() and (Path(model) / "manifest.json").exists():
-        # budget reads partial manifests too: only the estimator's own file is needed here
+    if bundle is not None and bundle.has("estimator"):
         from edgebp.firmware_sim.budget import estimator_budget
-        from edgebp.runtime.calibrated import estimator_load
 
-        try:
-            files = json.loads((Path(model) / "manifest.json").read_text()).get("files") or {}
-            params = estimator_load(Path(model) / files["estimator"]) if "estimator" in files else None
-        except (ValueError, OSError) as exc:
-            raise CliError(str(exc)) from exc
-        if params is not None:
-            est = estimator_budget(params, float(fs or 125.0))
+        # parsed and checked by bundle_load already
+        est = estimator_budget(bundle.estimator(), float(fs or 125.0))
     if as_json:
         out = {"budget": budget.to_dict(), "checks": [c.to_dict() for c in checks],
                "profiles": {p.name: p.to_dict() for p in profiles}, "estimator": est}
