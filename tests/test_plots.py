@@ -180,11 +180,13 @@ def test_report_write_md_html_and_png(tmp_path):
     assert "<title>Report &lt;1&gt;</title>" in page
     assert "<h2>Summary &lt;SBP&gt;</h2>" in page
     assert "Grade A &amp; pass." in page
-    assert "<li>second &lt;b&gt;point&lt;/b&gt;</li>" in page
+    assert "<li>second &lt;b&gt;point&lt;/b&gt;</li>" in page  # raw HTML in the text is escaped
     assert "<b>" not in page
-    assert "<th>metric</th>" in page and "<td>13.5</td>" in page
-    assert '<img src="bland_altman_sbp.png"' in page  # beside the page, relative
-    assert "<pre>fixed   width</pre>" in page
+    assert "<th>metric</th>" in page and "<td>13.5</td>" in page and "<td>D|x</td>" in page
+    # the figure is inside the page (the same bytes as the PNG file), not a file reference
+    assert '<img src="bland_altman_sbp.png"' not in page
+    assert 'src="data:image/png;base64,' in page
+    assert "<pre><code>fixed   width\n</code></pre>" in page
     assert str(tmp_path) not in page  # no absolute paths
 
 

@@ -3,7 +3,7 @@
 Examples
 --------
 >>> describe_bytes(1536)
-'1.5 kB'
+'1.5 KiB'
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ DEFAULT_MCU = "nrf52832"
 def describe_bytes(n: float | None) -> str:
     if n is None:
         return "-"
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+    # binary units, as everywhere in edgebp (the values were always divided by 1024)
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n)} B"

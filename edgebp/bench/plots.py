@@ -7,7 +7,8 @@ carry data have a ``gid`` so tests can check what was drawn.
 Examples
 --------
 >>> bench = {"bundles": [{"name": "m", "latency": [{"variant": "ort-int8", "kind": "window", "batch": 1,
-...     "threads": 1, "samples_ms": [1.0, 1.1, 1.2], "per_output_sample_us": 8.0, "real_time_factor": 1000.0}]}],
+...     "threads": 1, "samples_ms": [1.0, 1.1, 1.2], "p50_ms": {"median": 1.1}, "p99_ms": {"median": 1.2},
+...     "per_output_sample_us": 8.0, "real_time_factor": 1000.0}]}],
 ...     "anchors": [], "settings": {"threads": 1}}
 >>> fig = plot_latency_box(bench)
 >>> len(fig.axes[0].get_yticklabels())
@@ -19,8 +20,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,136 @@ def _figure(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def figure_number(x: float) -> str:
+    """A figure as the report's tables write it (3 significant digits): a plot's annotation
+    and the table cell of the same figure are the same string.
+
+    Examples
+    --------
+    >>> figure_number(44.4619), figure_number(0.2430357)
+    ('44.5', '0.243')
+    """
+    return format(float(x), ".3g")
+
+
+def latency_p50(row: dict) -> float:
+    """The p50 latency of a bench row: the median over the repeats of each repeat's p50 (what
+    the tables print). Not the median of all calls pooled: repeats time different numbers of
+    calls, so pooling weights the fastest repeat most and gives another number."""
+    return float(row["p50_ms"]["median"])
+
+
+def latency_p99(row: dict) -> float:
+    """The p99 latency of a bench row: the median over the repeats of each repeat's p99."""
+    return float(row["p99_ms"]["median"])
+
+
+def _plain_number(x: float, _pos=None) -> str:
+    # whole numbers in full (2048, not 2.05e+03); others with 3 significant digits
+    return f"{x:.0f}" if abs(x) >= 1000 and float(x).is_integer() else f"{x:.3g}"
+
+
+def log_axis(ax: Axes, which: str = "x", fmt=_plain_number, base: float = 10) -> None:
+    """Readable ticks on a log axis: few major ticks, plain labels (``fmt``), minor ticks
+    unlabelled. On a narrow span (under one and a half decades) log-spaced ticks would be
+    one or none, and matplotlib then labels every minor tick in scientific notation, which
+    overlaps into a smear: there linearly spaced round ticks (at most 5) are used instead."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    if lo > 0 and hi / lo < base ** 1.5:
+        axis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_minor_locator(ticker.NullLocator())
+    else:
+        axis.set_major_locator(ticker.LogLocator(base=base, numticks=7))
+        axis.set_minor_locator(ticker.LogLocator(base=base, subs="auto", numticks=12) if base == 10 else ticker.NullLocator())
+    axis.set_major_formatter(ticker.FuncFormatter(fmt))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _layout(fig: Figure) -> None:
+    # positions (constrained layout, ticks, text) without rasterising: text extents are then
+    # those of the final image, at a fraction of a full draw's cost
+    fig.draw_without_rendering()
+
+
+def overlapping(fig: Figure, texts, pad: float = 1.0, layout: bool = True) -> list[tuple[int, int]]:
+    """Pairs of indices into the visible, non-empty ``texts`` whose rendered boxes overlap (by
+    the Agg renderer's text extents in pixels, each box grown by ``pad``)."""
+    if layout:
+        _layout(fig)
+    r = fig.canvas.get_renderer()
+    items = [t for t in texts if t.get_visible() and t.get_text()]
+    boxes = [t.get_window_extent(r).padded(pad) for t in items]
+    return [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+
+
+def tick_labels(ax: Axes, which: str = "x") -> list:
+    """The tick labels matplotlib draws on ``ax`` (major and minor, inside the view)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(axis.get_view_interval())
+    out = []
+    for t in axis.get_major_ticks() + axis.get_minor_ticks():
+        lab = t.label1
+        if lab.get_visible() and lab.get_text() and lo <= t.get_loc() <= hi:
+            out.append(lab)
+    return out
+
+
+def declutter_ticks(fig: Figure, *axes: tuple[Axes, str]) -> None:
+    """Thin the tick labels of each ``(ax, "x" | "y")`` until none overlaps another (keep
+    every 2nd label, then every 4th ...): one layout pass per round, at most 4 rounds."""
+    for _ in range(4):
+        _layout(fig)
+        crowded = [(ax, w) for ax, w in axes if overlapping(fig, tick_labels(ax, w), layout=False)]
+        if not crowded:
+            return
+        for ax, w in crowded:
+            axis = ax.xaxis if w == "x" else ax.yaxis
+            lo, hi = sorted(axis.get_view_interval())
+            locs = [v for v in axis.get_majorticklocs() if lo <= v <= hi]
+            axis.set_major_locator(ticker.FixedLocator(locs[::2]))
+            axis.set_minor_formatter(ticker.NullFormatter())
+    log.info("tick labels still overlap after thinning")
+
+
+# where a point label may go, in order of preference: (dx, dy) in points, ha, va
+_LABEL_SPOTS = ((5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"), (-5, -3, "right", "top"))
+
+
+def place_labels(fig: Figure, ax: Axes, labels: list) -> None:
+    """Put each point label (an annotation of its point) where it overlaps no point and no
+    label placed before it and stays inside the axes: the first free one of four spots
+    around its point (right-above, right-below, left-above, left-below; left first for a
+    point in the right half), then the same spots moved away from the point one label height
+    at a time. Extents come from the Agg renderer after one layout pass."""
+    _layout(fig)
+    r = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(r)
+    px = fig.dpi / 72.0
+    marks = []
+    for t in labels:  # each point's marker as a small box (scatter s=40: radius about 3.2 pt)
+        x, y = ax.transData.transform(t.xy)
+        marks.append(Bbox.from_extents(x - 3.5 * px, y - 3.5 * px, x + 3.5 * px, y + 3.5 * px))
+    placed: list = list(marks)
+    xlo, xhi = ax.get_xlim()
+    mid = (xlo + xhi) / 2 if ax.get_xscale() == "linear" else float(np.sqrt(xlo * xhi))
+    for t in labels:
+        spots = _LABEL_SPOTS if t.xy[0] <= mid else _LABEL_SPOTS[2:] + _LABEL_SPOTS[:2]
+        step = 1.2 * t.get_fontsize()
+        tried = [(dx, dy + (k * step if dy > 0 else -k * step), ha, va) for k in range(12) for dx, dy, ha, va in spots]
+        for dx, dy, ha, va in tried:
+            t.xyann = (dx, dy)
+            t.set(ha=ha, va=va)
+            box = t.get_window_extent(r).padded(1.0)
+            if (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+                    and not any(box.overlaps(b) for b in placed)):
+                break
+        else:
+            t.xyann, _ = spots[0][:2], t.set(ha=spots[0][2], va=spots[0][3])
+            log.info("no free spot for the label %r", t.get_text())
+        placed.append(t.get_window_extent(r).padded(1.0))
 
 
 def _threads(bench: dict) -> int:
@@ -64,18 +198,31 @@ def plot_latency_box(bench: dict, batch: int = 1) -> Figure:
     fig = _figure(8.0, 0.45 * len(series) + 1.6)
     ax = fig.add_subplot()
     data = [np.asarray(s[2], dtype=float) for s in series]
-    bp = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, patch_artist=True)
+    # The box is the distribution of all timed calls (quartiles, p1); the median line and the
+    # upper whisker are the figures the tables print (median over the repeats of each repeat's
+    # p50 and p99), so the plot and the tables show the same numbers.
+    stats = [{"label": s[0], "q1": float(np.percentile(d, 25)), "q3": float(np.percentile(d, 75)),
+              "med": latency_p50(s[3]), "whislo": float(np.percentile(d, 1)), "whishi": latency_p99(s[3]), "fliers": []}
+             for s, d in zip(series, data)]
+    bp = ax.bxp(stats, orientation="horizontal", showfliers=False, patch_artist=True)
     for patch, s in zip(bp["boxes"], series):
         patch.set_facecolor(_COLORS.get(s[1], "tab:gray"))
         patch.set_alpha(0.6)
         patch.set_gid("box")
-    for i, d in enumerate(data, start=1):
-        ax.annotate(f"{np.median(d):.3g} ms", (np.percentile(d, 99), i), xytext=(4, -3), textcoords="offset points", fontsize=7)
+    for med in bp["medians"]:
+        med.set_gid("median")
+    for i, st in enumerate(stats, start=1):
+        ax.annotate(f"{figure_number(st['med'])} ms", (max(st["whishi"], st["q3"]), i), xytext=(4, -3), textcoords="offset points",
+                    fontsize=7, gid="median_text")
     ax.set_yticks(range(1, len(series) + 1), [s[0] for s in series], fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.12)
+    log_axis(ax, "x")
     ax.set_xlabel("latency per inference (ms, log scale)")
-    ax.set_title(f"Latency per inference, batch {batch}, {_threads(bench)} thread(s): box = quartiles, whiskers = p1-p99", fontsize=9)
+    ax.set_title(f"Latency per inference, batch {batch}, {_threads(bench)} thread(s): line and number = p50, right whisker = p99 "
+                 "(medians over the repeats, as in the tables); box = quartiles, left whisker = p1 of all calls", fontsize=8, wrap=True)
     ax.grid(alpha=0.3, which="both", axis="x")
+    declutter_ticks(fig, (ax, "x"))
     return fig
 
 
@@ -83,7 +230,10 @@ def accuracy_points(bench: dict, x: str = "size") -> list[dict]:
     """One point per bundle variant with accuracy: size (bytes) or cost per output sample (us),
     SBP and DBP MAE, and the training-mean baseline MAE."""
     t = _threads(bench)
-    key_of = {"ort-fp32": "fp32", "ort-int8": "int8", "pruned": "pruned", "torch-fp32": "fp32"}
+    key_of = {"ort-fp32": "fp32", "ort-int8": "int8", "pruned": "pruned", "torch-fp32": "fp32",
+              "stream-int8": "stream_int8", "stream-fp32": "stream_fp32"}
+    # a stream variant's cost is its window variant's streaming step, as in the summary table
+    step_of = {"stream-int8": "ort-int8", "stream-fp32": "ort-fp32"}
     out = []
     for b in bench.get("bundles", []):
         for v, acc in (b.get("accuracy") or {}).items():
@@ -94,7 +244,8 @@ def accuracy_points(bench: dict, x: str = "size") -> list[dict]:
                     continue
                 xv = (b.get("files", {}).get(key_of.get(v, ""), {}) or {}).get("bytes")
             else:
-                rows = [r for r in b.get("latency") or [] if r["variant"] == v and r["batch"] == 1 and r["threads"] == t]
+                rows = [r for r in b.get("latency") or [] if r["variant"] == step_of.get(v, v) and r["batch"] == 1 and r["threads"] == t
+                        and (v not in step_of or r["kind"] == "stream-step")]
                 rows.sort(key=lambda r: 0 if r["kind"] == "stream-step" else 1)
                 xv = rows[0]["per_output_sample_us"] if rows else None
             if xv is None:
@@ -131,25 +282,33 @@ def plot_pareto(bench: dict, x: str = "size") -> Figure:
     pts = accuracy_points(bench, x)
     if not pts:
         raise ValueError(f"plot_pareto: no variant has both accuracy and {x}")
-    fig = _figure(10.0, 4.2)
-    xs = np.array([p["x"] for p in pts])
+    fig = _figure(10.0, 4.4)
+    # sizes drawn in KiB (the project's unit; the figures themselves stay bytes in bench.json),
+    # so the ticks fall on round KiB values
+    scale = 1024.0 if x == "size" else 1.0
+    xs = np.array([p["x"] for p in pts]) / scale
     for k, comp in enumerate(("sbp", "dbp")):
         ax = fig.add_subplot(1, 2, k + 1)
         ys = np.array([p[comp] for p in pts], dtype=float)
-        for p, yv in zip(pts, ys):
-            ax.scatter([p["x"]], [yv], color=_COLORS.get(p["variant"], "tab:gray"), s=40, gid="point", zorder=3)
-            ax.annotate(p["label"], (p["x"], yv), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        labels = []
+        for p, xv, yv in zip(pts, xs, ys):
+            ax.scatter([xv], [yv], color=_COLORS.get(p["variant"], "tab:gray"), s=40, gid="point", zorder=3)
+            labels.append(ax.annotate(p["label"], (xv, yv), xytext=(5, 3), textcoords="offset points", fontsize=7, gid="point_label"))
         front = _pareto(xs, ys)
         ax.plot(xs[front], ys[front], color="black", lw=1, ls="--", gid="pareto", label="Pareto front")
         bases = [p[f"base_{comp}"] for p in pts if p[f"base_{comp}"] is not None]
         if bases:
             ax.axhline(float(np.median(bases)), color="tab:red", ls=":", gid="baseline", label="naive training mean")
         ax.set_xscale("log")
-        ax.set_xlabel("model file size (bytes)" if x == "size" else "cost per output sample (us, batch 1)")
+        ax.margins(x=0.15, y=0.12)
+        log_axis(ax, "x")
+        ax.set_xlabel("model file size (KiB, log scale)" if x == "size" else "cost per output sample (us, batch 1, log scale)")
         ax.set_ylabel(f"{comp.upper()} MAE (mmHg)")
         ax.set_title(f"{comp.upper()} accuracy vs {'size' if x == 'size' else 'latency'}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
+        declutter_ticks(fig, (ax, "x"))
+        place_labels(fig, ax, labels)
     return fig
 
 
@@ -190,10 +349,13 @@ def plot_rtf(bench: dict) -> Figure:
     ax.axvline(1.0, color="tab:red", ls="--", lw=1, gid="realtime", label="real time")
     ax.set_yticks(y, [b[0] for b in bars], fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.1)
+    log_axis(ax, "x")
     ax.set_xlabel("real-time factor (seconds of signal per second of compute, one thread; log scale)")
     ax.set_title("Real-time factor per variant", fontsize=9)
     ax.grid(alpha=0.3, which="both", axis="x")
     ax.legend(fontsize=7)
+    declutter_ticks(fig, (ax, "x"))
     return fig
 
 
@@ -232,6 +394,12 @@ def plot_growth(bench: dict) -> Figure:
     axs[0, 0].set_ylim(bottom=0)
     axs[0, 1].set_ylim(bottom=0)
     axs[1, 1].set_ylim(bottom=0)
+    for ax in (axs[1, 0], axs[1, 1]):
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=2))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_plain_number))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+    log_axis(axs[1, 0], "y")
+    declutter_ticks(fig, *[(ax, w) for ax in axs.ravel() for w in ("x", "y")])
     return fig
 
 
@@ -277,9 +445,12 @@ def plot_live(bench: dict) -> Figure:
             ax.axhline(bulk, color=color, ls=":", lw=1, gid=f"live-bulk-{i}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("packet (device samples per read; dotted: 64 kB reads)")
+    log_axis(ax, "x")
+    log_axis(ax, "y")
+    ax.set_xlabel("packet (device samples per read; dotted: 64 KiB reads)")
     ax.set_ylabel("us CPU per device sample (one core)")
     ax.set_title("edgebp run on a live stream: cost by packet size", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
+    declutter_ticks(fig, (ax, "x"), (ax, "y"))
     return fig

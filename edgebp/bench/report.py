@@ -39,6 +39,12 @@ ANCHOR_FIELDS = ("name", "preset", "params", "onnx_bytes", "macs_per_window", "w
 RATIO_FIELDS = ("bundle", "anchor", "speed_ratio", "size_ratio", "params_ratio")
 
 
+#: How the bench writes sizes, stated once in every report (binary prefixes, as the kernel
+#: reports RSS and as microcontroller memories are sized).
+UNITS_LINE = ("sizes in binary units: 1 KiB = 1024 bytes, 1 MiB = 1024 KiB (peak RSS, file sizes, flash and RAM); "
+              "ms = milliseconds, us = microseconds; RTF = seconds of signal per second of compute.")
+
+
 def _get(d, path: str):
     cur = d
     for part in path.split("."):
@@ -263,7 +269,7 @@ def bench_short_table(bench: dict) -> str:
     where = ("accuracy calibration-free, INCLUDES TRAINING RECORDS (not a held-out result)" if accuracy_includes_training(bench)
              else "accuracy calibration-free on held-out records")
     head = (f"edgebp bench: batch 1, {t} thread(s); p50/p99 = medians over {bench['settings']['repeat']} repeats; "
-            f"RTF = seconds of signal per second of compute; {where}")
+            f"RTF = seconds of signal per second of compute; sizes in KiB/MiB (1 KiB = 1024 B); {where}")
     lines = [head, table_text(summary_rows(bench))]
     lines += accuracy_records_lines(bench)
     for r in bench.get("ratios", []):
@@ -301,7 +307,7 @@ def live_sections(bench: dict) -> list[dict]:
     if len(rows) == 1:
         return []
     notes = ["`edgebp run`'s own stream_process on a device log replayed in packets of k whole sample lines (what a gateway hands "
-             "over every k / 250 Hz) and in 64 kB reads; CPU time (time.process_time) of the whole run over the device samples, "
+             "over every k / 250 Hz) and in 64 KiB reads; CPU time (time.process_time) of the whole run over the device samples, "
              "median over the rounds, all configurations interleaved in one torch-free process. The outputs (every point-wise row, "
              "every beat, the summary's counts) are hashed per run and must agree for every read size."]
     for b in bench.get("bundles", []):
@@ -309,7 +315,7 @@ def live_sections(bench: dict) -> list[dict]:
         if not isinstance(lv, dict) or "error" in lv:
             continue
         notes.append(f"- {b['name']}: log `{lv.get('log_command', '')}` ({lv.get('source', '')}); reproduce: `{lv.get('command', '')}`; "
-                     f"peak RSS of the child {_f(lv.get('peak_rss_mb'), '.1f')} MB.")
+                     f"peak RSS of the child {_f(lv.get('peak_rss_mb'), '.1f')} MiB.")
         st = lv.get("step")
         if st:
             c = st["cpu_us_per_call"]
@@ -364,6 +370,7 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
         "- Anchors: the seeds' networks at their published size with initial weights: speed and size only.",
         f"- Load average (1/5/15 min) before: {bench.get('load_average_before')}, after: {bench.get('load_average_after')}. "
         "The machine may be shared: the ranges show how much the figures moved between repeats.",
+        f"- Units: {UNITS_LINE}",
     ])))
     m = bench["machine"]
     secs.append(_sec("Machine", machine_summary(m), [["item", "value"], ["CPU", m["cpu"]["model"]],
@@ -397,18 +404,21 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
         except ValueError as exc:
             log.info("latency box plot: %s", exc)
         for label, _key, samples, r in plots.latency_series(bench):
+            # the lines are the row's own p50/p99 (as the table prints them), not percentiles of the pooled calls
             secs.append(_sec(f"Latency histogram: {label}", f"Reproduce: `{r['command']}`", None,
-                             plot_latency_hist(samples, label), f"latency_{_safe(label)}.png"))
+                             plot_latency_hist(samples, label, marks={"p50": plots.latency_p50(r), "p99": plots.latency_p99(r)},
+                                               marks_note="medians over the repeats"),
+                             f"latency_{_safe(label)}.png"))
     skipped = [[b["name"], v, why] for b in bench["bundles"] for v, why in (b.get("skipped") or {}).items()]
     if skipped:
         secs.append(_sec("Skipped", "Variants or parts not measured, and why.", [["model", "variant / part", "reason"]] + skipped))
 
     # ---- streaming
-    srows = [["model", "variant", "signal s", "RTF", "us / device sample", "process RTF (with start-up)", "peak RSS MB", "valid share", "command"]]
+    srows = [["model", "variant", "signal s", "RTF", "us / device sample", "process RTF (with start-up)", "peak RSS MiB", "valid share", "command"]]
     lrows = [["model", "variant", "packet (samples)", "output latency p50 / p99 / max ms", "beat latency p50 / p99 ms",
               "model delay + resampler + step ms", "push p99 ms", "command"]]
-    grows = [["model", "minutes", "signal s", "RTF", "us / device sample", "marginal us / sample", "peak RSS MB", "RSS change MB", "command", "log"]]
-    crows = [["model", "streams", "block (samples)", "aggregate RTF", "RTF per stream", "sustained", "us / sample", "peak RSS MB",
+    grows = [["model", "minutes", "signal s", "RTF", "us / device sample", "marginal us / sample", "peak RSS MiB", "RSS change MiB", "command", "log"]]
+    crows = [["model", "streams", "block (samples)", "aggregate RTF", "RTF per stream", "sustained", "us / sample", "peak RSS MiB",
               "output latency p50 / p99 ms", "command"]]
     notes = []
     log_cmds: set[str] = set()
@@ -436,8 +446,8 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
         notes.append(f"- {b['name']}: one core sustains about {_f(spc['from_real_time_factor'], '.0f')} device streams by its real-time "
                      f"factor at one thread ({spc['variant']}); measured interleaved in one process: all of {spc['measured_levels']} "
                      f"streams tested, largest sustained {spc['measured_max_sustained']} (aggregate {_f(spc['throughput_at_largest'], '.0f')}x real time "
-                     f"at the largest level); memory per extra stream {_f(spc.get('memory_per_stream_mb'), '.2f')} MB. Runtime imports alone "
-                     f"(Python, numpy, numba, ONNX Runtime): {_f(s['imports']['peak_rss_mb'], '.1f')} MB.")
+                     f"at the largest level); memory per extra stream {_f(spc.get('memory_per_stream_mb'), '.2f')} MiB. Runtime imports alone "
+                     f"(Python, numpy, numba, ONNX Runtime): {_f(s['imports']['peak_rss_mb'], '.1f')} MiB.")
         log_cmds.update(v["command"] for v in s["logs"].values())
     if log_cmds:
         notes.append("- Device logs (250 Hz ECG + PPG, text protocol): " + "; ".join(f"`{c}`" for c in sorted(log_cmds)))
@@ -480,11 +490,11 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
                           "yes" if x["ok"] else f"no (flash {_f(x['flash_ok'])}, RAM {_f(x['ram_ok'])}, compute {_f(x['compute_ok'])})", x["command"]])
     if len(mrows) > 1:
         mcu = next(((b.get("memory") or {}).get("budget") or {}).get("mcu") for b in bench["bundles"] if (b.get("memory") or {}).get("budget", {}).get("mcu"))
-        rss = [f"- {b['name']}: edgebp run peak RSS " + ", ".join(f"{v} {_f(x, '.1f')} MB" for v, x in (b['memory'].get('runtime_peak_rss_mb') or {}).items())
-               + f"; runtime imports alone {_f(b['memory'].get('imports_peak_rss_mb'), '.1f')} MB"
+        rss = [f"- {b['name']}: edgebp run peak RSS " + ", ".join(f"{v} {_f(x, '.1f')} MiB" for v, x in (b['memory'].get('runtime_peak_rss_mb') or {}).items())
+               + f"; runtime imports alone {_f(b['memory'].get('imports_peak_rss_mb'), '.1f')} MiB"
                for b in bench["bundles"] if b.get("memory")]
         secs.append(_sec("Memory and the device budget", f"Device: {mcu['name']} ({mcu['core']}, {mcu['example']}, {mcu['clock_hz'] / 1e6:.0f} MHz, "
-                         f"{mcu['ram_bytes'] // 1024} kB RAM, {mcu['flash_bytes'] // 1024} kB flash; the model may use "
+                         f"{_bytes(mcu['ram_bytes'])} RAM, {_bytes(mcu['flash_bytes'])} flash; the model may use "
                          f"{mcu['ram_fraction']:.0%} of RAM and flash and {mcu['max_duty_cycle']:.0%} of the CPU).\n\n" + "\n".join(rss), mrows))
 
     # ---- accuracy

@@ -1,24 +1,32 @@
-"""Write a small report (Markdown and self-contained HTML) with tables and figures.
+"""Write a report as Markdown and as one self-contained HTML page, with tables and figures.
 
-The figures are written as PNG files beside ``report.md`` / ``report.html`` and referenced by
-relative paths, so the directory can be moved or zipped as a whole. All text is HTML-escaped.
+``report.md`` is the source: section text is Markdown (lists, ``code``, **bold**, fenced
+blocks), tables are Markdown tables and figures are PNG files beside it, referenced by
+relative paths. ``report.html`` is that same Markdown rendered by a real CommonMark renderer
+(markdown-it-py, with its table extension; raw HTML in the text is escaped, not passed
+through), with every figure embedded as a base64 ``data:image/png`` URI, so the page alone can
+be copied, mailed or attached and still shows every plot.
 
 Examples
 --------
 >>> import tempfile
 >>> from edgebp.plot.report import report_write
 >>> out = report_write(tempfile.mkdtemp(), "Demo", [
-...     {"heading": "Result", "text": "SBP grade A.", "table": [["metric", "value"], ["MAE", 4.2]]}])
+...     {"heading": "Result", "text": "SBP grade **A**.", "table": [["metric", "value"], ["MAE", 4.2]]}])
 >>> out.markdown.name, out.html.name, out.figures
 ('report.md', 'report.html', [])
+>>> "<strong>A</strong>" in out.html.read_text()
+True
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,17 +34,22 @@ logger = logging.getLogger(__name__)
 
 SECTION_KEYS = ("heading", "text", "table", "figure", "figure_name")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_BULLET = re.compile(r"^\s*[-*] ")
+# Markdown-active characters a table cell must show literally. "_" only at a word edge:
+# intraword underscores (model_int8.onnx) never start emphasis in CommonMark, and escaping
+# them would clutter report.md. "&" only where it would start an entity reference.
+_MD_ACTIVE = re.compile(r"[\\`*\[\]|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|&(?=#?\w+;)")
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 980px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; display: block; overflow-x: auto; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f0f0f0; }
+code { background: #f3f3f3; padding: 0 0.2em; font-size: 0.9em; }
 pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.88em; }
-figure { margin: 1em 0; } img { max-width: 100%; }
+pre code { background: none; padding: 0; }
+img { max-width: 100%; }
 """
 
 
@@ -46,6 +59,24 @@ class ReportPaths(NamedTuple):
     markdown: Path
     html: Path
     figures: list[Path]
+
+
+def _markdown_renderer():
+    # Imported here: only writing a report needs it, not reading this module.
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown (CommonMark plus tables) to an HTML fragment; raw HTML in ``text`` is escaped.
+
+    Examples
+    --------
+    >>> markdown_to_html("use `edgebp run` <now>")
+    '<p>use <code>edgebp run</code> &lt;now&gt;</p>\\n'
+    """
+    return _markdown_renderer().render(text)
 
 
 def _slug(text: str) -> str:
@@ -74,6 +105,44 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def md_escape(text: str) -> str:
+    """``text`` as Markdown that renders to exactly ``text`` (table cells, alt text).
+
+    Examples
+    --------
+    >>> md_escape("a|b *c* model_int8.onnx _x_")
+    'a\\\\|b \\\\*c\\\\* model_int8.onnx \\\\_x\\\\_'
+    """
+    return _MD_ACTIVE.sub(lambda m: "\\" + m.group(0), text)
+
+
+def mapping_table(data: Mapping, header: Sequence[str] = ("item", "value")) -> list[list[str]]:
+    """A two-column table (header first) of a nested mapping: nested keys are joined with
+    ``.``, lists of scalars with ``, ``; for a summary that reads as a table, not a JSON dump.
+
+    Examples
+    --------
+    >>> mapping_table({"kind": "edge-tcn", "inputs": ["ecg", "ppg"], "norm": {"fs": 125}})
+    [['item', 'value'], ['kind', 'edge-tcn'], ['inputs', 'ecg, ppg'], ['norm.fs', '125']]
+    """
+    rows: list[list[str]] = [list(header)]
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, Mapping) and v:
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif isinstance(v, (list, tuple)) and all(not isinstance(x, (Mapping, list, tuple)) for x in v):
+            rows.append([prefix, ", ".join(_cell(x) for x in v) or "-"])
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(f"{prefix}[{i}]", x)
+        else:
+            rows.append([prefix, _cell(v)])
+
+    walk("", data)
+    return rows
+
+
 def _check_sections(sections: Sequence[dict]) -> None:
     for i, sec in enumerate(sections):
         if not isinstance(sec, dict):
@@ -97,7 +166,7 @@ def _check_sections(sections: Sequence[dict]) -> None:
 
 
 def _md_cell(value: Any) -> str:
-    return _cell(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return md_escape(_cell(value).replace("\n", " "))
 
 
 def _md_table(table: Sequence[Sequence]) -> list[str]:
@@ -109,54 +178,25 @@ def _md_table(table: Sequence[Sequence]) -> list[str]:
     return lines
 
 
-def _html_table(table: Sequence[Sequence]) -> str:
-    width = max(len(r) for r in table)
-    rows = [list(r) + [""] * (width - len(r)) for r in table]
-    head = "".join(f"<th>{html.escape(_cell(c))}</th>" for c in rows[0])
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in r) + "</tr>" for r in rows[1:]
-    )
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+def _heading(text: str) -> str:
+    # One line, and a leading '#' or trailing '#'s must stay text, not change the level.
+    return md_escape(" ".join(text.split())).replace("#", "\\#")
 
 
-def _html_text(text: str) -> str:
-    """Markdown-ish text: ``` fences -> <pre>, "- " lists -> <ul>, other blocks -> <p>."""
-    out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    block: list[str] = []
-
-    def flush() -> None:
-        if not block:
-            return
-        if all(_BULLET.match(ln) for ln in block):
-            items = "".join(f"<li>{html.escape(_BULLET.sub('', ln))}</li>" for ln in block)
-            out.append(f"<ul>{items}</ul>")
-        else:
-            out.append("<p>" + "<br>\n".join(html.escape(ln) for ln in block) + "</p>")
-        block.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        if line.strip().startswith("```"):
-            flush()
-            j = i + 1
-            while j < len(lines) and not lines[j].strip().startswith("```"):
-                j += 1
-            out.append("<pre>" + html.escape("\n".join(lines[i + 1:j])) + "</pre>")
-            i = j + 1
-            continue
-        if line.strip():
-            block.append(line)
-        else:
-            flush()
-        i += 1
-    flush()
-    return "\n".join(out)
+def _embed_images(tokens: list, images: dict[str, bytes]) -> None:
+    """Point every image token that names one of ``images`` at a base64 data URI of its bytes."""
+    for tok in tokens:
+        for child in tok.children or []:
+            if child.type == "image":
+                src = child.attrGet("src")
+                if src in images:
+                    child.attrSet("src", "data:image/png;base64," + base64.b64encode(images[src]).decode("ascii"))
+                else:  # never a dangling file reference in the self-contained page
+                    logger.warning("report image %r is not one of the report's figures; left as written", src)
 
 
 def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi: int = 120) -> ReportPaths:
-    """Write ``report.md`` and ``report.html`` (and one PNG per figure) into ``out_dir``.
+    """Write ``report.md`` (PNG figures beside it) and a self-contained ``report.html`` into ``out_dir``.
 
     Parameters
     ----------
@@ -166,8 +206,9 @@ def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi:
         Report title.
     sections : list of dict
         Each ``{"heading": str, "text": str, "table": list[list] | None,
-        "figure": Figure | None, "figure_name": str}``; only ``heading`` is required. The
-        table's first row is its header. ``figure_name`` is a plain file name (``.png`` added
+        "figure": Figure | None, "figure_name": str}``; only ``heading`` is required. ``text``
+        is Markdown. The table's first row is its header; cells are shown literally (Markdown
+        characters in them are escaped). ``figure_name`` is a plain file name (``.png`` added
         when missing; default from the heading); names must be unique.
     dpi : int
         Resolution of the PNG files.
@@ -175,7 +216,8 @@ def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi:
     Returns
     -------
     ReportPaths
-        ``(markdown, html, figures)`` paths.
+        ``(markdown, html, figures)`` paths. The HTML holds every figure as a data URI (the
+        same PNG bytes as the file) and refers to no other file.
 
     Examples
     --------
@@ -186,6 +228,8 @@ def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi:
     ...     {"heading": "Agreement", "figure": fig, "figure_name": "bland_altman_sbp"}])
     >>> [p.name for p in out.figures]
     ['bland_altman_sbp.png']
+    >>> 'src="data:image/png;base64,' in out.html.read_text()
+    True
     """
     _check_sections(sections)
     out = Path(out_dir)
@@ -202,41 +246,44 @@ def report_write(out_dir: str | Path, title: str, sections: Sequence[dict], dpi:
             owner[name.lower()] = i
             names[i] = name
 
-    md = [f"# {title}", ""]
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    md = [f"# {_heading(title)}", ""]
     figures: list[Path] = []
+    images: dict[str, bytes] = {}
     for i, sec in enumerate(sections):
         heading = sec["heading"]
-        md += [f"## {heading}", ""]
-        body.append(f"<h2>{html.escape(heading)}</h2>")
+        md += [f"## {_heading(heading)}", ""]
         text = sec.get("text")
         if text:
             md += [text.rstrip(), ""]
-            body.append(_html_text(text))
         table = sec.get("table")
         if table is not None:
             md += _md_table(table) + [""]
-            body.append(_html_table(table))
         fig = sec.get("figure")
         if fig is not None:
             name = names[i]
+            buf = io.BytesIO()
+            fig.savefig(buf, dpi=dpi, format="png")
+            # one rendering, written to the file and embedded in the page: the same bytes
+            images[name] = buf.getvalue()
             path = out / name
-            fig.savefig(path, dpi=dpi, format="png")
+            path.write_bytes(images[name])
             figures.append(path)
-            md += [f"![{heading}]({name})", ""]
-            body.append(f'<figure><img src="{html.escape(name, quote=True)}" '
-                        f'alt="{html.escape(heading, quote=True)}">'
-                        f"<figcaption>{html.escape(heading)}</figcaption></figure>")
+            md += [f"![{md_escape(heading)}]({name})", ""]
 
+    source = "\n".join(md).rstrip() + "\n"
     md_path = out / "report.md"
     html_path = out / "report.html"
-    md_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    md_path.write_text(source, encoding="utf-8")
+    renderer = _markdown_renderer()
+    env: dict = {}
+    tokens = renderer.parse(source, env)
+    _embed_images(tokens, images)
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
+        + renderer.renderer.render(tokens, renderer.options, env)
+        + "</body>\n</html>\n"
     )
     html_path.write_text(page, encoding="utf-8")
-    logger.info("report written: %s, %s (%d figures)", md_path, html_path, len(figures))
+    logger.info("report written: %s, %s (%d figures, embedded in the HTML)", md_path, html_path, len(figures))
     return ReportPaths(md_path, html_path, figures)
