@@ -26,10 +26,13 @@ def model_open(path: str, variant: str | None):
     ``edgebp run`` runs), ``fp32`` for a run directory. For a stream variant the window fp32
     model is opened for its metadata; scoring goes through the runtime
     (:mod:`edgebp.runtime.stream_score`)."""
-    from edgebp.train.predict import RunDir, is_run_dir
-
     p = Path(path)
-    if path != "default" and is_run_dir(p):
+    # a checkpoint beside it makes a run directory (edgebp.train.predict.is_run_dir); that
+    # module imports torch, so it is imported only for a run directory and a bundle is
+    # evaluated without torch installed
+    if path != "default" and ((p / "best.pt").exists() or (p / "last.pt").exists()):
+        from edgebp.train.predict import RunDir
+
         variant = variant or "fp32"
         if variant != "fp32":
             raise CliError(f"--variant {variant}: a run directory holds the fp32 torch model only; export a bundle for {variant}")
