@@ -50,7 +50,11 @@ class OrtBackend:
         if optimized_model_path:
             so.optimized_model_filepath = str(optimized_model_path)
         self.path = Path(onnx_path)
-        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises InvalidProtobuf, InvalidGraph, Fail, NoSuchFile...: one line naming the file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{onnx_path}: ONNX Runtime cannot load this model ({type(exc).__name__}: {first[:300]})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
