@@ -212,6 +212,8 @@ def device_simulate(
     start_s: float = 0.0,
     seed: int = 0,
     cuff: CuffSpec | None = None,
+    seq_start: int = 0,
+    send_header: bool = True,
 ) -> SimResult:
     """Simulate the wearable recording ``record`` and streaming it over a UART.
 
@@ -239,6 +241,12 @@ def device_simulate(
     cuff : CuffSpec, optional
         Cuff readings to put into the stream (text or binary format); see
         :mod:`edgebp.firmware_sim.cuff`.
+    seq_start : int
+        Sequence number of the first frame (a device already running: :func:`device_stream`
+        continues one segment's numbering in the next). Frames after a reset start at 0.
+    send_header : bool
+        Send the header at the first boot (False: the segment continues a stream whose
+        header was sent already; headers after a reset are sent either way).
 
     Returns
     -------
@@ -342,7 +350,7 @@ def device_simulate(
     seq = np.full(n, -1, dtype=np.int64)
     for b in np.unique(boot[sampled]):
         idx = np.flatnonzero(sampled & (boot == b))
-        seq[idx] = np.arange(len(idx)) % SEQ_MOD
+        seq[idx] = (np.arange(len(idx)) + (int(seq_start) if b == 0 else 0)) % SEQ_MOD
     send = np.flatnonzero(sampled & ~drop)
     log.info("encoding %d frames", len(send))
     frames = _encode_frames(fmt, seq[send], codes[send])
@@ -370,6 +378,8 @@ def device_simulate(
     first_of_boot = set()
     if header is not None:
         for b in np.unique(boot[sampled]):
+            if b == 0 and not send_header:
+                continue
             first_of_boot.add(int(np.flatnonzero(sampled & (boot == b))[0]))
     send_pos = {int(k): j for j, k in enumerate(send)}
     cuff_at: dict[int, list[int]] = {}
@@ -549,6 +559,80 @@ def device_simulate(
              summary["frames_dropped_overflow"], summary["frames_corrupted"], summary["frames_truncated"])
     return SimResult(chunks, np.array(chunk_times, dtype=np.float64), truth, beats, summary, chans, header, fmt,
                      readings)
+
+
+@dataclass
+class SimSegment:
+    """One segment of :func:`device_stream`: its wire chunks, their times (s since the stream
+    began) and the segment's summary (:func:`device_simulate`'s)."""
+
+    index: int
+    chunks: list[bytes]
+    chunk_times: np.ndarray
+    summary: dict
+    start_s: float  # stream time of the segment's first tick
+
+    @property
+    def stream(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def device_stream(record: Record, total_s: float, segment_s: float = 600.0, cfg: DeviceConfig | None = None,
+                  faults: FaultSpec | str | None = None, fmt: str = "text", baud: int = 115200, buffer_bytes: int = 512,
+                  seed: int = 0):
+    """A long device stream, generated segment by segment with bounded memory: a generator of
+    :class:`SimSegment` (the whole record of a 24 h stream would need ~12 GB at once).
+
+    The device runs on: one header at the start, sequence numbers continuing across segments,
+    the clock error fixed for the whole stream (drawn once from ``seed`` unless given). Each
+    segment of ``segment_s`` seconds is :func:`device_simulate` on ``record`` from a start point
+    that moves through the source and wraps around it (a source shorter than the stream is
+    replayed; the wrap is a step in the signal, as a sensor moved on the skin would give), with
+    its own seed (``seed + index``) for noise and fault draws; faults with fixed times repeat in
+    every segment. Memory is that of one segment, whatever ``total_s``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from edgebp.record import Channel, Record
+    >>> fs = 250.0
+    >>> t = np.arange(int(30 * fs)) / fs
+    >>> rec = Record("toy", [Channel("ecg", np.sin(2 * np.pi * t), fs, "mV"),
+    ...                      Channel("ppg", np.sin(2 * np.pi * t - 1), fs, "NU"),
+    ...                      Channel("abp", 95 + 25 * np.sin(2 * np.pi * t - 1.2), fs, "mmHg")])
+    >>> segs = list(device_stream(rec, total_s=50, segment_s=20, baud=0))
+    >>> [round(s.summary["duration_s"]) for s in segs], segs[1].stream.count(b"#EDGEBP")
+    ([20, 20, 10], 0)
+    >>> int(segs[1].stream.splitlines()[0].split(b",")[0]), segs[0].summary["ticks"]
+    (5000, 5000)
+    """
+    if total_s <= 0 or segment_s <= 0:
+        raise ValueError(f"total_s and segment_s must be > 0 (got {total_s}, {segment_s})")
+    cfg = cfg or DeviceConfig()
+    cfg = dataclasses.replace(cfg, clock_ppm=clock_ppm_resolve(cfg, seed))
+    used = [record.get(n) for n in ("abp", "ecg", "ppg") if record.has(n)]
+    src_len = min((len(c.signal) - 1) / c.fs for c in used) if used else 0.0
+    seg = min(float(segment_s), src_len - 1.0 / cfg.fs)
+    if seg <= 0:
+        raise ValueError(f"source {record.record_id!r} is too short for a stream")
+    t, i, seq, src = 0.0, 0, 0, 0.0
+    while t < total_s - 1e-9:
+        span = min(seg, total_s - t)
+        if src + span > src_len:
+            src = 0.0
+        res = device_simulate(record, cfg, faults, fmt, baud, buffer_bytes, minutes=span / 60.0, start_s=src, seed=seed + i,
+                              seq_start=seq, send_header=(i == 0))
+        s = res.summary
+        # the numbering continues after the segment's last frame (frames after a reset restart at 0)
+        sampled_last_boot = res.truth["seq"][res.truth["boot"] == res.truth["boot"].max()]
+        sampled_last_boot = sampled_last_boot[sampled_last_boot >= 0]
+        seq = (int(sampled_last_boot[-1]) + 1) % SEQ_MOD if len(sampled_last_boot) else 0
+        yield SimSegment(i, res.chunks, res.chunk_times + t, s, t)
+        dur = float(s["duration_s"])
+        t += dur
+        src += dur
+        i += 1
+        del res
 
 
 def _cuff_plan(cuff: CuffSpec, beats: dict, td: np.ndarray, sampled: np.ndarray, start_s: float,
