@@ -682,8 +682,8 @@ def bundle_resolve(path: str | os.PathLike, variant: str = "auto") -> tuple[Path
     :data:`BUNDLE_VARIANTS` (the streaming int8 model first). ``fs`` comes from the manifest;
     for a streaming model ``hop`` and ``window`` are ``streaming.chunk`` and the state inputs
     are the names in ``streaming.states``; for a windowed model they are ``hop`` and
-    ``window``. A directory without a manifest: its ``*.onnx`` files, preferring a name
-    containing ``int8``.
+    ``window``. A directory without a valid manifest is refused (give a bare model as its
+    ``.onnx`` file).
 
     Raises
     ------
@@ -706,7 +706,7 @@ def bundle_resolve(path: str | os.PathLike, variant: str = "auto") -> tuple[Path
 
 def bundle_resolve_loaded(path: str | os.PathLike, variant: str = "auto") -> tuple[Path, dict, object]:
     """:func:`bundle_resolve` plus the loaded :class:`edgebp.runtime.bundle.Bundle` (None for
-    a plain model file or a directory without a manifest)."""
+    a plain model file)."""
     from edgebp.runtime.bundle import BundleError, bundle_load
 
     if str(path) == "default":
@@ -718,11 +718,8 @@ def bundle_resolve_loaded(path: str | os.PathLike, variant: str = "auto") -> tup
         raise FileNotFoundError(2, "no such model file or bundle directory", str(p))
     if not p.is_dir():
         return p, {}, None
-    if not os.path.lexists(p / "manifest.json"):
-        found = sorted(p.glob("*.onnx"), key=lambda f: (0 if "int8" in f.name.lower() else 1, f.name))
-        if not found:
-            raise ValueError(f"{p}: no manifest.json and no .onnx file in this directory")
-        return found[0], {}, None
+    # a directory is a bundle, checked in full (a bundle whose manifest was removed is not
+    # budgeted from whatever .onnx files are left in it); a bare model is given as its file
     b = bundle_load(p)
     manifest = p / "manifest.json"
     data = b.manifest
