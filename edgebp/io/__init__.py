@@ -1,8 +1,11 @@
-"""Readers: WFDB records, UCI ``part_N.mat`` files and CSV, each into :class:`edgebp.record.Record`.
+"""Readers: WFDB records, UCI ``part_N.mat`` files, CSV and the big public datasets, each into :class:`edgebp.record.Record`.
 
 One entry point per job: :func:`read_record` for one recording, :func:`read_records` for a
 directory or a file holding many; the format readers :func:`read_wfdb`, :func:`read_uci_mat`
-and :func:`read_csv` are public too. Every failure is a :class:`ReadError` (a ``ValueError``)
+and :func:`read_csv` are public too, and so are the dataset readers (``docs/datasets.md``):
+:func:`read_vital` (VitalDB ``.vital``, needs ``edgebp[datasets]``), :func:`read_pulsedb` /
+:func:`iter_pulsedb` (PulseDB subset ``.mat``) and :func:`read_mimic3_multiseg` (MIMIC-III
+matched-subset multi-segment records). Every failure is a :class:`ReadError` (a ``ValueError``)
 whose message starts with the file it is about.
 
 Examples
@@ -27,15 +30,35 @@ from pathlib import Path
 from edgebp.io.checks import channel_map_apply
 from edgebp.io.csv_reader import read_csv
 from edgebp.io.errors import ReadError
+from edgebp.io.mimic3_reader import is_mimic3_matched, read_mimic3_multiseg
+from edgebp.io.pulsedb_reader import is_pulsedb, iter_pulsedb, read_pulsedb
 from edgebp.io.uci import read_uci_mat, uci_mat_iter
+from edgebp.io.vitaldb_reader import read_vital
 from edgebp.io.wfdb_reader import read_wfdb, wfdb_base, wfdb_segment_names
 from edgebp.record import Record
 
-__all__ = ["ReadError", "read_record", "read_records", "read_wfdb", "read_uci_mat", "read_csv"]
+__all__ = [
+    "ReadError", "read_record", "read_records", "read_wfdb", "read_uci_mat", "read_csv",
+    "read_vital", "read_pulsedb", "iter_pulsedb", "read_mimic3_multiseg",
+]
 
 log = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+VITAL_SUFFIX = ".vital"
+
+
+def _wfdb_read(path: Path) -> Record:
+    """A WFDB record; a MIMIC-III matched-subset multi-segment one goes to its own reader (subject id)."""
+    base = wfdb_base(path)
+    if base is not None and is_mimic3_matched(base) and wfdb_segment_names(Path(f"{base}.hea")):
+        return read_mimic3_multiseg(path)
+    return read_wfdb(path)
+
+
+def _mat_iter(path: Path) -> Iterator[Record]:
+    """The records of a ``.mat`` without a WFDB header: a PulseDB subset or a UCI part file."""
+    return iter_pulsedb(path) if is_pulsedb(path) else uci_mat_iter(path)
 
 
 def _fs_agrees(path: Path, record: Record, fs: float | None) -> None:
@@ -59,8 +82,10 @@ def read_record(
     Parameters
     ----------
     path : str or os.PathLike
-        A WFDB record (with or without ``.hea``, or its signal file), a CSV/TSV file, or a UCI
-        ``.mat`` holding exactly one cell (use :func:`read_records` for a whole part file).
+        A WFDB record (with or without ``.hea``, or its signal file; a MIMIC-III matched
+        multi-segment record goes through :func:`read_mimic3_multiseg`), a CSV/TSV file, a
+        VitalDB ``.vital`` file, or a UCI or PulseDB ``.mat`` holding exactly one cell or
+        segment (use :func:`read_records` for a whole part or subset file).
     fs : float, optional
         Sampling rate in Hz; required for CSV. For formats that state their rate it may be
         given only if it agrees with the file.
@@ -91,7 +116,14 @@ def read_record(
         raise ReadError(p, "is a directory; use read_records to read the records in it")
     base = wfdb_base(p)
     if base is not None:
-        record = read_wfdb(p)
+        record = _wfdb_read(p)
+    elif suffix == VITAL_SUFFIX:
+        record = read_vital(p)
+    elif suffix == ".mat" and is_pulsedb(p):
+        records = read_pulsedb(p, stop=2)
+        if len(records) != 1:
+            raise ReadError(p, "holds several 10-s segments (PulseDB subset); use read_records or read_pulsedb")
+        record = records[0]
     elif suffix == ".mat":
         records = read_uci_mat(p)
         if len(records) != 1:
@@ -101,7 +133,9 @@ def read_record(
         raise ReadError(p, "no such file or WFDB record (no .hea beside it)")
     else:
         raise ReadError(
-            p, f"unknown format {suffix or '(no extension)'!r}: expected a WFDB record (.hea), a UCI .mat or a CSV"
+            p,
+            f"unknown format {suffix or '(no extension)'!r}: expected a WFDB record (.hea), "
+            "a UCI or PulseDB .mat, a VitalDB .vital or a CSV",
         )
     _fs_agrees(p, record, fs)
     return channel_map_apply(p, record, channel_map)
@@ -134,10 +168,12 @@ def _listing_iter(directory: Path, fs, channel_map) -> Iterator[Record]:
         if h.stem in segments:
             continue
         stems.add(h.stem)
-        yield read_wfdb(h)
+        yield _wfdb_read(h)
     for mat in sorted(directory.glob("*.mat")):
         if mat.stem not in stems and mat.stem not in segments:
-            yield from uci_mat_iter(mat)
+            yield from _mat_iter(mat)
+    for vital in sorted(directory.glob(f"*{VITAL_SUFFIX}")):
+        yield read_vital(vital)
     csvs = sorted(f for f in directory.iterdir() if f.suffix.lower() in (".csv", ".tsv"))
     if csvs and fs is None:
         log.warning(
@@ -158,9 +194,10 @@ def read_records(
     ----------
     path : str or os.PathLike
         A directory (its ``RECORDS`` file, or without one every ``*.hea`` record — segments of
-        multi-segment records excluded — then UCI ``*.mat`` files without a header, then
-        ``*.csv``/``*.tsv`` if ``fs`` is given), a WFDB record, a UCI ``part_N.mat`` (one
-        Record per cell) or a CSV file.
+        multi-segment records excluded — then UCI or PulseDB ``*.mat`` files without a header,
+        then ``*.vital`` files, then ``*.csv``/``*.tsv`` if ``fs`` is given), a WFDB record, a
+        UCI ``part_N.mat`` (one Record per cell), a PulseDB subset ``.mat`` (one Record per
+        10-s segment, read in blocks), a ``.vital`` file or a CSV file.
     fs : float, optional
         Sampling rate for CSV files. Without it CSV files in a directory are skipped with a
         logged warning, and a CSV path is an error.
@@ -192,7 +229,7 @@ def read_records(
     if p.suffix.lower() == ".mat" and wfdb_base(p) is None:
         if not p.exists():
             raise ReadError(p, "no such file")
-        return (channel_map_apply(p, r, channel_map) for r in uci_mat_iter(p))
+        return (channel_map_apply(p, r, channel_map) for r in _mat_iter(p))
     if p.suffix.lower() not in CSV_SUFFIXES and wfdb_base(p) is None and not p.exists():
         raise ReadError(p, "no such file, directory or WFDB record")
     return iter([read_record(p, fs=fs, channel_map=channel_map)])
