@@ -201,6 +201,6 @@ def machine_summary(m: dict) -> str:
     return (f"CPU: {cpu['model']} ({cpu['machine']}), {cpu['logical_cores']} logical cores "
             f"({cpu['usable_cores']} usable by this process), ISA: {' '.join(cpu['isa']) or 'unknown'} "
             f"(AVX2 {'yes' if cpu['avx2'] else 'no'}, AVX-512 {'yes' if cpu['avx512'] else 'no'}, "
-            f"VNNI {'yes' if cpu['vnni'] else 'no'}). Memory {m['memory_total_mb'] or 0:.0f} MB. "
+            f"VNNI {'yes' if cpu['vnni'] else 'no'}). Memory {m['memory_total_mb'] or 0:.0f} MiB. "
             f"{m['os']}, Python {m['python']}. Libraries: {libs}. Thread variables: {env}. "
             f"Load average (1/5/15 min) when described: {load}.")
