@@ -7,6 +7,7 @@ module exists in this installation.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import logging
@@ -116,10 +117,16 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def main() -> None:
-    """Entry point: known errors become one line and a non-zero exit, never a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: known errors become one line and a non-zero exit, never a traceback.
+
+    ``argv``: the arguments (default ``sys.argv[1:]``), so that tests drive this very path.
+    """
+    from edgebp.paths import numba_cache_configure
+
+    numba_cache_configure()  # before any command imports a numba kernel
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -131,6 +138,11 @@ def main() -> None:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         click.echo(f"Error: {exc.filename or ''}: {exc.strerror or exc}", err=True)
         sys.exit(2)
+    except OSError as exc:
+        # ENOSPC, EROFS, EIO...: the errno's text and the file, one line (exit 1: not bad input)
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"Error: {where}{exc.strerror or exc}" + (f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno else ""), err=True)
+        sys.exit(1)
     except (ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         click.echo(f"Error: {msg}", err=True)
@@ -145,3 +157,8 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        logging.getLogger("edgebp").debug("unexpected error", exc_info=True)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        click.echo(f"Error: {type(exc).__name__}: {first} (unexpected; edgebp -vv shows the traceback)", err=True)
+        sys.exit(1)

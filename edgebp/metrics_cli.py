@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from edgebp.cli import CliError
+from edgebp.cli_types import Finite, positive
 from edgebp.metrics import bp_report, format_report_table
 
 logger = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ def _calib_read(path: str) -> dict[str, dict]:
 @click.argument("pred_csv", metavar="PRED.csv", type=click.Path(dir_okay=True))
 @click.argument("ref_csv", metavar="REF.csv", type=click.Path(dir_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-@click.option("--train-mean", nargs=2, type=float, default=None, metavar="SBP DBP",
+@click.option("--train-mean", nargs=2, type=Finite(min=0, max=400), default=None, metavar="SBP DBP",
               help="Training-set mean SBP and DBP: adds the naive training-mean baseline and MASE.")
 @click.option("--calib", "calib_csv", type=click.Path(dir_okay=False), default=None,
               help="CSV subject,sbp,dbp[,time] with each subject's calibration cuff reading: marks "
@@ -318,7 +319,7 @@ def _calib_read(path: str) -> dict[str, dict]:
 @click.option("--match", type=click.Choice(MATCH_MODES), default="exact", show_default=True,
               help="Pair rows at equal times (1 ms) or each estimate with the nearest reference row "
                    "within --tolerance, one to one.")
-@click.option("--tolerance", type=float, default=0.3, show_default=True,
+@click.option("--tolerance", type=positive(max=60), default=0.3, show_default=True,
               help="With --match nearest: largest time difference of a pair (s).")
 def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_csv, unit: str,
                   subject: str | None = None, match: str = "exact", tolerance: float = 0.3) -> None:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from edgebp.cli import CliError
+from edgebp.cli_types import Finite, int_range, non_negative
 
 # kept in step with edgebp.export.pipeline (not imported here: that pulls in torch for --help)
 _MAX_DELTA_MAE = 1.0
@@ -18,16 +19,16 @@ _MAX_P99_DIFF = 8.0
 @click.command(name="export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--int8/--no-int8", default=True, show_default=True, help="Also write int8 models (ORT static QDQ; dynamic for LSTMs).")
-@click.option("--prune", type=float, default=0.0, show_default=True, help="Structured pruning ratio (0 = none), then a short fine-tune.")
+@click.option("--prune", type=Finite(min=0.0, max=1.0, max_open=True), default=0.0, show_default=True, help="Structured pruning ratio (0 = none), then a short fine-tune.")
 @click.option("--targets", default="ort,tensorrt", show_default=True, help="Comma-separated: ort, tensorrt.")
-@click.option("--calib-windows", type=int, default=128, show_default=True, help="Training windows for int8 calibration (window models).")
+@click.option("--calib-windows", type=int_range(1, 100_000), default=128, show_default=True, help="Training windows for int8 calibration (window models).")
 @click.option("--int8-keep-float", default="", show_default=True, metavar="LAYERS",
               help="Comma-separated layers of the window int8 model left in float: first-conv (the model input is then not "
                    "quantized), last-conv. Default: none (every Conv int8). Streaming and TensorRT int8 forms are unchanged; "
                    "the gates are the same.")
-@click.option("--max-delta-mae", type=float, default=_MAX_DELTA_MAE, show_default=True,
+@click.option("--max-delta-mae", type=non_negative(), default=_MAX_DELTA_MAE, show_default=True,
               help="Gate: fail when an int8 model's MAE (SBP or DBP) is worse than its fp32 form's by more (mmHg); window int8 and stream-int8.")
-@click.option("--max-p99-diff", type=float, default=_MAX_P99_DIFF, show_default=True,
+@click.option("--max-p99-diff", type=non_negative(), default=_MAX_P99_DIFF, show_default=True,
               help="Gate: fail when the 99th percentile of the point-wise |int8 - fp32| difference exceeds this (mmHg); "
                    "window int8 vs fp32 and stream-int8 vs stream-fp32 through the runtime.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty OUT (it never keeps a bundle that fails a gate).")
@@ -71,6 +72,19 @@ def export_command(run_dir, int8, prune, targets, calib_windows, int8_keep_float
         raise CliError(f"--int8-keep-float: {', '.join(map(repr, bad))} is not valid; choose from: first-conv, last-conv")
     if keep and not int8:
         raise CliError("--int8-keep-float needs --int8")
+    from pathlib import Path
+
+    from edgebp.train.loop import checkpoint_load
+
+    for name in ("best.pt", "last.pt"):
+        if (Path(run_dir) / name).is_file():
+            try:
+                checkpoint_load(Path(run_dir) / name)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+            break
+    else:
+        raise CliError(f"{run_dir}: not a run directory (no best.pt or last.pt; train one with `edgebp train`)")
     cmd = "edgebp " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("edgebp") else ""
     try:
         report = export_run(run_dir, out_dir, int8=int8, prune=prune, targets=tlist, calib_windows=calib_windows,

@@ -8,15 +8,21 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from edgebp.cli import CliError
+from edgebp.cli_types import Finite, int_range, non_negative, positive
 from edgebp.firmware_sim.cuff import DEFAULT_WINDOW_S, CuffSpec, cuff_times_parse, cuff_write
 from edgebp.firmware_sim.device import DeviceConfig
-from edgebp.firmware_sim.faults import FAULT_NAMES, faults_parse
+from edgebp.firmware_sim.faults import FAULT_NAMES, FRAME_FAULTS, faults_parse
 from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_source_load, sim_truth_write
 from edgebp.firmware_sim.uart import PtyPort, paced_write, stream_write_file
 
 log = logging.getLogger(__name__)
+
+# event faults (reset, saturate, leadoff, motion, flat) per second, at most: one every 100 ms
+# is already a continuous fault
+MAX_EVENT_RATE = 10.0
 
 HELP = f"""Simulate a wearable: ECG/PPG front-ends, ADCs, clock, firmware and UART, with faults.
 
@@ -67,44 +73,44 @@ Examples:
 
 @click.command("sim", help=HELP)
 @click.option("--source", required=True, help="synth:SUBJECT or record:PATH (needs ABP, and ECG/PPG).")
-@click.option("--minutes", type=float, default=None, help="Length to simulate [default: 5 for synth, whole record].")
-@click.option("--start", "start_s", type=float, default=0.0, show_default=True, help="Start on the source (s).")
+@click.option("--minutes", type=positive(max=7 * 24 * 60), default=None, help="Length to simulate [default: 5 for synth, whole record].")
+@click.option("--start", "start_s", type=non_negative(), default=0.0, show_default=True, help="Start on the source (s).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--faults", default="", help="Fault specification (see above).")
-@click.option("--baud", type=int, default=115200, show_default=True, help="UART rate, 8N1; 0 = unlimited (USB).")
-@click.option("--buffer", "buffer_bytes", type=int, default=512, show_default=True, help="UART transmit buffer (bytes).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of clock, noise and faults.")
-@click.option("--source-seed", type=int, default=0, show_default=True, help="Cohort seed of a synth source.")
-@click.option("--source-fs", type=float, default=None, help="Sampling rate of a record:FILE.csv source (Hz).")
-@click.option("--fs", type=float, default=250.0, show_default=True, help="Frame rate (Hz).")
+@click.option("--baud", type=int_range(0, 20_000_000), default=115200, show_default=True, help="UART rate, 8N1; 0 = unlimited (USB).")
+@click.option("--buffer", "buffer_bytes", type=int_range(1, 1 << 30), default=512, show_default=True, help="UART transmit buffer (bytes).")
+@click.option("--seed", type=int_range(0, 2**32 - 1), default=0, show_default=True, help="Seed of clock, noise and faults.")
+@click.option("--source-seed", type=int_range(0, 2**32 - 1), default=0, show_default=True, help="Cohort seed of a synth source.")
+@click.option("--source-fs", type=positive(max=100_000), default=None, help="Sampling rate of a record:FILE.csv source (Hz).")
+@click.option("--fs", type=positive(max=100_000), default=250.0, show_default=True, help="Frame rate (Hz).")
 @click.option("--channels", default="ecg,ppg", show_default=True, help="Channels sent (text/binary): ecg, ppg.")
-@click.option("--ppg-fs", type=float, default=None, help="PPG's own rate (divides --fs; sample-and-hold).")
-@click.option("--ecg-bits", type=int, default=16, show_default=True, help="ECG ADC resolution (8-24).")
-@click.option("--ecg-range-mv", type=float, default=5.0, show_default=True, help="ECG input range +- mV.")
-@click.option("--ppg-bits", type=int, default=18, show_default=True, help="PPG ADC resolution (8-24).")
+@click.option("--ppg-fs", type=positive(max=100_000), default=None, help="PPG's own rate (divides --fs; sample-and-hold).")
+@click.option("--ecg-bits", type=int_range(8, 24), default=16, show_default=True, help="ECG ADC resolution (8-24).")
+@click.option("--ecg-range-mv", type=positive(max=10_000), default=5.0, show_default=True, help="ECG input range +- mV.")
+@click.option("--ppg-bits", type=int_range(8, 24), default=18, show_default=True, help="PPG ADC resolution (8-24).")
 @click.option("--ppg-polarity", type=click.Choice(["pleth", "raw"]), default="pleth", show_default=True,
               help="raw = photodiode polarity (pulse inverted), as a MAX3010x reads.")
 @click.option("--leadoff-mode", type=click.Choice(["rail", "flat"]), default="rail", show_default=True)
-@click.option("--clock-ppm", type=float, default=None, help="Clock frequency error [default: drawn by --seed in +-50].")
-@click.option("--jitter-us", type=float, default=20.0, show_default=True, help="Sample-clock jitter RMS (us).")
+@click.option("--clock-ppm", type=Finite(min=-100_000, max=100_000), default=None, help="Clock frequency error [default: drawn by --seed in +-50].")
+@click.option("--jitter-us", type=non_negative(max=1e6), default=20.0, show_default=True, help="Sample-clock jitter RMS (us).")
 @click.option("--out", "out", default=None, help="Stream output file, or - for stdout (not with --pty).")
 @click.option("--truth", required=True, type=click.Path(dir_okay=False), help="Per-sample truth CSV.")
 @click.option("--truth-beats", type=click.Path(dir_okay=False), default=None, help="[default: TRUTH_beats.csv]")
 @click.option("--summary", type=click.Path(dir_okay=False), default=None, help="[default: TRUTH_summary.json]")
 @click.option("--realtime", is_flag=True, help="Pace the output at real time (always on with --pty).")
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Real-time factor for paced output.")
+@click.option("--speed", type=positive(max=1e6), default=1.0, show_default=True, help="Real-time factor for paced output.")
 @click.option("--pty", "use_pty", is_flag=True, help="Stream into a new pseudo-terminal.")
-@click.option("--pty-wait", type=float, default=60.0, show_default=True,
+@click.option("--pty-wait", type=non_negative(max=86_400), default=60.0, show_default=True,
               help="Seconds to wait for a reader to open the pty (0 = do not wait).")
-@click.option("--pty-linger", type=float, default=2.0, show_default=True,
+@click.option("--pty-linger", type=non_negative(max=86_400), default=2.0, show_default=True,
               help="Seconds to keep the pty open after the last byte unless the reader closes it first.")
-@click.option("--cuff-every", "cuff_every", type=float, default=None, metavar="SECONDS",
+@click.option("--cuff-every", "cuff_every", type=positive(), default=None, metavar="SECONDS",
               help="A cuff reading every SECONDS, the first at SECONDS.")
 @click.option("--cuff-at", "cuff_at", default=None, metavar="T1,T2,...",
               help="Cuff readings at these times (s from the start; units ms, s, min, h allowed).")
-@click.option("--cuff-window", type=float, default=DEFAULT_WINDOW_S, show_default=True, metavar="SECONDS",
+@click.option("--cuff-window", type=positive(max=3600), default=DEFAULT_WINDOW_S, show_default=True, metavar="SECONDS",
               help="Cuff measurement window: a reading is the mean of the truth beats over it.")
-@click.option("--cuff-noise", type=float, default=0.0, show_default=True, metavar="SD",
+@click.option("--cuff-noise", type=non_negative(max=100), default=0.0, show_default=True, metavar="SD",
               help="Gaussian noise SD added to cuff SBP and DBP (mmHg), seeded by --seed.")
 @click.option("--cuff-csv", type=click.Path(dir_okay=False), default=None,
               help="Also write the cuff readings as CSV time,sbp,dbp.")
@@ -134,6 +140,15 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
         spec = faults_parse(faults)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    for r in spec.rates:
+        # an event rate is drawn as a Poisson process over the whole run: 1e9 events/s would
+        # never finish drawing; more than MAX_EVENT_RATE is a continuous fault (use @T+D)
+        if r.name not in FRAME_FAULTS and r.rate > MAX_EVENT_RATE:
+            raise CliError(f"--faults item {r.name}={r.rate:g}: {r.name} is events per second, at most {MAX_EVENT_RATE:g} "
+                           f"(for a fault that lasts, give {r.name}@T+D)")
+    for e in spec.events:
+        if not (np.isfinite(e.start_s) and (e.duration_s is None or np.isfinite(e.duration_s))):
+            raise CliError(f"--faults item {e.name}@{e.start_s:g}: the time and duration must be finite")
     try:
         cuff = CuffSpec(every_s=cuff_every, at_s=cuff_times_parse(cuff_at) if cuff_at is not None else (),
                         window_s=cuff_window, noise_sd=cuff_noise)

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from edgebp.cli import CliError
+from edgebp.cli_types import non_negative, positive
 from edgebp.firmware_sim.compare import (
     beats_truth_compare,
     compare_report_text,
@@ -132,13 +133,13 @@ def score_files(bp: str, truth: str, fs: float | None = None, beats_truth: str |
 @click.command("score")
 @click.argument("bp", metavar="BP.csv")
 @click.argument("truth", metavar="TRUTH.csv")
-@click.option("--fs", type=float, default=None,
+@click.option("--fs", type=positive(max=100_000), default=None,
               help="Device sampling rate (Hz) [default: from TRUTH_summary.json, else 250].")
 @click.option("--beats-truth", type=click.Path(dir_okay=False), default=None,
               help="Truth beats CSV [default: TRUTH_beats.csv beside TRUTH.csv].")
-@click.option("--tolerance", "--max-dt", "tolerance", type=float, default=0.3, show_default=True,
+@click.option("--tolerance", "--max-dt", "tolerance", type=positive(max=60), default=0.3, show_default=True,
               help="Largest systolic-time difference (s) of a runtime/truth beat pair (--max-dt: the old name).")
-@click.option("--recover", type=float, default=2.0, show_default=True,
+@click.option("--recover", type=non_negative(max=3600), default=2.0, show_default=True,
               help="Recovery window after a fault (s): a fault is judged when this + 1 s of clean signal follows.")
 @click.option("--include-invalid", is_flag=True,
               help="Also score runtime beats marked valid=0 (by default they are only counted).")

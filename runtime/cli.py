@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import signal
+import os
 import threading
+from pathlib import Path
 
 import click
 
 from edgebp.cli import CliError
+from edgebp.cli_types import int_range, positive
+
+# --read-size above this is no longer "a read" but a whole file in memory
+MAX_READ_SIZE = 64 * 1024 * 1024
 
 
 def _channel_map(text: str | None) -> dict[str, str] | None:
@@ -23,19 +27,30 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
     return out
 
 
+def _input_check(path: str) -> None:
+    """--stream FILE exists and is not a directory (a FIFO or a device is fine)."""
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"--stream {path}: file not found")
+    if p.is_dir():
+        raise CliError(f"--stream {path}: is a directory")
+    if not os.access(p, os.R_OK):
+        raise CliError(f"--stream {path}: not readable (permission denied)")
+
+
 @click.command(name="run")
 @click.argument("bundle", required=False, default="default")
 @click.option("--stream", "stream", default=None, help="A serial log file, or - for standard input.")
 @click.option("--follow", is_flag=True, help="Keep reading a file that is still growing (like tail -f; survives truncation).")
 @click.option("--port", default=None, help="A serial port (e.g. /dev/ttyUSB0 or a pseudo-terminal).")
-@click.option("--baud", type=int, default=115200, show_default=True, help="Serial port speed.")
+@click.option("--baud", type=int_range(1, 20_000_000), default=115200, show_default=True, help="Serial port speed.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "text", "binary", "max3010x", "csv"]), default="auto", show_default=True, help="Stream encoding (auto-detected for edgebp's own).")
-@click.option("--fs", type=float, default=None, help="Sampling rate of a third-party log with no header (never guessed).")
+@click.option("--fs", type=positive(max=100_000), default=None, help="Sampling rate of a third-party log with no header (never guessed).")
 @click.option("--channel-map", default=None, help="Map a log's fields to channels, e.g. ir=ppg,red=ppg_red.")
 @click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch"]), default="ort", show_default=True, help="Inference backend.")
 @click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
-@click.option("--hop", type=int, default=None, help="Window models: run every HOP samples (1 = the seeds' point-wise paradigm).")
-@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
+@click.option("--hop", type=int_range(1, None), default=None, help="Window models: run every HOP samples (1 = the seeds' point-wise paradigm).")
+@click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="Inference threads.")
 @click.option("--run-dir", type=click.Path(exists=True, file_okay=False), default=None, help="With --backend torch (development only): the training run the bundle was exported from.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Cuff readings CSV (time,sbp,dbp[,window]; time in s on the stream's axis). Readings inside the stream (#CUFF lines, 'C' frames) are used too.")
@@ -44,8 +59,8 @@ def _channel_map(text: str | None) -> dict[str, str] | None:
 @click.option("--out", "out_path", default=None,
               help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl [default, or -: beats as CSV on stdout, summary on stderr].")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
-@click.option("--idle-timeout", type=float, default=None, help="With --follow or --port: stop after this many seconds without data.")
-@click.option("--read-size", type=int, default=65536, show_default=True,
+@click.option("--idle-timeout", type=positive(), default=None, help="With --follow or --port: stop after this many seconds without data.")
+@click.option("--read-size", type=int_range(1, MAX_READ_SIZE), default=65536, show_default=True,
               help="Bytes per read of --stream/--follow/stdin: 87 reads a text log as a device sends it (20 ms packets). "
                    "The outputs are bit-identical for every read size.")
 @click.option("--beat-source", type=click.Choice(["auto", "ppg", "ecg"]), default="auto", show_default=True,
@@ -75,20 +90,48 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         edgebp run --stream serial.log | head
         edgebp run bundles/mine --port /dev/pts/5 --out bp.jsonl
     """
+    from edgebp.paths import numba_cache_configure, numba_compile_announce
+
+    numba_cache_configure()  # before the first kernel module is imported (edgebp.cli.main does it too)
     from edgebp.runtime import sources
     from edgebp.runtime.bundle import BundleError, bundle_load
     from edgebp.runtime.engine import Calibration
     from edgebp.runtime.protocol import StreamDecoder
-    from edgebp.runtime.run import OutputWriter, stream_process, summary_text
+    from edgebp.jsonsafe import json_text
+    from edgebp.runtime.run import OutputWriter, SignalStop, no_samples_reason, stream_process, summary_text
 
-    if read_size < 1:
-        raise CliError(f"--read-size {read_size}: a read must be at least 1 byte")
     if sum(x is not None for x in (stream, port)) != 1:
         raise CliError("give exactly one input: --stream FILE (or -) or --port DEV")
+    if follow and (port or stream == "-"):
+        raise CliError("--follow reads a growing file: not with --port or --stream -")
+    if idle_timeout is not None and not (follow or port):
+        raise CliError("--idle-timeout needs --follow or --port (a file or standard input ends by itself)")
+    cmap = _channel_map(channel_map)
+    if backend == "tensorrt":
+        from edgebp.runtime.backends import tensorrt_available
+
+        ok, why = tensorrt_available()
+        if not ok:
+            raise CliError(f"--backend tensorrt: TensorRT is not usable here: {why}; use --backend ort")
+    if backend == "torch" and not run_dir:
+        raise CliError("--backend torch needs --run-dir RUN_DIR: a bundle holds ONNX models, not the torch weights")
+    if run_dir and backend != "torch":
+        raise CliError("--run-dir is only for --backend torch")
     try:
         b = bundle_load(bundle)
     except BundleError as exc:
         raise CliError(str(exc)) from exc
+    if stream not in (None, "-"):
+        _input_check(stream)
+    m = b.manifest
+    if hop is not None and not (bool(m.get("streaming")) and m.get("causal")) and not 1 <= hop <= int(m["window"]):
+        raise CliError(f"--hop {hop}: must be within 1..{int(m['window'])} (the model window)")
+    if hop is not None and bool(m.get("streaming")) and m.get("causal"):
+        raise CliError(f"--hop: {b.path} is a streaming model (it steps every {m.get('hop', '?')} samples by itself); --hop is for window models")
+    try:
+        decoder = StreamDecoder(fmt=fmt, fs=fs, channel_map=cmap)
+    except ValueError as exc:
+        raise CliError(f"--channel-map/--fs: {exc}") from exc
     stop = threading.Event()
     if port:
         chunks = sources.iter_serial(port, baud=baud, stop=stop, idle_timeout_s=idle_timeout) if "idle_timeout_s" in sources.iter_serial.__code__.co_varnames else sources.iter_serial(port, baud=baud, stop=stop)
@@ -98,19 +141,20 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         chunks = sources.iter_follow(stream, stop=stop, idle_timeout_s=idle_timeout, chunk=read_size)
     else:
         chunks = sources.iter_file(stream, chunk=read_size)
-    decoder = StreamDecoder(fmt=fmt, fs=fs, channel_map=_channel_map(channel_map))
     try:
         cal = Calibration.from_csv(calibration, calibration_method) if calibration else Calibration([], calibration_method)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    m = b.manifest
     method = calibration_method if calibration_method != "auto" else ("estimator" if b.has("estimator") else "offset")
     header = [f"edgebp run: bundle={b.path} model={m['model']['name']}/{m['model']['preset']} variant={variant} backend={backend}",
               f"inputs={','.join(m['inputs'])} model_fs={m['fs']} delay={m['delay']} units=mmHg",
               f"calibration: {method}; " + (f"{len(cal.readings)} cuff reading(s) from {calibration}" if calibration else "cuff readings from the stream only")
               + "; beats are uncalibrated (calibrated=0, absolute model values) until a reading applies"]
     to_stdout = out_path in (None, "-")
-    writer = OutputWriter("-" if to_stdout else out_path, header)
+    live = bool(port or follow or stream == "-" or (stream and not Path(stream).is_file()))  # a FIFO or device is live too
+    # live sources: every block is flushed as written (a reader tailing bp.csv sees each
+    # packet's rows); a file: at most 1 s after a write
+    writer = OutputWriter("-" if to_stdout else out_path, header, flush_s=0.0 if live else 1.0)
 
     def stop_requested() -> bool:
         # standard output closed by its reader (| head): end the stream; sources that wait
@@ -119,16 +163,23 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
             stop.set()
         return writer.closed
 
-    old = signal.getsignal(signal.SIGINT)
-    try:
-        summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal,
-                                 writer=writer, run_dir=run_dir, stop=stop_requested, beat_source=beat_source)
-    finally:
-        writer.close()
-        signal.signal(signal.SIGINT, old)
-    if to_stdout and writer.closed:
-        summary["stopped"] = "standard output closed by the reader"
-    click.echo(summary_text(summary), err=to_stdout)
-    if summary_json:
-        with open(summary_json, "w") as f:
-            json.dump(summary, f, indent=2, default=float)
+    numba_compile_announce(echo=lambda line: click.echo(line, err=True))
+    with SignalStop(on_stop=stop.set) as sig:
+        try:
+            summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal,
+                                     writer=writer, run_dir=run_dir, stop=stop_requested, beat_source=beat_source, signals=sig)
+        finally:
+            writer.close()
+        if to_stdout and writer.closed:
+            summary["stopped"] = "standard output closed by the reader"
+        summary["exit_code"] = sig.exit_code
+        click.echo(summary_text(summary), err=to_stdout)
+        if summary_json:
+            with open(summary_json, "w") as f:
+                f.write(json_text(summary, indent=2))
+    if sig.signum is not None:
+        click.echo(f"stopped by {sig.name}: outputs flushed, summary written; exit status {sig.exit_code}", err=True)
+        raise click.exceptions.Exit(sig.exit_code)
+    why = no_samples_reason(summary["decoder"], fmt)
+    if why is not None and not (to_stdout and writer.closed):
+        raise CliError(f"{'standard input' if stream == '-' else stream or port}: {why}", exit_code=1)

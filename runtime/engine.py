@@ -42,6 +42,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -49,7 +50,7 @@ import numpy as np
 
 from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
-from edgebp.processing.quality import CLIPPED, FLAT, FlatClipDetector
+from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, FlatClipDetector, InputGuard
 from edgebp.runtime.backends import backend_open
 from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
@@ -60,8 +61,8 @@ from edgebp.runtime.bundle import Bundle
 log = logging.getLogger(__name__)
 
 STEP_LATENCY_KEEP = 20_000  # push latencies kept for the summary's percentiles (~7 min of 20 ms packets)
-REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset", "artefact")
-R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET, R_ARTEFACT = range(7)
+REASONS = ("ok", "warmup", "gap", "flat", "clipped", "reset", "artefact", "range")
+R_OK, R_WARMUP, R_GAP, R_FLAT, R_CLIP, R_RESET, R_ARTEFACT, R_RANGE = range(8)
 # gate flags (FLAT | CLIPPED bits) -> reason code: clipped first, then flat
 _GATE_LUT = np.array([R_CLIP if f & CLIPPED else R_FLAT if f & FLAT else R_OK for f in range(256)], np.int8)
 
@@ -99,6 +100,21 @@ class Calibration:
     readings: list = field(default_factory=list)
     method: str = "auto"
 
+    def __post_init__(self) -> None:
+        # the API entry: readings built by hand get the same plausibility check as the CSV
+        # and in-stream ones (finite, 40-300 mmHg, DBP below SBP), so no NaN or absurd cuff
+        # value ever calibrates a row marked valid
+        from edgebp.runtime.calibrated import cuff_check
+
+        for r in self.readings:
+            why = cuff_check(getattr(r, "sbp", None), getattr(r, "dbp", None))
+            t = getattr(r, "t", None)
+            if why is None and not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 0):
+                why = f"time {t!r} s is not a time on the stream (finite, >= 0)"
+            if why is not None:
+                where = getattr(r, "where", "") or "Calibration"
+                raise ValueError(f"{where}: cuff reading rejected: {why}")
+
     @classmethod
     def from_csv(cls, path: str, method: str = "auto") -> "Calibration":
         return cls(cuff_csv_read(path), method)
@@ -128,7 +144,7 @@ class StreamRuntime:
                  variant: str = "int8", hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
                  flat_s: float = 2.0, gains: dict[str, float] | None = None, run_dir: str | None = None, stuck_s: float = 0.1,
                  artefact_z: float | None = 5.0, beat_source: str = "auto", estimator: EstimatorParams | None = None,
-                 features: bool = False):
+                 features: bool = False, motion: bool = True):
         m = bundle.manifest
         if backend == "torch" and not run_dir:
             raise ValueError("--backend torch needs --run-dir RUN_DIR: a bundle holds ONNX models, not the torch weights")
@@ -173,8 +189,14 @@ class StreamRuntime:
         # (without the ADC step, only an exactly constant input is called flat: no guessed scale)
         gains = gains or {}
         self.gate = {c: FlatClipDetector(self.fs_dev, flat_s=flat_s, flat_sd=5.0 * float(gains[c]) if c in gains else 0.0) for c in self.inputs}
-        # stuck: this many identical samples in a row on every input channel
+        # stuck: this many identical samples in a row on any one input channel (a frozen
+        # front-end, or a lead-off that holds the ECG at mid-scale: the model needs every
+        # input, so one frozen channel is enough to refuse the claim)
         self.stuck_n = max(2, int(round(stuck_s * self.fs_dev)))
+        # absurd values (all inputs) and motion (PPG inputs), before the chain: a value the
+        # filter and running normaliser learnt from would spoil them for minutes
+        self.guard = {c: InputGuard(self.fs_dev, motion=c.startswith("ppg") and motion, step=float(gains.get(c, 0.0)))
+                      for c in self.inputs}
         self.artefact_z = None if artefact_z is None else float(artefact_z)
         self.artefact_rows = [j for j, c in enumerate(self.inputs) if c.startswith("ppg")]
         self._hist_n = int(np.ceil((self.res_delay + 2) * self.fs_dev / self.fs)) + 2
@@ -248,7 +270,8 @@ class StreamRuntime:
         self._last_bad_reason = R_WARMUP
         self._last_in_reason = R_GAP
         self._stuck_last = np.full(len(self.inputs), np.nan)
-        self._stuck_run = 0
+        self._stuck_run = np.zeros(len(self.inputs), np.int64)
+        self.guard_state = {c: g.init_state() for c, g in self.guard.items()}
         self._gated_last = False
         self._code_hist = np.zeros(0, np.int8)
         # device samples held until they complete a model step (see push)
@@ -262,12 +285,22 @@ class StreamRuntime:
         """Per device sample: 0 ok, R_FLAT or R_CLIP, from the shared streaming detector
         (:class:`edgebp.processing.quality.FlatClipDetector`) with its state carried."""
         code = None
+        rng = np.zeros(len(vals), bool)
+        motion = np.zeros(len(vals), bool)
         for j, c in enumerate(self.inputs):
-            flags, self.gate_state[c] = self.gate[c].process(vals[:, j], self.gate_state[c])
+            gf, self.guard_state[c] = self.guard[c].process(vals[:, j], self.guard_state[c])
+            r = (gf & RANGE) > 0
+            rng |= r
+            motion |= (gf & MOTION) > 0
+            # an absurd value never reaches the flat/clip windows either (1e308 squared is inf)
+            x = np.where(r, np.nan, vals[:, j]) if r.any() else vals[:, j]
+            flags, self.gate_state[c] = self.gate[c].process(x, self.gate_state[c])
             # clipped wins over everything, flat over ok: max(code, R_CLIP | R_FLAT | 0)
             g = _GATE_LUT[flags]
             code = g if code is None else np.maximum(code, g)
         code[self._stuck(vals) & (code == 0)] = R_FLAT
+        code[rng & (code == 0)] = R_RANGE
+        code[motion & (code == 0)] = R_ARTEFACT
         return code
 
     def _preprocess(self, c: str, x: np.ndarray, restarts: np.ndarray) -> np.ndarray:
@@ -289,16 +322,21 @@ class StreamRuntime:
         return np.concatenate(parts, axis=1)
 
     def _stuck(self, vals: np.ndarray) -> np.ndarray:
-        """Samples ending a run of ``stuck_n`` identical rows (every input channel unchanged)."""
+        """Samples where some input channel ends a run of ``stuck_n`` identical values.
+
+        Per channel: a live converter's noise never holds one code for ``stuck_s`` (0.1 s);
+        measured on 14 clean challenge2015 records the longest ECG run is 9 samples at
+        250 Hz, while a PLETH clipped at its trough holds one value for 33-183 samples
+        (gated, rightly: the pulse shape is cut)."""
         n = vals.shape[0]
         prev = np.vstack([self._stuck_last[None, :], vals[:-1]])
-        same = np.all(vals == prev, axis=1)  # NaN never equals: a gap ends the run
-        idx = np.arange(n)
-        last_change = np.maximum.accumulate(np.where(same, -1, idx))
-        run = np.where(last_change < 0, self._stuck_run + idx + 1, idx - last_change)
-        self._stuck_run = int(run[-1])
+        same = vals == prev  # NaN never equals: a gap ends the run
+        idx = np.arange(n)[:, None]
+        last_change = np.maximum.accumulate(np.where(same, -1, idx), axis=0)
+        run = np.where(last_change < 0, self._stuck_run[None, :] + idx + 1, idx - last_change)
+        self._stuck_run = run[-1].astype(np.int64)
         self._stuck_last = vals[-1].astype(np.float64).copy()
-        return run >= self.stuck_n - 1
+        return (run >= self.stuck_n - 1).any(axis=1)
 
     # ----------------------------------------------------------------- main step
     def push(self, vals: np.ndarray, bad_code: np.ndarray | None = None) -> OutputBlock:
@@ -366,7 +404,9 @@ class StreamRuntime:
         # after a flat/clipped stretch the filter and running normaliser start afresh: the
         # samples before the gate fired (up to clip_s/stuck_s of rail or frozen input) would
         # otherwise sit in the running variance for many time constants
-        gated = (code == R_FLAT) | (code == R_CLIP)
+        # (the same after an absurd value or a motion burst: the filter's tail of a burst and
+        # the variance it left would shrink the model's input for tens of seconds)
+        gated = (code == R_FLAT) | (code == R_CLIP) | (code == R_RANGE) | (code == R_ARTEFACT)
         prev = np.concatenate([[self._gated_last], gated[:-1]])
         restarts = np.flatnonzero(prev & ~gated)
         if len(gated):

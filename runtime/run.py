@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,75 @@ from edgebp.runtime.bundle import Bundle
 from edgebp.runtime.engine import REASONS, Calibration, OutputBlock, StreamRuntime
 
 log = logging.getLogger(__name__)
+
+
+# A signal that ends a run exits with 128 + its number, the shell's convention for "killed by
+# it" (a supervisor such as systemd then sees that the run was stopped, not that it finished):
+# SIGINT 130, SIGTERM 143, SIGHUP 129.
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+class StreamStopped(Exception):
+    """Raised by :class:`SignalStop` inside a read that waits for data (stdin, a FIFO)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalStop:
+    """SIGINT, SIGTERM and SIGHUP end a stream the way the end of its input does.
+
+    While installed (``with SignalStop() as sig:``), the first of these signals sets
+    :attr:`signum` and calls ``on_stop`` (e.g. a :class:`threading.Event`'s ``set``, which the
+    sources that wait for data watch); :func:`stream_process` then stops after the chunk in
+    hand, flushes the runtime and the writer and returns the summary. A read that blocks
+    (standard input, a FIFO) is interrupted: the handler raises :class:`StreamStopped` only
+    while :attr:`waiting` is set, i.e. never halfway through the decoder, the engine or a
+    writer. A second signal raises at once. A signal ignored when entering (``nohup``'s SIGHUP)
+    stays ignored. Outside the main thread nothing is installed.
+    """
+
+    def __init__(self, on_stop: Callable[[], None] | None = None, names: tuple[str, ...] = STOP_SIGNALS, interrupt: bool = True):
+        self.on_stop = on_stop
+        self.interrupt = interrupt  # False: only record and call on_stop (a server's loop stops by itself)
+        self.names = tuple(n for n in names if hasattr(signal, n))
+        self.signum: int | None = None
+        self.waiting = False
+        self._old: dict[int, object] = {}
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number (0 when no signal stopped the stream)."""
+        return 0 if self.signum is None else 128 + int(self.signum)
+
+    def _handler(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if self.on_stop is not None:
+                self.on_stop()
+            if not self.waiting:
+                return
+        if self.interrupt:
+            raise StreamStopped(signum)
+
+    def __enter__(self) -> "SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for n in self.names:
+                num = getattr(signal, n)
+                if signal.getsignal(num) is signal.SIG_IGN:
+                    continue  # ignored on purpose (nohup's SIGHUP, a background job's SIGINT): stays so
+                self._old[num] = signal.signal(num, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for num, old in self._old.items():
+            signal.signal(num, old)
+        self._old.clear()
 
 
 # columns of the beats file (``<stem>.beats.csv``, or standard output without --out)
@@ -36,6 +107,12 @@ def _json_num(x, nd: int):
         return None
     x = float(x)
     return round(x, nd) if np.isfinite(x) else None
+
+
+def _dumps(rec: dict) -> str:
+    # allow_nan=False: a NaN that slipped past _json_num is a bug to see, never "NaN" in a
+    # file that JSON readers must parse
+    return json.dumps(rec, allow_nan=False)
 
 
 def beat_fields(b: dict) -> dict:
@@ -77,6 +154,23 @@ def beat_csv_row(b: dict) -> str:
             f"{_num(f['hr'], '%.1f')},{1 if f['valid'] else 0},{f['reason']},{1 if f.get('calibrated') else 0}")
 
 
+R_ARTEFACT = REASONS.index("artefact")
+
+
+def _finite_valid(out: OutputBlock) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' validity and reason as written: a row the engine marks valid whose ABP is
+    not finite (NaN, inf) is written invalid ("artefact"), never as a number such as 0.00 or
+    1.8e308 claimed valid."""
+    valid = np.asarray(out.valid, bool)
+    bad = valid & ~np.isfinite(np.asarray(out.abp, np.float64))
+    if not bad.any():
+        return valid, out.reason
+    log.warning("%d output row(s) marked valid had a non-finite ABP: written as invalid (artefact)", int(bad.sum()))
+    reason = np.asarray(out.reason).copy()
+    reason[bad] = R_ARTEFACT
+    return valid & ~bad, reason
+
+
 class OutputWriter:
     """Where ``edgebp run`` writes its outputs.
 
@@ -104,8 +198,13 @@ class OutputWriter:
     ['time,sbp,dbp,map,hr,valid,reason,calibrated', '1.000,120.00,80.00,93.30,,1,ok,0']
     """
 
-    def __init__(self, path: str | None, header_lines: list[str]):
+    def __init__(self, path: str | None, header_lines: list[str], flush_s: float | None = 1.0):
         self.path = path
+        # files are flushed at most flush_s after a write (0: after every write; None: only
+        # at close), so a reader of a live run, or a run killed by SIGKILL, loses at most
+        # that much; standard output is flushed after every write anyway
+        self.flush_s = flush_s
+        self._flushed_at = time.monotonic()
         self.stdout = path == "-"
         self.jsonl = bool(path) and not self.stdout and str(path).endswith(".jsonl")
         self.closed = False  # standard output: the reader closed the pipe
@@ -118,7 +217,7 @@ class OutputWriter:
         elif path:
             self.f = open(path, "w")
             if self.jsonl:
-                self.f.write(json.dumps({"type": "header", "lines": header_lines}) + "\n")
+                self.f.write(_dumps({"type": "header", "lines": header_lines}) + "\n")
             else:
                 for h in header_lines:
                     self.f.write(f"# {h}\n")
@@ -128,6 +227,9 @@ class OutputWriter:
                 for h in header_lines:
                     self.fb.write(f"# {h}\n")
                 self.fb.write(BEAT_HEADER + "\n")
+            # the header reaches the disk now: a full disk or an unwritable file is said
+            # before any work starts, not a second into the stream
+            self.flush()
 
     def _out(self, text: str) -> None:
         """Standard output: write and flush; a closed pipe ends the writing quietly."""
@@ -150,7 +252,24 @@ class OutputWriter:
             except (OSError, ValueError):
                 pass
 
+    def _named(self, exc: OSError) -> OSError:
+        # a failed write (ENOSPC, EIO) carries no file name: name the output it was for
+        if exc.filename is None and exc.errno is not None:
+            err = OSError(exc.errno, exc.strerror, "standard output" if self.stdout else str(self.path))
+            err.__cause__ = exc
+            return err
+        return exc
+
     def write(self, out: OutputBlock) -> None:
+        """Write one block's rows and beats (a failed write raises OSError naming the file)."""
+        try:
+            self._write(out)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def _write(self, out: OutputBlock) -> None:
         if self.stdout:
             if out.beats:
                 self._out("".join(beat_csv_row(b) + "\n" for b in out.beats))
@@ -158,33 +277,57 @@ class OutputWriter:
         if self.f is None:
             return
         if self.jsonl:
-            lines = [json.dumps({"type": "sample", "t": round(float(t), 4), "abp": None if not v else round(float(a), 2), "valid": bool(v), "reason": REASONS[r]})
-                     for t, a, v, r in zip(out.t, out.abp, out.valid, out.reason)]
+            valid, reason = _finite_valid(out)
+            lines = [_dumps({"type": "sample", "t": round(float(t), 4), "abp": _json_num(a, 2) if v else None, "valid": bool(v), "reason": REASONS[r]})
+                     for t, a, v, r in zip(out.t, out.abp, valid, reason)]
             for b in out.beats:
                 f = beat_fields(b)
                 rec = {"type": "beat", "t": round(f["t"], 3), **{k: _json_num(f[k], 2) for k in ("sbp", "dbp", "map")},
                        "hr": _json_num(f["hr"], 1), "valid": f["valid"], "reason": f["reason"]}
                 if "calibrated" in f:
                     rec["calibrated"] = f["calibrated"]
-                lines.append(json.dumps(rec))
+                lines.append(_dumps(rec))
             if lines:
                 self.f.write("\n".join(lines) + "\n")
+            self._flush_due()
             return
         if len(out.t):
-            reasons = np.asarray(REASONS, dtype=object)[out.reason]
-            abp_s = np.where(out.valid, np.char.mod("%.2f", np.nan_to_num(out.abp)), "")
-            rows = np.char.add(np.char.add(np.char.add(np.char.mod("%.4f,", out.t), abp_s), np.where(out.valid, ",1,", ",0,")), reasons.astype(str))
+            valid, reason = _finite_valid(out)
+            reasons = np.asarray(REASONS, dtype=object)[reason]
+            abp_s = np.where(valid, np.char.mod("%.2f", np.nan_to_num(out.abp)), "")
+            rows = np.char.add(np.char.add(np.char.add(np.char.mod("%.4f,", out.t), abp_s), np.where(valid, ",1,", ",0,")), reasons.astype(str))
             self.f.write("\n".join(rows.tolist()) + "\n")
         if out.beats:
             self.fb.write("".join(beat_csv_row(b) + "\n" for b in out.beats))
+        self._flush_due()
+
+    def _flush_due(self) -> None:
+        if self.flush_s is not None and time.monotonic() - self._flushed_at >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered to the files now."""
+        try:
+            for f in (self.f, self.fb):
+                if f is not None and not self.stdout and not f.closed:
+                    f.flush()
+        except OSError as exc:
+            raise self._named(exc) from None
+        self._flushed_at = time.monotonic()
 
     def close(self) -> None:
         if self.stdout:
             self._out("")
             return
+        first = None
         for f in (self.f, self.fb):
-            if f is not None:
-                f.close()
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError as exc:  # close the other file too, then say which failed
+                    first = first or self._named(exc)
+        if first is not None:
+            raise first
 
 
 # Gaps of at most this many samples (8 ms at 250 Hz: one lost or corrupted frame) are bridged
@@ -202,8 +345,15 @@ def _layout(h) -> tuple:
 def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: str = "ort", variant: str = "int8",
                    hop: int | None = None, threads: int = 1, calibration: Calibration | None = None,
                    writer: OutputWriter | None = None, collect: bool = False, stop=None,
-                   max_interp: int = MAX_INTERP_SAMPLES, run_dir: str | None = None, beat_source: str = "auto") -> dict:
-    """Run a byte stream through the bundle; returns the summary (and the outputs if ``collect``)."""
+                   max_interp: int = MAX_INTERP_SAMPLES, run_dir: str | None = None, beat_source: str = "auto",
+                   signals: SignalStop | None = None) -> dict:
+    """Run a byte stream through the bundle; returns the summary (and the outputs if ``collect``).
+
+    ``stop``: a callable checked after every chunk (True ends the stream). ``signals``: an
+    installed :class:`SignalStop`; a signal ends the stream like ``stop`` (a read blocked
+    waiting for data is interrupted) and the summary's ``stopped`` names it. Either way the
+    rest is processed as at the end of the input: decoder and runtime flushed, summary built.
+    """
     from edgebp.runtime import protocol as _protocol
     from edgebp.runtime.protocol import GapEvent, HeaderEvent, ResetEvent
 
@@ -299,18 +449,41 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     from edgebp.runtime.sources import SourceError
 
     source_error = None
+    stopped = None
+    it = iter(chunks)
     try:
-        for data in chunks:
+        while True:
+            if signals is not None:
+                if signals.signum is not None:
+                    break
+                signals.waiting = True  # a signal now may interrupt the read
+            try:
+                data = next(it)
+            except StopIteration:
+                break
+            finally:
+                if signals is not None:
+                    signals.waiting = False
             consume(decoder.feed(data))
             if stop is not None and stop():
                 break
+    except StreamStopped:
+        pass  # the summary names the signal (below)
     except KeyboardInterrupt:
+        stopped = "interrupted"
         log.warning("interrupted: writing the summary of what was processed")
     except SourceError as exc:
         # a device unplugged (or a pseudo-terminal closed) mid-stream: what arrived is still
         # processed, flushed and summarised, and the summary says why the stream ended
         source_error = str(exc)
         log.error("%s: writing the summary of what was processed", exc)
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:  # a port or file left by a stop is closed now, not at GC
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the summary
+                log.debug("closing the source: %s", exc)
     consume(decoder.finish(), final=True)
     if held_gap and rt is not None:  # a short gap at the very end: nothing after it to bridge to
         emit(rt.push(np.full((held_gap, len(decoder.header.channels)), np.nan)))
@@ -321,6 +494,11 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     summary = {"decoder": counts, "interpolated_samples": interpolated}
     if source_error is not None:
         summary["source_error"] = source_error
+    if signals is not None and signals.signum is not None:
+        stopped = f"signal {signals.name}"
+        log.warning("stopped by %s: the summary covers what was processed", signals.name)
+    if stopped is not None:
+        summary["stopped"] = stopped
     if rt is not None:
         lat = np.asarray(rt.stats["step_latency_s"]) * 1e3
         audio_s = (counts.get("samples_parsed", 0) + counts.get("samples_missing", 0)) / rt.fs_dev
@@ -338,6 +516,45 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     if collect:
         summary["_outputs"] = kept
     return summary
+
+
+def no_samples_reason(counts: dict, fmt: str = "auto") -> str | None:
+    """Why a stream yielded no sample, in one phrase (None when it yielded some).
+
+    Examples
+    --------
+    >>> no_samples_reason({"bytes_in": 0, "samples_parsed": 0})
+    'no samples decoded: the stream is empty (0 bytes)'
+    >>> no_samples_reason({"bytes_in": 1234, "samples_parsed": 0, "format": "binary", "bytes_skipped": 1234, "headers": 0})
+    'no samples decoded: no header found (1234 bytes skipped as binary)'
+    >>> no_samples_reason({"bytes_in": 20, "samples_parsed": 0, "format": "text", "samples_rejected": 2,
+    ...                    "rejected_reasons": {"no_header": 2}, "headers": 0})
+    'no samples decoded: 2 record(s) rejected (no_header: 2); no header found (give --fs and --channel-map for a log without one)'
+    """
+    if counts.get("samples_parsed", 0) > 0:
+        return None
+    n = int(counts.get("bytes_in", 0))
+    if n == 0:
+        return "no samples decoded: the stream is empty (0 bytes)"
+    parts = []
+    rej = int(counts.get("samples_rejected", 0))
+    if rej:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(dict(counts.get("rejected_reasons", {})).items()))
+        parts.append(f"{rej} record(s) rejected ({why})")
+    kind = counts.get("format")
+    if not counts.get("headers", 0):
+        skipped = int(counts.get("bytes_skipped", 0))
+        ignored = int(counts.get("lines_ignored", 0))
+        if kind is None:
+            parts.append(f"format not recognised in {n} bytes" + ("" if fmt == "auto" else f" as --format {fmt}"))
+        elif rej:
+            parts.append("no header found (give --fs and --channel-map for a log without one)")
+        else:
+            what = f"{skipped} bytes skipped as {kind}" if skipped else f"{ignored} line(s) ignored as {kind}" if ignored else f"{n} bytes read as {kind}"
+            parts.append(f"no header found ({what})")
+    elif not rej:
+        parts.append(f"a header but no sample in {n} bytes")
+    return "no samples decoded: " + "; ".join(parts)
 
 
 def summary_text(s: dict) -> str:

@@ -204,7 +204,10 @@ class Server:
             chunks = chunks_factory(ended)
             if self.batched is not None:
                 chunks = self._busy_marked(chunks)
-            writer = OutputWriter(str(self.out_dir / f"{info.name}.csv"), self._header(info))
+            # live sources (tcp, pty, serial, stdin): every block flushed as written, so a
+            # reader of NAME.csv, or a server killed outright, loses nothing already computed
+            writer = OutputWriter(str(self.out_dir / f"{info.name}.csv"), self._header(info),
+                                  flush_s=1.0 if info.source.startswith("file:") else 0.0)
             summary = stream_process(chunks, self.bundle, StreamDecoder(), backend=self.batched or o.backend, variant=o.variant, threads=o.threads,
                                      calibration=Calibration([], "auto"), writer=writer, stop=self.stop_event.is_set)
             if summary.get("source_error"):

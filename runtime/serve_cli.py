@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import signal
 
 import click
 
 from edgebp.cli import CliError
+from edgebp.cli_types import int_range, positive
 
 
 @click.command(name="serve")
@@ -16,13 +16,13 @@ from edgebp.cli import CliError
               help="A stream source (repeat for more): file:PATH, tcp:PORT (listen on 127.0.0.1; every connection is a stream; 0 = a free port), "
                    "pty:PATH or serial:DEV, stdin.")
 @click.option("--out-dir", type=click.Path(file_okay=False), required=True, help="Where each stream's NAME.csv, NAME.beats.csv, NAME.summary.json and serve.summary.json go.")
-@click.option("--max-streams", type=int, default=None, help="Serve at most this many streams at once (more connections are refused).")
-@click.option("--idle-timeout", type=float, default=None, help="End a TCP or serial stream after this many seconds without data.")
-@click.option("--duration", type=float, default=None, help="Stop the server after this many seconds (every open stream writes its summary).")
+@click.option("--max-streams", type=int_range(1, 10_000), default=None, help="Serve at most this many streams at once (more connections are refused).")
+@click.option("--idle-timeout", type=positive(), default=None, help="End a TCP or serial stream after this many seconds without data.")
+@click.option("--duration", type=positive(), default=None, help="Stop the server after this many seconds (every open stream writes its summary).")
 @click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch"]), default="ort", show_default=True, help="Inference backend.")
 @click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads (per stream).")
-@click.option("--baud", type=int, default=115200, show_default=True, help="Serial port speed.")
+@click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="Inference threads (per stream).")
+@click.option("--baud", type=int_range(1, 20_000_000), default=115200, show_default=True, help="Serial port speed.")
 def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration, backend, variant, threads, baud):
     """Serve N device streams from one process, each with its own decoder, state and outputs.
 
@@ -52,8 +52,20 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
         raise CliError(str(exc)) from exc
     if sum(s.kind == "stdin" for s in specs) > 1:
         raise CliError("--source stdin: at most once")
-    if max_streams is not None and max_streams < 1:
-        raise CliError(f"--max-streams {max_streams}: must be at least 1")
+    if backend == "tensorrt":
+        from edgebp.runtime.backends import tensorrt_available
+
+        ok, why = tensorrt_available()
+        if not ok:
+            raise CliError(f"--backend tensorrt: TensorRT is not usable here: {why}; use --backend ort")
+    if backend == "torch":
+        raise CliError("--backend torch: not for edgebp serve (it needs a training run; use edgebp run --backend torch --run-dir)")
+    for s in specs:
+        if s.kind == "file":
+            from pathlib import Path
+
+            if not Path(s.arg).is_file():
+                raise CliError(f"--source {s.text}: file not found")
     try:
         b = bundle_load(bundle)
     except BundleError as exc:
@@ -63,18 +75,25 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
         slog.setLevel(logging.INFO)
     opts = ServeOptions(variant=variant, backend=backend, threads=threads, max_streams=max_streams,
                         idle_timeout=idle_timeout, duration=duration, baud=baud)
+    from edgebp.paths import numba_compile_announce
+
+    numba_compile_announce(echo=lambda line: click.echo(line, err=True))
     server = Server(b, specs, out_dir, opts)
-    # SIGTERM (and SIGINT where it is ignored, as for a background job) stops the server the
-    # way --duration does: every open stream writes its summary, then serve.summary.json
-    old_term = signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
-    try:
-        overall = server.run()
-    except ServeError as exc:
-        raise CliError(str(exc)) from exc
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
+    # SIGTERM, SIGHUP and SIGINT stop the server the way --duration does: every open stream
+    # writes its summary, then serve.summary.json; the exit status is then 128 + the signal
+    # (143, 129, 130), as for edgebp run. A signal ignored at start (nohup's SIGHUP) stays so.
+    from edgebp.runtime.run import SignalStop
+
+    with SignalStop(on_stop=server.request_stop, interrupt=False) as sig:
+        try:
+            overall = server.run()
+        except ServeError as exc:
+            raise CliError(str(exc)) from exc
     click.echo(f"served {len(overall['streams'])} stream(s) in {overall['wall_seconds']:.1f} s "
                f"(process CPU {overall['process_cpu_seconds']:.2f} s); summaries in {out_dir}/serve.summary.json", err=True)
     for s in overall["streams"]:
         click.echo(f"  {s['name']}: {s['end_reason']}; parsed {s['samples_parsed']} rejected {s['samples_rejected']} "
                    f"missing {s['samples_missing']} beats {s['beats']}" + (f" error {s['error']}" if s.get("error") else ""), err=True)
+    if sig.signum is not None:
+        click.echo(f"stopped by {sig.name}: every stream's summary written; exit status {sig.exit_code}", err=True)
+        raise click.exceptions.Exit(sig.exit_code)

@@ -9,23 +9,30 @@ from pathlib import Path
 import click
 
 from edgebp.cli import CliError
+from edgebp.cli_types import int_range
+
+# keys a resumed run may change: how long it goes on, not what it trains
+RESUME_MAY_CHANGE = ("epochs", "time_budget_s", "patience", "device")
 
 
 @click.command(name="train")
 @click.option("--model", default=None, help="Model name: edge-tcn (default), msca-cssc-unet, cbpe-net, pulse2pressure, inn-par; "
               "or beat-delta (the calibrated per-beat estimator, fitted for --bundle).")
 @click.option("--bundle", default=None, help="With --model beat-delta: the bundle whose deployed model feeds the estimator (default: the shipped one).")
-@click.option("--force", is_flag=True, help="With --model beat-delta: overwrite a non-empty --out.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out (an earlier run there is replaced).")
 @click.option("--preset", type=click.Choice(["edge", "paper", "lowlatency"]), default=None,
               help="Model size preset (default edge; lowlatency: edge-tcn with 56 ms look-ahead, docs/latency.md).")
 @click.option("--inputs", default=None, help="Input channels, comma-separated: ppg,ecg (default: the model's own).")
 @click.option("--data", default=None, help="'synth' (built-in cohort, default), a directory of WFDB records, or UCI part_N.mat files.")
-@click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping may end sooner).")
+@click.option("--epochs", type=int_range(1, 100_000), default=None,
+              help="Maximum epochs [default 12]. Early stopping may end sooner, and so does the time budget: training stops after "
+                   "the epoch that crosses time_budget_s (150 s by default, so a real-data run may do fewer epochs than asked; "
+                   "--set time_budget_s=0 for no limit). The first log line states both.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train (auto: CUDA when present).")
-@click.option("--seed", type=int, default=None, help="Seed for the split, the windows and the weights.")
+@click.option("--seed", type=int_range(0, 2**32 - 1), default=None, help="Seed for the split, the windows and the weights.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="JSON or TOML file of training keys; options given here override it.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any config key (repeatable), e.g. --set batch_size=64.")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt (same config; --epochs may be raised).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/default", show_default=True, help="Run directory to write.")
 def train_command(model, bundle, force, preset, inputs, data, epochs, device, seed, config_file, overrides, resume, out_dir):
     """Train a blood-pressure model with a subject-wise split, and write a run directory.
@@ -57,18 +64,27 @@ def train_command(model, bundle, force, preset, inputs, data, epochs, device, se
         logging.getLogger("edgebp").setLevel(min(logging.getLogger("edgebp").getEffectiveLevel(), logging.INFO))
         beat_delta_train(bundle or "default", data, Path(out_dir), force=force, overrides=fit_over)
         return
-    if bundle is not None or force:
-        raise CliError("--bundle and --force belong to --model beat-delta")
+    if bundle is not None:
+        raise CliError("--bundle belongs to --model beat-delta")
+    if resume and force:
+        raise CliError("--resume and --force exclude each other (continue the run, or replace it)")
     from edgebp.train.config import TrainConfig
     from edgebp.train.loop import train_run
 
-    base = TrainConfig.from_file(config_file).to_dict() if config_file else TrainConfig().to_dict()
+    saved = Path(out_dir) / "config.json"
+    if config_file:
+        base = TrainConfig.from_file(config_file).to_dict()
+    elif resume and saved.is_file():
+        base = TrainConfig.from_file(saved).to_dict()  # resume what was trained there; options given still override
+    else:
+        base = TrainConfig().to_dict()
     given = {"model": model, "preset": preset, "data": data, "epochs": epochs, "device": device, "seed": seed}
     base.update({k: v for k, v in given.items() if v is not None})
     if inputs:
         base["inputs"] = [s.strip() for s in inputs.split(",") if s.strip()]
     base.update(_set_items(overrides))
     cfg = TrainConfig.from_dict(base, where="training config")
+    _out_dir_check(Path(out_dir), cfg.to_dict(), resume=resume, force=force)
     logging.getLogger("edgebp").setLevel(min(logging.getLogger("edgebp").getEffectiveLevel(), logging.INFO))
     summary = train_run(cfg, Path(out_dir), resume=resume)
     click.echo(f"trained {summary['model']}/{summary['preset']} ({summary['params']} parameters) in {summary['seconds']} s; "
@@ -90,3 +106,27 @@ def _set_items(items, strict: bool = False) -> dict:
                 raise CliError(f"--set {item!r}: the value must be a number or a JSON list of numbers") from None
             out[k.strip()] = v
     return out
+
+
+def _out_dir_check(out: Path, cfg: dict, resume: bool, force: bool) -> None:
+    """``--out`` must be new or empty, unless ``--resume`` (its last.pt, same config) or
+    ``--force`` (replace the run there)."""
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: exists and is not a directory")
+    used = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise CliError(f"--resume: {out} has no last.pt to continue from")
+        saved_path = out / "config.json"
+        if saved_path.is_file():
+            try:
+                saved = json.loads(saved_path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise CliError(f"{saved_path}: unreadable ({exc})") from None
+            diff = sorted(k for k in set(saved) | set(cfg) if k not in RESUME_MAY_CHANGE and saved.get(k) != cfg.get(k))
+            if diff:
+                raise CliError(f"--resume: the options differ from the run in {out} in {', '.join(diff)} "
+                               f"(a resumed run trains the same thing; only {', '.join(RESUME_MAY_CHANGE)} may change)")
+        return
+    if used and not force:
+        raise CliError(f"--out {out}: not empty (an earlier run?); give --resume to continue it, --force to replace it, or another --out")

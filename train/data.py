@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import logging
 import os
 from dataclasses import dataclass, field
@@ -158,6 +159,29 @@ def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: floa
         key.append(chain_overrides)
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def stderr_progress(stream=None):
+    """A ``progress(k, record_id, why)`` for :func:`dataset_prepare` that rewrites one line on
+    standard error per record (``preparing records: 12 done, last a123l (ok)``), or None when
+    standard error is not a terminal (a log file or a pipe stays quiet)."""
+    import sys
+
+    err = stream if stream is not None else sys.stderr
+    if not (hasattr(err, "isatty") and err.isatty()):
+        return None
+    t0 = time.monotonic()
+
+    def progress(k: int, record_id: str, why: str) -> None:
+        err.write(f"\rpreparing records: {k} done, last {record_id} ({why}), {time.monotonic() - t0:.0f} s".ljust(100))
+        err.flush()
+
+    def done() -> None:
+        err.write("\n")
+        err.flush()
+
+    progress.done = done  # type: ignore[attr-defined]
+    return progress
 
 
 def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_minutes: float = 0.0, use_cache: bool = True, progress=None,

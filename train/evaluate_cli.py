@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from edgebp.cli import CliError
+from edgebp.cli_types import int_range, non_negative, positive
 from edgebp.jsonsafe import json_default
 
 log = logging.getLogger(__name__)
@@ -297,14 +298,14 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
               help="What to score. Default: for a bundle stream-int8, exactly what `edgebp run` deploys (the streaming int8 model "
                    "through the streaming runtime, in device-sized packets); stream-fp32 the same in fp32; int8/fp32/pruned the "
                    "window models offline. A run directory has fp32 (torch) only.")
-@click.option("--packet-ms", type=float, default=20.0, show_default=True, help="Stream variants: packet length in ms (20 ms = 5 samples at 250 Hz).")
-@click.option("--calibrate", type=float, default=0.0,
+@click.option("--packet-ms", type=positive(max=60_000), default=20.0, show_default=True, help="Stream variants: packet length in ms (20 ms = 5 samples at 250 Hz).")
+@click.option("--calibrate", type=non_negative(max=86_400), default=0.0,
               help="Seconds of per-subject calibration at the start of each record (0: calibration-free). Stream variants: a cuff reading "
                    "(the reference mean over those seconds) at that time, through the bundle's calibrated estimator, scored against "
                    "holding the cuff value on the same beats.")
-@click.option("--recalibrate-every", "recalibrate_min", type=float, default=None,
+@click.option("--recalibrate-every", "recalibrate_min", type=positive(), default=None,
               help="Stream variants with --calibrate: also score a new cuff reading every this many minutes.")
-@click.option("--hop", type=int, default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
+@click.option("--hop", type=int_range(1, None), default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 def evaluate_command(model_path, data, split, include_training, variant, packet_ms, calibrate, recalibrate_min, hop, report_dir, as_json):

@@ -21,7 +21,7 @@ from torch.utils.data.distributed import DistributedSampler
 import edgebp
 from edgebp.record_identity import split_with_identity
 from edgebp.train.config import TrainConfig
-from edgebp.train.data import PreparedRecord, data_source_path, dataset_prepare, norm_stats_fit, windows_index
+from edgebp.train.data import PreparedRecord, data_source_path, dataset_prepare, norm_stats_fit, stderr_progress, windows_index
 from edgebp.train.splits import records_group, split_groups
 from edgebp.train.zoo import model_build, model_spec
 
@@ -165,6 +165,26 @@ def _progress_line(text: str, final: bool = False) -> None:
     sys.stderr.flush()
 
 
+CHECKPOINT_KEYS = ("state_dict", "config", "meta", "norm", "split")
+
+
+def checkpoint_load(path: str | Path, map_location: str = "cpu") -> dict:
+    """An edgebp checkpoint (``best.pt``/``last.pt``) read with ``weights_only=True``; a file
+    that is not one raises a one-line ValueError naming it (never torch's unpickling traceback)."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, FileNotFoundError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, zipfile errors...
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: not a readable edgebp checkpoint ({type(exc).__name__}: {first})") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise ValueError(f"{path}: not an edgebp checkpoint (missing {', '.join(missing)})")
+    return ck
+
+
 def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progress: bool = True) -> dict:
     """Train one model as ``cfg`` says and write the run directory; returns a summary dict."""
     out_dir = Path(out_dir)
@@ -178,10 +198,20 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
         raise ValueError(f"inputs: {cfg.model} accepts {', '.join(spec.allowed_inputs)}, not {', '.join(bad)}")
 
     t0 = time.time()
+    if di.main:
+        # the first line says what bounds the run: the epochs or the wall-clock budget, whichever comes first
+        log.info("training %s/%s for at most %d epoch(s)%s", cfg.model, cfg.preset, cfg.epochs,
+                 f" and at most {cfg.time_budget_s:g} s (time_budget_s: stops after the epoch that crosses it, "
+                 "whichever comes first; --set time_budget_s=0 for no limit)" if cfg.time_budget_s else " (no time budget)")
     src = data_source_path(cfg.data, cfg.synth_subjects, cfg.synth_minutes, seed=cfg.seed)
     if di.main:
         log.info("preparing data from %s (inputs %s)", src, ",".join(inputs))
-    prepared, skipped = dataset_prepare(src, inputs, cfg.fs, cfg.max_minutes, chain_overrides=cfg.chain_overrides(inputs))
+    bar = stderr_progress() if show_progress and di.main else None  # quiet when stderr is not a terminal
+    prepared, skipped = dataset_prepare(src, inputs, cfg.fs, cfg.max_minutes, chain_overrides=cfg.chain_overrides(inputs), progress=bar)
+    if bar is not None:
+        bar.done()
+    if di.main:
+        log.info("prepared %d record(s) in %.1f s (%d skipped)", len(prepared), time.time() - t0, len(skipped))
     if len(prepared) < 3:
         raise ValueError(f"{src}: only {len(prepared)} record(s) have usable {'+'.join(inputs)}+abp; need at least 3 for a subject-wise split")
     split = _split_records(prepared, cfg)
@@ -207,6 +237,11 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
     sampler = DistributedSampler(train_ds, num_replicas=di.world, rank=di.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(train_ds, batch_size=per_rank_batch, sampler=sampler, drop_last=True, num_workers=0)
     val_loader = DataLoader(val_ds, batch_size=max(64, per_rank_batch), shuffle=False, num_workers=0)
+    if len(loader) == 0:
+        # drop_last: fewer training windows than one batch would train nothing and still
+        # save an untrained "best" model
+        raise ValueError(f"{src}: no training batch: {len(train_ds)} training window(s) of {window} samples, fewer than "
+                         f"one batch of {per_rank_batch}; use more or longer records, or a smaller --set batch_size")
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if di.world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(loader) // cfg.grad_accum)
@@ -216,7 +251,7 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
 
     start_epoch, best_val, bad_epochs = 0, math.inf, 0
     if resume and (out_dir / "last.pt").exists():
-        ck = torch.load(out_dir / "last.pt", map_location=device, weights_only=True)
+        ck = checkpoint_load(out_dir / "last.pt", map_location=device)
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -305,7 +340,8 @@ def train_run(cfg: TrainConfig, out_dir: Path, resume: bool = False, show_progre
             over = bool(flag.item() > 0)
         if over:
             if di.main:
-                log.info("time budget of %.0f s reached after epoch %d", cfg.time_budget_s, epoch + 1)
+                log.warning("time budget of %.0f s reached after epoch %d of %d: stopping (--set time_budget_s=0 for no limit)",
+                            cfg.time_budget_s, epoch + 1, cfg.epochs)
             break
     if di.world > 1:
         dist.barrier()

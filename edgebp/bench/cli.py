@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 
 import click
 
 from edgebp.cli import CliError
+from edgebp.cli_types import int_range, positive
 
 
 def _list(text: str | None, what: str, cast=str) -> list | None:
@@ -15,9 +17,12 @@ def _list(text: str | None, what: str, cast=str) -> list | None:
         return None
     items = [x.strip() for x in text.split(",") if x.strip()]
     try:
-        return [cast(x) for x in items]
+        out = [cast(x) for x in items]
     except ValueError:
         raise CliError(f"{what} {text!r}: expected a comma-separated list of numbers") from None
+    if cast is not str and not all(math.isfinite(x) and x > 0 for x in out):
+        raise CliError(f"{what} {text!r}: every number must be finite and > 0")
+    return out
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -54,9 +59,9 @@ def _command_line(ctx: click.Context) -> str:
               help="Comma-separated: stream-int8 (accuracy of what `edgebp run` deploys: the streaming int8 model through the runtime in 20 ms packets), stream-fp32, torch-fp32 (needs --run), ort-fp32, ort-int8, pruned, tensorrt (skipped without a GPU).")
 @click.option("--run", "runs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Training run directory of a bundle, for torch-fp32 (repeatable; matched to bundles by config and split).")
-@click.option("--threads", type=int, default=1, show_default=True, help="The single-thread setting; all cores are measured too.")
-@click.option("--batch", type=int, default=None, help="The larger batch measured beside batch 1 [default: 32, 8 with --quick].")
-@click.option("--repeat", type=int, default=None, help="Independent repeats per latency figure [default: 5, 2 with --quick].")
+@click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="The single-thread setting; all cores are measured too.")
+@click.option("--batch", type=int_range(1, 4096), default=None, help="The larger batch measured beside batch 1 [default: 32, 8 with --quick].")
+@click.option("--repeat", type=int_range(1, 1000), default=None, help="Independent repeats per latency figure [default: 5, 2 with --quick].")
 @click.option("--quick", is_flag=True, help="Small repeats, short streams, one concurrency level (tests, make demo).")
 @click.option("--parts", default="latency,streaming,live,memory,accuracy,anchors", show_default=True,
               help="Which parts to measure. live: edgebp run's CPU per device sample in packets of 1, 5, 25, 250 samples and in bulk, "
@@ -65,7 +70,7 @@ def _command_line(ctx: click.Context) -> str:
               help="Seed paradigms timed beside the bundles ('none' for none).")
 @click.option("--anchor-preset", type=click.Choice(["paper", "edge"]), default="paper", show_default=True,
               help="Anchor size: paper = as published (the comparison); edge only to exercise the path quickly.")
-@click.option("--stream-minutes", type=float, default=None, help="Device log length for the streaming runs [default: 10, 1 with --quick].")
+@click.option("--stream-minutes", type=positive(max=24 * 60), default=None, help="Device log length for the streaming runs [default: 10, 1 with --quick].")
 @click.option("--lengths", default=None, help="Stream lengths (min) for the cost-growth runs [default: 1,10,60; 0.5,1 with --quick].")
 @click.option("--streams", "concurrency", default=None, help="Concurrent stream counts [default: 1,4,16,64; 4 with --quick].")
 @click.option("--sim-source", default="synth:901", show_default=True,

@@ -1,0 +1,82 @@
+"""Click parameter types that refuse what click's own ranges let through (NaN, inf).
+
+``click.FloatRange(min=0)`` accepts ``nan`` (every comparison with NaN is false) and ``inf``;
+an option read by a loop (``--idle-timeout nan``, a fault rate of ``1e9``) then hangs or
+silently misbehaves. These types check every option up front, before any work starts, and
+fail with click's one-line "Invalid value for '--x': ..." message.
+
+Examples
+--------
+>>> import click
+>>> from click.testing import CliRunner
+>>> @click.command()
+... @click.option("--t", type=Finite(min=0, min_open=True))
+... def c(t):
+...     click.echo(t)
+>>> CliRunner().invoke(c, ["--t", "nan"]).output.splitlines()[-1]
+"Error: Invalid value for '--t': nan is not a finite number."
+>>> CliRunner().invoke(c, ["--t", "0"]).output.splitlines()[-1]
+"Error: Invalid value for '--t': 0 is not > 0."
+>>> CliRunner().invoke(c, ["--t", "2.5"]).output
+'2.5\\n'
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+
+class Finite(click.ParamType):
+    """A finite float, optionally within ``[min, max]`` (open ends with ``min_open`` / ``max_open``)."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None, max: float | None = None, min_open: bool = False, max_open: bool = False):
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+
+    def _range(self) -> str:
+        lo = None if self.min is None else f"{'>' if self.min_open else '>='} {self.min:g}"
+        hi = None if self.max is None else f"{'<' if self.max_open else '<='} {self.max:g}"
+        if lo and hi:
+            return f"within {'(' if self.min_open else '['}{self.min:g}, {self.max:g}{')' if self.max_open else ']'}"
+        return lo or hi or "finite"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value) and self._ok(value):
+            return value
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        if not self._ok(v):
+            self.fail(f"{value} is not {self._range()}.", param, ctx)
+        return v
+
+    def _ok(self, v: float) -> bool:
+        if self.min is not None and (v <= self.min if self.min_open else v < self.min):
+            return False
+        if self.max is not None and (v >= self.max if self.max_open else v > self.max):
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"Finite({self._range()})"
+
+
+def positive(max: float | None = None) -> Finite:
+    """A finite float > 0 (and <= ``max``)."""
+    return Finite(min=0.0, min_open=True, max=max)
+
+
+def non_negative(max: float | None = None) -> Finite:
+    """A finite float >= 0 (and <= ``max``)."""
+    return Finite(min=0.0, max=max)
+
+
+def int_range(min: int | None = None, max: int | None = None) -> click.IntRange:
+    """An integer within ``[min, max]``, never clamped (out of range is an error)."""
+    return click.IntRange(min=min, max=max, clamp=False)
