@@ -579,7 +579,7 @@ class SimSegment:
 
 def device_stream(record: Record, total_s: float, segment_s: float = 600.0, cfg: DeviceConfig | None = None,
                   faults: FaultSpec | str | None = None, fmt: str = "text", baud: int = 115200, buffer_bytes: int = 512,
-                  seed: int = 0):
+                  seed: int = 0, cuff: CuffSpec | None = None):
     """A long device stream, generated segment by segment with bounded memory: a generator of
     :class:`SimSegment` (the whole record of a 24 h stream would need ~12 GB at once).
 
@@ -589,7 +589,9 @@ def device_stream(record: Record, total_s: float, segment_s: float = 600.0, cfg:
     that moves through the source and wraps around it (a source shorter than the stream is
     replayed; the wrap is a step in the signal, as a sensor moved on the skin would give), with
     its own seed (``seed + index``) for noise and fault draws; faults with fixed times repeat in
-    every segment. Memory is that of one segment, whatever ``total_s``.
+    every segment, and so do cuff readings (``cuff``: times from each segment's start; a
+    segment too short for one reading has none). Memory is that of one segment, whatever
+    ``total_s``.
 
     Examples
     --------
@@ -620,8 +622,9 @@ def device_stream(record: Record, total_s: float, segment_s: float = 600.0, cfg:
         span = min(seg, total_s - t)
         if src + span > src_len:
             src = 0.0
+        c = cuff if cuff is not None and cuff.active and (cuff.every_s is None or cuff.every_s < span) else None
         res = device_simulate(record, cfg, faults, fmt, baud, buffer_bytes, minutes=span / 60.0, start_s=src, seed=seed + i,
-                              seq_start=seq, send_header=(i == 0))
+                              cuff=c, seq_start=seq, send_header=(i == 0))
         s = res.summary
         # the numbering continues after the segment's last frame (frames after a reset restart at 0)
         sampled_last_boot = res.truth["seq"][res.truth["boot"] == res.truth["boot"].max()]

@@ -53,6 +53,8 @@ from edgebp.runtime.beat_features import FEATURES
 
 log = logging.getLogger(__name__)
 
+HISTORY_KEEP = 100  # cuff readings kept in CalibratedEstimator.history (the summary's calibration_history)
+
 __all__ = ["ESTIMATOR_SCHEMA", "METHODS", "TARGETS", "CUFF_RANGE", "EstimatorParams", "CuffReading", "CalibratedEstimator",
            "estimator_params_offset", "estimator_params_hold", "estimator_load", "estimator_save", "cuff_check", "cuff_csv_read"]
 
@@ -254,7 +256,9 @@ class CalibratedEstimator:
         self.cal_acc: list[np.ndarray] = []  # beats after a reading that had too few before it
         self.ema: dict[str, np.ndarray] = {}
         self.readings_applied = 0
-        self.history: list[dict] = []
+        # the latest readings only (readings_applied counts them all): a stream calibrated every
+        # few minutes for days must not grow without bound
+        self.history: collections.deque = collections.deque(maxlen=HISTORY_KEEP)
         self.last_dz: dict[str, np.ndarray] = {}  # the last beat's feature change, unscaled (for fitting)
 
     # -------------------------------------------------------------- readings

@@ -186,7 +186,180 @@ def live_measure(bundle_path: str, log: str, packets=PACKETS, variants=("int8", 
     return res
 
 
+# ----------------------------------------------------------------------------- serve
+SERVE_STREAMS = (1, 8, 64)
+
+
+def _rss_mb() -> float:
+    """This process's resident set now (MB), from /proc (Linux)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def serve_once(bundle_path: str, log: str, n: int, packet: int = 5, batch: bool = True, warm: bool = True) -> dict:
+    """``n`` file streams of ``log`` through one :class:`~edgebp.runtime.serve.Server`, each read
+    ``packet`` sample lines' worth of bytes at a time (what a device delivers every
+    ``packet / fs`` s); the process CPU of the serving alone (imports, the bundle's load and a
+    warm-up stream are before it), and the RSS sampled every 20 ms during it against the RSS
+    just before it. Every stream's outputs must hash the same (they read the same bytes)."""
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from edgebp.runtime.bundle import bundle_load
+    from edgebp.runtime.serve import Server, ServeOptions, parse_spec
+
+    bundle = bundle_load(bundle_path)
+    data = open(log, "rb").read()
+    lines = [ln for ln in data.splitlines() if ln and not ln.startswith(b"#")]
+    read_size = max(1, round(packet * sum(len(ln) + 1 for ln in lines[:2000]) / min(len(lines), 2000)))
+    with tempfile.TemporaryDirectory(prefix="edgebp-bench-serve-") as tmp:
+        if warm:  # numba's cached kernels, ONNX Runtime's first allocations: not measured
+            head = Path(tmp) / "warm.log"
+            cut = data[:200_000]
+            head.write_bytes(cut[: cut.rfind(b"\n") + 1])
+            warm_server = Server(bundle, [parse_spec(f"file:{head}")], Path(tmp) / "warm", ServeOptions(read_size=read_size, batch=batch))
+            warm_server.run()
+        import gc
+
+        gc.collect()
+        rss0 = _rss_mb()
+        peak = [rss0]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(0.02):
+                peak[0] = max(peak[0], _rss_mb())
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        out = Path(tmp) / "out"
+        server = Server(bundle, [parse_spec(f"file:{log}") for _ in range(n)], out, ServeOptions(read_size=read_size, batch=batch))
+        if warm and batch:
+            # the batched session (made, and checked against batch 1, once per server) is a
+            # start-up cost like the imports: the warm server's is reused
+            server.batched = warm_server.batched
+            for b in server.batched.batchers.values():
+                b.stats = dict.fromkeys(b.stats, 0)
+        t0, w0 = time.process_time(), time.perf_counter()
+        overall = server.run()
+        cpu, wall = time.process_time() - t0, time.perf_counter() - w0
+        stop.set()
+        th.join()
+        peak[0] = max(peak[0], _rss_mb())
+        digests, samples = set(), 0
+        for st in overall["streams"]:
+            h = hashlib.sha256()
+            for name in (st["outputs"], st["outputs"][:-4] + ".beats.csv"):
+                h.update(b"".join(ln for ln in (out / name).read_bytes().splitlines(keepends=True) if not ln.startswith(b"#")))
+            digests.add(h.hexdigest()[:16])
+            samples += int((st["samples_parsed"] or 0) + (st["samples_missing"] or 0))
+            if st.get("error"):
+                raise RuntimeError(f"stream {st['name']}: {st['error']}")
+    return {"streams": n, "packet_samples": packet, "read_bytes": read_size, "batch": batch, "cpu_seconds": cpu, "wall_seconds": wall,
+            "device_samples": samples, "per_stream_cpu_s": cpu / n, "per_sample_us": cpu / max(samples, 1) * 1e6,
+            "rss_before_mb": rss0, "rss_peak_mb": peak[0], "rss_growth_mb": peak[0] - rss0,
+            "outputs_identical_across_streams": len(digests) == 1, "digest": sorted(digests)[0] if digests else None,
+            "inference_batching": overall["inference_batching"]}
+
+
+def serve_measure(bundle_path: str, log: str, streams=SERVE_STREAMS, repeats: int = 3, packet: int = 5, unbatched: bool = True,
+                  timeout_s: float = 3600.0) -> dict:
+    """:func:`serve_once` for every stream count (and unbatched at the largest), each in its own
+    torch-free child process, the configurations interleaved round by round so the machine's
+    load falls on all of them alike; medians over ``repeats``."""
+    import os
+    import subprocess
+    import tempfile
+
+    configs = [(n, True) for n in streams] + ([(max(streams), False)] if unbatched else [])
+    runs: dict = {c: [] for c in configs}
+    for _ in range(repeats):
+        for n, b in configs:
+            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+                path = f.name
+            argv = [sys.executable, "-m", "edgebp.bench.live", "serve-child", "--bundle", bundle_path, "--log", log, "--streams", str(n),
+                    "--packet", str(packet), "--out", path] + ([] if b else ["--no-batch"])
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+            if r.returncode != 0:
+                raise RuntimeError(f"serve bench child (N={n}) failed: {(r.stderr.strip().splitlines() or ['no output'])[-1]}")
+            runs[(n, b)].append(json.loads(open(path).read()))
+            os.unlink(path)
+    rows = []
+    for (n, b), rs in runs.items():
+        per = [r["per_stream_cpu_s"] for r in rs]
+        rows.append({"streams": n, "batch": b, "per_stream_cpu_s": float(np.median(per)), "per_stream_cpu_s_all": per,
+                     "per_sample_us": float(np.median([r["per_sample_us"] for r in rs])),
+                     "rss_growth_mb": float(np.median([r["rss_growth_mb"] for r in rs])), "rss_growth_mb_all": [r["rss_growth_mb"] for r in rs],
+                     "rss_before_mb": float(np.median([r["rss_before_mb"] for r in rs])),
+                     "process_cpu_per_stream_s": float(np.median([r["process_cpu_seconds"] / n for r in rs])),
+                     "device_samples": rs[0]["device_samples"], "read_bytes": rs[0]["read_bytes"],
+                     "outputs_identical_across_streams": all(r["outputs_identical_across_streams"] for r in rs),
+                     "digest": rs[0]["digest"], "inference_batching": rs[0]["inference_batching"]})
+    base = next(r for r in rows if r["streams"] == min(streams) and r["batch"])
+    for r in rows:
+        r["per_stream_over_n1"] = r["per_stream_cpu_s"] / base["per_stream_cpu_s"]
+        r["process_per_stream_over_n1"] = r["process_cpu_per_stream_s"] / base["process_cpu_per_stream_s"]
+        r["mb_per_extra_stream"] = (r["rss_growth_mb"] - base["rss_growth_mb"]) / (r["streams"] - base["streams"]) if r["streams"] > base["streams"] else None
+    big = next(r for r in rows if r["streams"] == max(streams) and r["batch"])
+    res = {"bundle": bundle_path, "log": log, "packet_samples": packet, "repeats": repeats, "rows": rows,
+           "outputs_identical_across_configs": len({r["digest"] for r in rows}) == 1,
+           "goals": {"per_stream_at_max_over_n1": big["per_stream_over_n1"], "per_stream_goal": 0.25,
+                     "process_per_stream_at_max_over_n1": big["process_per_stream_over_n1"],
+                     "per_stream_met": big["per_stream_over_n1"] <= 0.25,
+                     "mb_per_extra_stream": big["mb_per_extra_stream"], "mb_goal": 1.0,
+                     "mb_met": big["mb_per_extra_stream"] is not None and big["mb_per_extra_stream"] <= 1.0},
+           "torch_loaded": "torch" in sys.modules}
+    try:
+        res["load_average"] = list(os.getloadavg())
+    except OSError:
+        res["load_average"] = None
+    return res
+
+
+def serve_child_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgebp.bench.live serve-child")
+    ap.add_argument("--bundle", default="default")
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--streams", type=int, required=True)
+    ap.add_argument("--packet", type=int, default=5)
+    ap.add_argument("--no-batch", action="store_true")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    res = serve_once(a.bundle, a.log, a.streams, a.packet, batch=not a.no_batch)
+    # the whole process: interpreter start, imports, the bundle, the warm-up stream, serving:
+    # what N streams cost in one `edgebp serve` against N `edgebp run` processes
+    res["process_cpu_seconds"] = time.process_time()
+    res["torch_loaded"] = "torch" in sys.modules
+    with open(a.out, "w") as f:
+        json.dump(res, f)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve-child"]:
+        return serve_child_main(argv[1:])
+    if argv[:1] == ["serve"]:
+        ap = argparse.ArgumentParser(prog="python -m edgebp.bench.live serve", description="edgebp serve's CPU and RSS per stream at N streams.")
+        ap.add_argument("--bundle", default="default")
+        ap.add_argument("--log", required=True)
+        ap.add_argument("--streams", default=",".join(map(str, SERVE_STREAMS)))
+        ap.add_argument("--packet", type=int, default=5)
+        ap.add_argument("--repeats", type=int, default=3)
+        ap.add_argument("--no-unbatched", action="store_true", help="Leave out the unbatched run at the largest N.")
+        ap.add_argument("--out", default=None)
+        a = ap.parse_args(argv[1:])
+        res = serve_measure(a.bundle, a.log, [int(x) for x in a.streams.split(",")], a.repeats, a.packet, unbatched=not a.no_unbatched)
+        text = json.dumps(res, indent=1)
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(text)
+        else:
+            print(text)
+        return 0
     ap = argparse.ArgumentParser(prog="python -m edgebp.bench.live", description="edgebp run's cost per device sample, packet by packet.")
     ap.add_argument("--bundle", default="default")
     ap.add_argument("--log", required=True, help="An edgebp text log (edgebp sim).")
