@@ -134,14 +134,20 @@ def declutter_ticks(fig: Figure, *axes: tuple[Axes, str]) -> None:
 _LABEL_SPOTS = ((5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"), (-5, -3, "right", "top"))
 
 
-def place_labels(fig: Figure, ax: Axes, labels: list) -> None:
+def place_labels(fig: Figure, *panels: tuple[Axes, list]) -> None:
     """Put each point label (an annotation of its point) where it overlaps no point and no
     label placed before it and stays inside the axes: the first free one of four spots
     around its point (right-above, right-below, left-above, left-below; left first for a
     point in the right half), then the same spots moved away from the point one label height
-    at a time. Extents come from the Agg renderer after one layout pass."""
+    at a time. ``panels``: ``(axes, its labels)`` pairs. Extents come from the Agg renderer
+    after one layout pass."""
     _layout(fig)
     r = fig.canvas.get_renderer()
+    for ax, labels in panels:
+        _place_labels(fig, ax, labels, r)
+
+
+def _place_labels(fig: Figure, ax: Axes, labels: list, r) -> None:
     inside = ax.get_window_extent(r)
     px = fig.dpi / 72.0
     marks = []
@@ -163,7 +169,8 @@ def place_labels(fig: Figure, ax: Axes, labels: list) -> None:
                     and not any(box.overlaps(b) for b in placed)):
                 break
         else:
-            t.xyann, _ = spots[0][:2], t.set(ha=spots[0][2], va=spots[0][3])
+            t.xyann = spots[0][:2]
+            t.set(ha=spots[0][2], va=spots[0][3])
             log.info("no free spot for the label %r", t.get_text())
         placed.append(t.get_window_extent(r).padded(1.0))
 
@@ -287,6 +294,7 @@ def plot_pareto(bench: dict, x: str = "size") -> Figure:
     # so the ticks fall on round KiB values
     scale = 1024.0 if x == "size" else 1.0
     xs = np.array([p["x"] for p in pts]) / scale
+    panels = []
     for k, comp in enumerate(("sbp", "dbp")):
         ax = fig.add_subplot(1, 2, k + 1)
         ys = np.array([p[comp] for p in pts], dtype=float)
@@ -307,8 +315,9 @@ def plot_pareto(bench: dict, x: str = "size") -> Figure:
         ax.set_title(f"{comp.upper()} accuracy vs {'size' if x == 'size' else 'latency'}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-        declutter_ticks(fig, (ax, "x"))
-        place_labels(fig, ax, labels)
+        panels.append((ax, labels))
+    declutter_ticks(fig, *[(ax, "x") for ax, _ in panels])
+    place_labels(fig, *panels)
     return fig
 
 
