@@ -7,9 +7,11 @@ Everything edgebp caches can be rebuilt; deleting it costs time on the next run,
 * ``synth``: the built-in synthetic cohort (``<cache>/synth-<hash>/``, WFDB files).
 * ``bench``: device logs and the seeds' anchor ONNX files of ``edgebp bench``
   (``<cache>/bench/``).
-* ``numba``: the compiled processing kernels (``*.nbi``/``*.nbc``): in ``$NUMBA_CACHE_DIR``
-  when set, in ``<cache>/numba`` when edgebp put them there, else in the ``__pycache__``
-  folders beside the kernels' source (numba's default).
+* ``numba``: the compiled processing kernels (``*.nbi``/``*.nbc``, a few MB): in
+  ``$NUMBA_CACHE_DIR`` when set (numba then uses no other place), else in the ``__pycache__``
+  folders beside the kernels' source (numba's default) or, where those are not writable, in
+  ``~/.cache/edgebp/numba`` (:func:`edgebp.paths.numba_cache_configure`). Cleaning them
+  costs the next run a compile of about 40 s.
 
 ``<cache>`` is ``$EDGEBP_CACHE``, default ``~/.cache/edgebp``. Only the entries above are
 ever removed, so an ``EDGEBP_CACHE`` pointing at a shared folder loses nothing else.
@@ -77,16 +79,18 @@ def _files_under(d: Path) -> list[Path]:
 
 
 def _numba_locations() -> list[Path]:
-    """Where the numba kernels' cache files can be, in numba's own order of preference."""
+    """Where edgebp's numba kernels can be cached. With ``NUMBA_CACHE_DIR`` set numba uses
+    that folder and no other; otherwise the ``__pycache__`` folders beside the kernels'
+    source (numba's default) and the fall-back folders edgebp points numba at when those are
+    not writable (:func:`edgebp.paths.numba_cache_candidates`)."""
     import edgebp
+    from edgebp import paths
 
-    out: list[Path] = []
     env = os.environ.get("NUMBA_CACHE_DIR")
     if env:
-        out.append(Path(env).expanduser())
-    out.append(cache_root() / "numba")
-    # numba's default: __pycache__ beside each kernel's source. The packages installed from
-    # other folders (package-dir) are found by spec, so none of them is imported here.
+        return [Path(env).expanduser()]
+    # the packages installed from other folders (package-dir) are found by spec, so none of
+    # them is imported here
     pkgs = [Path(edgebp.__file__).resolve().parent]
     for sub in ("runtime", "train", "export", "firmware_sim"):
         try:
@@ -95,8 +99,11 @@ def _numba_locations() -> list[Path]:
             spec = None
         for loc in (spec.submodule_search_locations or []) if spec else []:
             pkgs.append(Path(loc).resolve())
+    out: list[Path] = []
     for pkg in pkgs:
         out += sorted(p for p in pkg.rglob("__pycache__") if p.is_dir())
+    candidates = getattr(paths, "numba_cache_candidates", None)
+    out += candidates() if callable(candidates) else [cache_root() / "numba"]
     seen, uniq = set(), []
     for p in out:
         if str(p) not in seen:
@@ -107,6 +114,8 @@ def _numba_locations() -> list[Path]:
 
 def cache_entries() -> list[CacheEntry]:
     """The cache's entries by kind (``prepared``, ``synth``, ``bench``, ``numba``), as they are now."""
+    from edgebp import paths
+
     root = cache_root()
     synth_dirs = sorted(p for p in root.glob("synth-*") if p.is_dir()) + sorted(p for p in root.glob(".synth-*") if p.is_dir())
     entries = [
@@ -121,7 +130,10 @@ def cache_entries() -> list[CacheEntry]:
             # the numba cache folder may hold other programs' kernels: only cache files, by suffix
             nb += [p for p in d.rglob("*") if p.suffix in NUMBA_SUFFIXES and p.is_file()]
     # shown: the folders that hold kernels now; with none, where the next compile will write
-    where = [d for d in locs if any(d in p.parents for p in nb)] or locs[:1]
+    where = [d for d in locs if any(d in p.parents for p in nb)]
+    if not where:
+        current = getattr(paths, "numba_cache_dir", None)
+        where = [current() or locs[0]] if callable(current) else locs[:1]
     entries.append(CacheEntry("numba", where, nb, []))
     return entries
 
