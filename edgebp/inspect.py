@@ -218,7 +218,7 @@ def _summary(infos: list[dict]) -> dict:
 @click.command(name="inspect")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with one object per record.")
-@click.option("--fs", type=float, default=None, help="Sampling rate (Hz) for CSV files (WFDB/UCI state their own).")
+@click.option("--fs", type=float, default=None, help="Sampling rate (Hz) for CSV files (WFDB, UCI, PulseDB and .vital files state their own).")
 def inspect_command(path: Path, as_json: bool, fs: float | None) -> None:
     """Tell which recordings are usable for blood-pressure work, and why not.
 
@@ -232,6 +232,9 @@ def inspect_command(path: Path, as_json: bool, fs: float | None) -> None:
         edgebp data inspect ../shared/data/challenge2015
         edgebp data inspect ../shared/data/challenge2015/a170s --json
         edgebp data inspect log.csv --fs 125
+        edgebp data inspect 0001.vital                    (VitalDB; needs edgebp[datasets])
+        edgebp data inspect VitalDB_CalBased_Test_Subset.mat   (PulseDB: one record per 10-s segment)
+        edgebp data inspect p04/p042930                   (MIMIC-III matched, multi-segment)
     """
     from edgebp.io import read_records
 
