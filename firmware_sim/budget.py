@@ -746,8 +746,13 @@ def bundle_resolve_loaded(path: str | os.PathLike, variant: str = "auto") -> tup
     return b.file(chosen), meta, b
 
 
-def _kb(n: float | None) -> str:
-    return "n/a" if n is None else f"{n / 1024:.1f} kB"
+#: The unit line ``edgebp budget`` prints first: binary units, as everywhere in edgebp
+#: (microcontroller memories are powers of two: a "64 kB" RAM is 64 KiB = 65536 B).
+UNITS_LINE = "units: B = bytes, 1 KiB = 1024 B; allowed = the share of the device's flash / RAM the model may use"
+
+
+def _kib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 1024:.1f}"
 
 
 def budget_format(budget: ModelBudget, checks: list[McuCheck]) -> str:
@@ -758,13 +763,19 @@ def budget_format(budget: ModelBudget, checks: list[McuCheck]) -> str:
     >>> from edgebp.firmware_sim.mcu_profiles import mcu_profile
     >>> b = ModelBudget("m", "int8", {"x": [1, 1, 125]}, 1000, {}, {}, 1000, 2000, "", 4000, 0, [],
     ...                 6400, 6400, 0, {}, fs=125.0, hop=125)
-    >>> print(budget_format(b, [mcu_check(b, mcu_profile("samd21"))]).splitlines()[-1])
-    samd21       PASS    1.0 kB /  128.0 kB PASS    2.0 kB /   16.0 kB PASS   0.05%   PASS
+    >>> text = budget_format(b, [mcu_check(b, mcu_profile("samd21"))]).splitlines()
+    >>> print(text[0])
+    units: B = bytes, 1 KiB = 1024 B; allowed = the share of the device's flash / RAM the model may use
+    >>> print(text[-2])
+    mcu          flash KiB (used / allowed)   ram KiB (used / allowed)     compute (duty) overall
+    >>> print(text[-1])
+    samd21       PASS    1.0 /  128.0         PASS    2.0 /   16.0         PASS   0.05%   PASS
     """
     ips = budget.inferences_per_s
     lines = [
+        UNITS_LINE,
         f"model: {budget.model} ({budget.precision}); inputs {budget.input_shapes}",
-        f"weights (flash): {budget.weight_bytes} B ({_kb(budget.weight_bytes)}); {budget.n_params} parameters; "
+        f"weights (flash): {budget.weight_bytes} B ({_kib(budget.weight_bytes)} KiB); {budget.n_params} parameters; "
         f"by dtype {budget.weight_bytes_by_dtype}",
         f"activations (RAM, peak): {budget.activation_peak_bytes} B deployed view "
         f"({budget.activation_peak_bytes_unfused} B as in the graph) at {budget.activation_peak_node or '-'}",
@@ -779,16 +790,16 @@ def budget_format(budget: ModelBudget, checks: list[McuCheck]) -> str:
     if budget.uncounted_ops:
         lines.append(f"not counted (ops without a MAC formula): {budget.uncounted_ops}")
     lines.append("")
-    lines.append(f"{'mcu':<12} {'flash':<24} {'ram':<24} {'compute (duty)':<14} overall")
+    lines.append(f"{'mcu':<12} {'flash KiB (used / allowed)':<28} {'ram KiB (used / allowed)':<28} {'compute (duty)':<14} overall")
     for c in checks:
-        flash = f"{'PASS' if c.flash_ok else 'FAIL'} {_kb(c.flash_needed):>9} / {_kb(c.flash_budget):>9}"
-        ram = f"{'PASS' if c.ram_ok else 'FAIL'} {_kb(c.ram_needed):>9} / {_kb(c.ram_budget):>9}"
+        flash = f"{'PASS' if c.flash_ok else 'FAIL'} {_kib(c.flash_needed):>6} / {_kib(c.flash_budget):>6}"
+        ram = f"{'PASS' if c.ram_ok else 'FAIL'} {_kib(c.ram_needed):>6} / {_kib(c.ram_budget):>6}"
         if c.duty_cycle is None:
             comp = "n/a"
         else:
             comp = f"{'PASS' if c.compute_ok else 'FAIL'} {100 * c.duty_cycle:6.2f}%"
         overall = "PASS" if c.ok else ("?" if c.compute_ok is None and c.flash_ok and c.ram_ok else "FAIL")
-        lines.append(f"{c.mcu:<12} {flash:<24} {ram:<24} {comp:<14} {overall}")
+        lines.append(f"{c.mcu:<12} {flash:<28} {ram:<28} {comp:<14} {overall}")
     return "\n".join(lines)
 
 
