@@ -235,15 +235,17 @@ def calibrated_section(bundle, streamed: list, calibrate: float, recalibrate_min
 def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, title: str) -> list[Path]:
     """report.md, report.html, metrics.json and the plots."""
     from edgebp.plot.clinical import plot_bland_altman, plot_error_cdf, plot_scatter, plot_waveforms
-    from edgebp.plot.report import report_write
+    from edgebp.plot.report import mapping_table, report_write
     from edgebp.scoring import BeatPairs
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2, default=json_default))
     allp = BeatPairs.concat([s.pairs for s in scored])
     records = selection_text(report)
-    sections = [{"heading": "Summary", "text": f"Model: {json.dumps(report['model'])}\n\nAnalysis unit: {report['analysis_unit']}"
-                 + (f"\n\n{records}" if records else ""), "table": None, "figure": None, "figure_name": ""},
+    # the model's description as a table (item / value), not a JSON dump
+    sections = [{"heading": "Summary", "text": f"Analysis unit: {report['analysis_unit']}"
+                 + (f"\n\n{records}" if records else ""), "table": mapping_table(report["model"], ("model", "value")),
+                 "figure": None, "figure_name": ""},
                 {"heading": "Clinical table", "text": "```\n" + report_table(report) + "\n```", "table": None, "figure": None, "figure_name": ""}]
     if len(allp):
         for key in ("sbp", "dbp"):

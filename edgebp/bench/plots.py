@@ -75,7 +75,7 @@ def log_axis(ax: Axes, which: str = "x", fmt=_plain_number, base: float = 10) ->
     axis = ax.xaxis if which == "x" else ax.yaxis
     lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
     if lo > 0 and hi / lo < base ** 1.5:
-        axis.set_major_locator(ticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_locator(ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10], min_n_ticks=3))
         axis.set_minor_locator(ticker.NullLocator())
     else:
         axis.set_major_locator(ticker.LogLocator(base=base, numticks=7))
