@@ -90,7 +90,7 @@ MCU_PROFILES: dict[str, McuProfile] = {
             name="rp2040", core="Cortex-M0+ (x2, one used)", example="Raspberry Pi RP2040",
             clock_hz=133e6, ram_bytes=264 * KIB, flash_bytes=2 * MIB,
             int8_macs_per_cycle=0.25, fp32_macs_per_cycle=0.01,
-            note="external QSPI flash (2 MB on the Pico board); execute-in-place is slower",
+            note="external QSPI flash (2 MiB on the Pico board); execute-in-place is slower",
         ),
         McuProfile(
             name="nrf52832", core="Cortex-M4F", example="Nordic nRF52832",
@@ -107,7 +107,7 @@ MCU_PROFILES: dict[str, McuProfile] = {
             name="stm32h743", core="Cortex-M7", example="ST STM32H743",
             clock_hz=480e6, ram_bytes=1 * MIB, flash_bytes=2 * MIB,
             int8_macs_per_cycle=2.0, fp32_macs_per_cycle=1.0,
-            note="RAM is split into TCM/AXI/AHB banks; one contiguous arena is at most 512 kB",
+            note="RAM is split into TCM/AXI/AHB banks; one contiguous arena is at most 512 KiB",
         ),
         McuProfile(
             name="esp32s3", core="Xtensa LX7 (x2, one used)", example="Espressif ESP32-S3 (WROOM-1-N8)",
