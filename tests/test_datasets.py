@@ -404,3 +404,28 @@ def test_inspect_lists_the_datasets(vital_path, pulsedb_path, mimic_path):
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_docs_examples_run():
+    """docs/datasets.md: its bash block (fixtures + edgebp data inspect) and Python block run."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    (bash,) = [b for b in _doc_blocks("bash") if "make_fixtures" in b]  # the other one is pip install
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", bash], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "7 records," in res.stdout and "1 records," in res.stdout and "p000123-2150-01-01-00-00" in res.stdout
+    (py,) = _doc_blocks("python")
+    res = subprocess.run([sys.executable, "-"], input=py, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0] == "['ppg', 'abp'] 500.0 (1, 5000)"
+    assert lines[1] == "VitalDB_CalBased_Test_Subset_0000000 p0001230 10.0" and len(lines) == 8
+    assert lines[-1] == "p000123 ['ecg', 'ecg', 'ppg', 'abp']"
