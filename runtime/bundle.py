@@ -108,8 +108,9 @@ def _kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def _open_regular(path: Path, cap: int, what: str, follow: bool = False) -> bytes:
-    """The bytes of a regular file of at most ``cap`` bytes, or :class:`BundleError`.
+def _open_checked(path: Path, cap: int | None, what: str, follow: bool = False):
+    """An open binary file object for a regular file of at most ``cap`` bytes, or
+    :class:`BundleError`.
 
     The type is checked before opening (``lstat``, or ``stat`` with ``follow``) and again on
     the open descriptor (``fstat``, same inode), and the open is ``O_NONBLOCK``: a FIFO or a
@@ -123,7 +124,7 @@ def _open_regular(path: Path, cap: int, what: str, follow: bool = False) -> byte
         raise BundleError(f"{what}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
         raise BundleError(f"{what}: is {_kind_of(st.st_mode)}; only regular files are read")
-    if st.st_size > cap:
+    if cap is not None and st.st_size > cap:
         raise BundleError(f"{what}: {st.st_size} bytes is over the {cap} byte limit for this file")
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
@@ -132,10 +133,17 @@ def _open_regular(path: Path, cap: int, what: str, follow: bool = False) -> byte
         if exc.errno == errno.ELOOP:
             raise BundleError(f"{what}: is a symbolic link; only regular files are read") from None
         raise BundleError(f"{what}: cannot open ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        st2 = os.fstat(f.fileno())
-        if not stat.S_ISREG(st2.st_mode) or (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
-            raise BundleError(f"{what}: changed while being opened; only regular files are read")
+    f = os.fdopen(fd, "rb")
+    st2 = os.fstat(f.fileno())
+    if not stat.S_ISREG(st2.st_mode) or (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+        f.close()
+        raise BundleError(f"{what}: changed while being opened; only regular files are read")
+    return f
+
+
+def _open_regular(path: Path, cap: int, what: str, follow: bool = False) -> bytes:
+    """The bytes of a regular file of at most ``cap`` bytes (see :func:`_open_checked`)."""
+    with _open_checked(path, cap, what, follow) as f:
         try:
             data = f.read(cap + 1)
         except OSError as exc:
@@ -145,9 +153,14 @@ def _open_regular(path: Path, cap: int, what: str, follow: bool = False) -> byte
     return data
 
 
-def file_sha256(path: str | Path, cap: int = ONNX_MAX_BYTES) -> str:
-    """sha256 of a regular file (a FIFO or device is refused, never read; at most ``cap`` bytes)."""
-    return hashlib.sha256(_open_regular(Path(path), cap, str(path), follow=True)).hexdigest()
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a regular file, read in 1 MiB blocks (symbolic links followed; a FIFO or a
+    device is refused, never read)."""
+    h = hashlib.sha256()
+    with _open_checked(Path(path), None, str(path), follow=True) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _rel_check(rel: Any, field_name: str, where: str) -> PurePosixPath:
