@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> None:
 
     numba_cache_configure()  # before any command imports a numba kernel
     try:
-        cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, standalone_mode=False)
+        # without standalone mode click returns a command's ctx.exit(N) / Exit(N) code instead
+        # of exiting (edgebp run stopped by SIGTERM: 143)
+        if isinstance(rv, int) and rv != 0:
+            sys.exit(rv)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -232,4 +232,9 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
     except BrokenPipeError:
         say("output closed by the reader")
         return
+    except OSError as exc:  # ENOSPC, EIO: one line naming the output
+        import errno
+
+        code = f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno else ""
+        raise CliError(f"{exc.filename or ('stdout' if out == '-' else out)}: {exc.strerror or exc}{code}", exit_code=1) from None
     say(f"wrote {n} bytes to {'stdout' if out == '-' else out}")

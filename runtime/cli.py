@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from pathlib import Path
@@ -36,6 +37,20 @@ def _input_check(path: str) -> None:
         raise CliError(f"--stream {path}: is a directory")
     if not os.access(p, os.R_OK):
         raise CliError(f"--stream {path}: not readable (permission denied)")
+
+
+def _iter_live(path: str, chunk: int):
+    """A FIFO or device given as --stream: opened once, and each read returns what has arrived
+    (a buffered ``read(chunk)`` would wait for a whole chunk while the device keeps streaming)."""
+    fd = os.open(path, os.O_RDONLY)  # a FIFO: waits here for its writer
+    try:
+        while True:
+            data = os.read(fd, chunk)
+            if not data:
+                return
+            yield data
+    finally:
+        os.close(fd)
 
 
 @click.command(name="run")
@@ -123,6 +138,11 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         raise CliError(str(exc)) from exc
     if stream not in (None, "-"):
         _input_check(stream)
+    for opt, path in (("--out", None if out_path in (None, "-") else out_path), ("--summary-json", summary_json)):
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            raise CliError(f"{opt} {path}: the directory {Path(path).parent} does not exist")
+        if path is not None and Path(path).is_dir():
+            raise CliError(f"{opt} {path}: is a directory")
     m = b.manifest
     if hop is not None and not (bool(m.get("streaming")) and m.get("causal")) and not 1 <= hop <= int(m["window"]):
         raise CliError(f"--hop {hop}: must be within 1..{int(m['window'])} (the model window)")
@@ -131,7 +151,7 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     try:
         decoder = StreamDecoder(fmt=fmt, fs=fs, channel_map=cmap)
     except ValueError as exc:
-        raise CliError(f"--channel-map/--fs: {exc}") from exc
+        raise CliError(f"--channel-map {channel_map}: {exc}" if channel_map and "channel_map" in str(exc) else str(exc)) from exc
     stop = threading.Event()
     if port:
         chunks = sources.iter_serial(port, baud=baud, stop=stop, idle_timeout_s=idle_timeout) if "idle_timeout_s" in sources.iter_serial.__code__.co_varnames else sources.iter_serial(port, baud=baud, stop=stop)
@@ -139,6 +159,8 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         chunks = sources.iter_stdin(chunk=read_size)
     elif follow:
         chunks = sources.iter_follow(stream, stop=stop, idle_timeout_s=idle_timeout, chunk=read_size)
+    elif not Path(stream).is_file():
+        chunks = _iter_live(stream, read_size)  # a FIFO or a character device: data as it arrives
     else:
         chunks = sources.iter_file(stream, chunk=read_size)
     try:
@@ -175,8 +197,12 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         summary["exit_code"] = sig.exit_code
         click.echo(summary_text(summary), err=to_stdout)
         if summary_json:
-            with open(summary_json, "w") as f:
-                f.write(json_text(summary, indent=2))
+            try:
+                with open(summary_json, "w") as f:
+                    f.write(json_text(summary, indent=2))
+            except OSError as exc:
+                raise CliError(f"{summary_json}: {exc.strerror or exc}" + (f" [{errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno else ""),
+                               exit_code=1) from None
     if sig.signum is not None:
         click.echo(f"stopped by {sig.name}: outputs flushed, summary written; exit status {sig.exit_code}", err=True)
         raise click.exceptions.Exit(sig.exit_code)

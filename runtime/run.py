@@ -376,7 +376,9 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
             if h is None:
                 raise ValueError("stream: no header yet and no --fs given; cannot know the sampling rate")
             index = {name: i for i, name in enumerate(h.channels)}
-            gains = {name: float(g) for name, g in zip(h.channels, h.gain)}
+            # the ADC step only where the header knows the converter (bits > 0): a CSV or
+            # third-party log says gain 1 for values in unknown units, not a step of 1
+            gains = {name: float(g) for name, g, b in zip(h.channels, h.gain, h.adc_bits) if b > 0}
             rt = StreamRuntime(bundle, h.fs, index, backend=backend, variant=variant, hop=hop, threads=threads, calibration=calibration, gains=gains, run_dir=run_dir,
                               beat_source=beat_source)
         return rt
@@ -505,7 +507,7 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
         summary.update({
             "device_fs": rt.fs_dev, "model_fs": rt.fs, "model": bundle.manifest["model"]["name"], "variant": variant, "backend": backend,
             "outputs": rt.stats["outputs"], "valid": rt.stats["valid"], "valid_share": rt.stats["valid"] / max(rt.stats["outputs"], 1),
-            "invalid_reasons": rt.stats["reasons"], "beats": rt.stats["beats"], "model_calls": rt.stats["model_calls"],
+            "invalid_reasons": rt.stats["reasons"], "beats": rt.stats["beats"], "beats_invalid": rt.stats.get("beats_invalid", 0), "model_calls": rt.stats["model_calls"],
             "resets": rt.stats["resets"], "signal_seconds": audio_s, "wall_seconds": wall,
             "real_time_factor": audio_s / wall if wall > 0 else float("inf"),
             "chunk_latency_ms": {"p50": float(np.percentile(lat, 50)) if len(lat) else None, "p99": float(np.percentile(lat, 99)) if len(lat) else None,
