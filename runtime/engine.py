@@ -50,7 +50,7 @@ import numpy as np
 
 from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
-from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, FlatClipDetector, InputGuard
+from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, REACQUIRED, FlatClipDetector, InputGuard
 from edgebp.runtime.backends import backend_open
 from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
@@ -272,6 +272,7 @@ class StreamRuntime:
         self._stuck_last = np.full(len(self.inputs), np.nan)
         self._stuck_run = np.zeros(len(self.inputs), np.int64)
         self.guard_state = {c: g.init_state() for c, g in self.guard.items()}
+        self._reacquired = np.zeros(0, bool)  # per sample of the block in _process: a channel took a new level
         self._gated_last = False
         self._code_hist = np.zeros(0, np.int8)
         # device samples held until they complete a model step (see push)
@@ -287,11 +288,13 @@ class StreamRuntime:
         code = None
         rng = np.zeros(len(vals), bool)
         motion = np.zeros(len(vals), bool)
+        self._reacquired = np.zeros(len(vals), bool)
         for j, c in enumerate(self.inputs):
             gf, self.guard_state[c] = self.guard[c].process(vals[:, j], self.guard_state[c])
             r = (gf & RANGE) > 0
             rng |= r
             motion |= (gf & MOTION) > 0
+            self._reacquired |= (gf & REACQUIRED) > 0
             # an absurd value never reaches the flat/clip windows either (1e308 squared is inf)
             x = np.where(r, np.nan, vals[:, j]) if r.any() else vals[:, j]
             flags, self.gate_state[c] = self.gate[c].process(x, self.gate_state[c])
@@ -404,11 +407,12 @@ class StreamRuntime:
         # after a flat/clipped stretch the filter and running normaliser start afresh: the
         # samples before the gate fired (up to clip_s/stuck_s of rail or frozen input) would
         # otherwise sit in the running variance for many time constants
-        # (the same after an absurd value or a motion burst: the filter's tail of a burst and
-        # the variance it left would shrink the model's input for tens of seconds)
-        gated = (code == R_FLAT) | (code == R_CLIP) | (code == R_RANGE) | (code == R_ARTEFACT)
+        # (the same after a motion burst: the filter's tail of a burst and the variance it
+        # left would shrink the model's input for tens of seconds; and where a channel took a
+        # new level after absurd values; an absurd value alone never entered the chain)
+        gated = (code == R_FLAT) | (code == R_CLIP) | (code == R_ARTEFACT)
         prev = np.concatenate([[self._gated_last], gated[:-1]])
-        restarts = np.flatnonzero(prev & ~gated)
+        restarts = np.flatnonzero((prev & ~gated) | (self._reacquired if len(cols) else gated))
         if len(gated):
             self._gated_last = bool(gated[-1])
         ys = []

@@ -12,6 +12,10 @@ start-up spike, no guessed initial scale.
 
 Gaps: a non-finite input gives a NaN output and leaves the state unchanged, so a gap never
 poisons the averages and normalisation resumes with the statistics from before the gap.
+A finite input whose update overflows (``|x| ~ 1e154`` or more: the variance would be inf
+for ever after) also gives NaN, and the statistics restart from the next sample (the
+streaming runtime gates absurd values before they get here; this keeps the normaliser itself
+from being poisoned, offline as in streaming).
 
 ``var_floor`` (default 1e-12, in squared input units) only keeps a flat line from dividing by
 zero; a flat or disconnected sensor must be caught by a quality gate, not here.
@@ -29,6 +33,9 @@ True
 >>> z2, state2 = norm.process(np.array([np.nan, 1.0]), state)
 >>> bool(np.isnan(z2[0]))
 True
+>>> z3, _ = norm.process(np.concatenate([[1e308], x[:3000]]), state)
+>>> bool(np.isnan(z3[0])), bool(abs(z3[2000:].std() - 1.0) < 0.1)
+(True, True)
 """
 
 from __future__ import annotations
@@ -58,8 +65,19 @@ def _running_norm_kernel(x, alpha, var_floor, count_cap, st, y):  # pragma: no c
         if a < alpha:
             a = alpha
         d = v - mean
-        mean += a * d
-        var = (1.0 - a) * (var + a * d * d)
+        m2 = mean + a * d
+        v2 = (1.0 - a) * (var + a * d * d)
+        if not (np.isfinite(m2) and np.isfinite(v2)):
+            # a value whose square overflows (1e308 from a log): it would hold the variance
+            # at inf forever (every later z = 0); it is a gap instead and the statistics
+            # start afresh from the next sample
+            y[n] = np.nan
+            mean = 0.0
+            var = 0.0
+            cnt = 0.0
+            continue
+        mean = m2
+        var = v2
         den = var if var > var_floor else var_floor
         y[n] = (v - mean) / np.sqrt(den)
     st[0] = mean

@@ -77,10 +77,17 @@ __all__ = [
     "ecg_quality",
     "FLAT",
     "CLIPPED",
+    "InputGuard",
+    "RANGE",
+    "MOTION",
+    "REACQUIRED",
 ]
 
 FLAT = 1
 CLIPPED = 2
+RANGE = 4
+MOTION = 8
+REACQUIRED = 16
 
 ABP_FLAT_SD = 0.5            # mmHg
 ABP_DISCONNECTED = 5.0       # mmHg
@@ -286,6 +293,164 @@ class FlatClipDetector:
             raise ValueError(f"FlatClipDetector: state must have shape ({_F_HDR + self.window},), got {state.shape}")
         return _flatclip_block(x, state, self.window, self.flat_sd ** 2, float(self.clip_n), self.clip_tol,
                                self.clip_lo, self.clip_hi, self.min_range)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming range and motion gate
+# --------------------------------------------------------------------------------------------
+
+_G_XPREV, _G_Y, _G_PS, _G_PL, _G_CNT, _G_LVL, _G_MRUN, _G_RRUN = range(8)
+_G_N = 8
+
+
+@njit(cache=True)
+def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, abs_max, step, reacq_m, reacq_r, motion_on, slew):
+    st = st_in.copy()
+    n = x.shape[0]
+    flags = np.zeros(n, dtype=np.uint8)
+    for j in range(n):
+        v = x[j]
+        if not np.isfinite(v):
+            continue  # a gap: the state is held
+        if abs(v) > abs_max:
+            flags[j] = 4  # beyond any converter: never a signal, never learned from
+            continue
+        cnt = st[_G_CNT]
+        if cnt >= warm_r:
+            scale = np.sqrt(st[_G_PL])
+            if scale < step:
+                scale = step
+            if scale < 1e-9 * abs(st[_G_LVL]):
+                scale = 1e-9 * abs(st[_G_LVL])
+            if abs(v - st[_G_LVL]) > k_range * scale:
+                st[_G_RRUN] += 1.0
+                if st[_G_RRUN] <= reacq_r:
+                    flags[j] = 4
+                    continue
+                # the level stayed there: a new operating point (re-attached sensor, new
+                # offset), learned afresh from this sample
+                for q in range(_G_N):
+                    st[q] = 0.0
+                cnt = 0.0
+                flags[j] = 16  # REACQUIRED: what learnt from the old level must restart here
+        st[_G_RRUN] = 0.0
+        if cnt == 0.0:
+            st[_G_XPREV] = v
+            st[_G_LVL] = v
+        cnt += 1.0
+        st[_G_CNT] = cnt
+        # one-pole high-pass at the model's own band edge: the pulsatile (AC) part, its
+        # input slew-limited on motion channels: a pulse (and motion, 0.2-4 Hz) moves by at
+        # most ~0.5 RMS per 4 ms, while the step into a rail or back is a hundred RMS in one
+        # sample, which would hold the short-term power up for seconds after saturation
+        d = v - st[_G_XPREV]
+        if motion_on and cnt > warm_r:
+            lim = slew * np.sqrt(st[_G_PL])
+            if d > lim:
+                d = lim
+            elif d < -lim:
+                d = -lim
+        y = a_hp * (st[_G_Y] + d)
+        st[_G_Y] = y
+        st[_G_XPREV] = v
+        w = 1.0 / cnt
+        st[_G_LVL] += (w if w > a_l else a_l) * (v - st[_G_LVL])
+        st[_G_PS] += (w if w > a_s else a_s) * (y * y - st[_G_PS])
+        if motion_on and cnt > warm_n and st[_G_PS] > k_motion * st[_G_PL]:
+            st[_G_MRUN] += 1.0
+            if st[_G_MRUN] <= reacq_m:
+                flags[j] |= 8  # the reference power is held while the burst lasts
+                continue
+            st[_G_PL] = st[_G_PS]  # a lasting new amplitude: take it as the reference
+        st[_G_MRUN] = 0.0
+        st[_G_PL] += (w if w > a_l else a_l) * (y * y - st[_G_PL])
+    return flags, st
+
+
+class InputGuard:
+    """Streaming gate for absurd values and (PPG) motion, per channel, with explicit state.
+
+    Flags per sample (``RANGE`` 4, ``MOTION`` 8):
+
+    - ``RANGE``: ``|x| > abs_max`` (no converter the stream protocol can describe gives it,
+      e.g. a CSV cell of 1e308), or a sample further than ``k_range`` times the channel's
+      pulsatile RMS from its running level (a 1e6 in a millivolt ECG log). Such a sample is
+      never learned from. When a channel stays that far away for ``reacquire_s`` seconds the
+      gate takes it as a new operating point (a sensor put back on, a new electrode offset)
+      and learns it afresh; that sample is flagged ``REACQUIRED`` (16), so that whatever
+      learnt from the old level (filters, normalisers) can restart there too.
+    - ``MOTION`` (only with ``motion=True``, for PPG): the short-term power (time constant
+      ``short_s``) of the channel's pulsatile part above ``k_motion`` times its long-term
+      power (``long_s``), learned on the samples the gate passed. Why this is physiology and
+      not a tuned threshold: the PPG pulse amplitude follows perfusion, which changes over
+      tens of seconds; respiration modulates it by some 10-30 %. Motion or a displaced
+      sensor adds swings of several pulse amplitudes within a second. ``k_motion = 9`` is a
+      tripled amplitude within ``short_s`` (0.3 s). Measured: it flags 0 of 10 clean
+      challenge2015 PLETH records' outputs beyond what they lose today, and catches 98 % of
+      the outputs of simulated 4 s bursts (tests/test_fault_matrix.py). The reference is held while the burst lasts, so a long burst stays
+      gated (unlike a z-score, whose running SD adapts within its 4 s time constant); after
+      ``reacquire_motion_s`` of continuous flags the new power is taken as the reference (a
+      lasting amplitude change, e.g. the sensor re-seated, is not gated forever).
+
+    The pulsatile part is a one-pole high-pass at ``highpass_hz`` (the models' band edge).
+    The first ``warm_s`` seconds after a start only learn motion (0.5 s for the range
+    rule: the level and RMS of half a second are already good to orders of magnitude). NaN
+    holds the state.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fs = 100.0
+    >>> t = np.arange(3000) / fs
+    >>> x = 1000.0 + np.sin(2 * np.pi * 1.2 * t)
+    >>> x[2000:2300] += 6.0 * np.sin(2 * np.pi * 0.7 * t[2000:2300])   # a 3 s motion burst
+    >>> x[1000] = 1e308                                                # one absurd value
+    >>> g = InputGuard(fs, motion=True)
+    >>> f, st = g.process(x, g.init_state())
+    >>> int(f[1000]), int((f[:2000] & MOTION).sum()), int((f[2000:2300] & MOTION).sum()) > 250
+    (4, 0, True)
+    >>> bool(np.array_equal(f, np.concatenate([g.process(x[:1234], g.init_state())[0], g.process(x[1234:], g.process(x[:1234], g.init_state())[1])[0]])))
+    True
+    """
+
+    def __init__(self, fs: float, motion: bool = False, step: float = 0.0, abs_max: float = 2.0 ** 32,
+                 k_range: float = 1000.0, k_motion: float = 9.0, highpass_hz: float = 0.5, short_s: float = 0.3,
+                 long_s: float = 10.0, warm_s: float = 4.0, reacquire_s: float = 1.0, reacquire_motion_s: float = 10.0):
+        if not np.isfinite(fs) or fs <= 0:
+            raise ValueError(f"InputGuard: fs must be a positive rate in Hz, got {fs!r}")
+        if not (abs_max > 0 and k_range > 0 and k_motion > 1 and highpass_hz > 0 and short_s > 0
+                and long_s > short_s and warm_s >= 0 and reacquire_s > 0 and reacquire_motion_s > 0 and step >= 0):
+            raise ValueError("InputGuard: thresholds and times must be positive (k_motion > 1, long_s > short_s)")
+        self.fs = float(fs)
+        self.motion = bool(motion)
+        self.step = float(step)
+        self.abs_max = float(abs_max)
+        self.k_range = float(k_range)
+        self.k_motion = float(k_motion)
+        rc = 1.0 / (2.0 * np.pi * highpass_hz)
+        self.a_hp = rc / (rc + 1.0 / self.fs)
+        self.a_s = 1.0 - float(np.exp(-1.0 / (short_s * self.fs)))
+        self.a_l = 1.0 - float(np.exp(-1.0 / (long_s * self.fs)))
+        self.warm_n = float(round(warm_s * self.fs))
+        self.warm_r = float(max(2, round(0.5 * self.fs)))
+        self.reacq_r = float(max(1, round(reacquire_s * self.fs)))
+        self.reacq_m = float(max(1, round(reacquire_motion_s * self.fs)))
+        # largest per-sample change passed on, in RMS of the pulsatile part: 200 RMS/s
+        # (a 4 Hz swing of 3x the pulse amplitude moves ~110 RMS/s)
+        self.slew = 200.0 / self.fs
+
+    def init_state(self) -> np.ndarray:
+        """A fresh state (nothing learned)."""
+        return np.zeros(_G_N)
+
+    def process(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flags (uint8 per sample, ``RANGE | MOTION``) of a block and the new state."""
+        x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (_G_N,):
+            raise ValueError(f"InputGuard: state must have shape ({_G_N},), got {state.shape}")
+        return _guard_block(x, state, self.a_hp, self.a_s, self.a_l, self.warm_n, self.warm_r, self.k_motion, self.k_range,
+                            self.abs_max, self.step, self.reacq_m, self.reacq_r, self.motion, self.slew)
 
 
 def _cover_back(flags: np.ndarray, length: int) -> np.ndarray:
