@@ -112,6 +112,10 @@ def anchors_onnx(names: list[str], preset: str = "paper", cache_dir: str | Path 
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         if res.returncode != 0:
             last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            if "No module named 'torch'" in last or "No module named 'onnxscript'" in last:
+                # the seeds' models exist only as torch code: exported once, then cached
+                raise RuntimeError(f"anchor export ({', '.join(missing)}, {preset}) needs torch once (not installed): "
+                                   "pip install 'edgebp[train]', or bench without the anchors (--anchors none)")
             raise RuntimeError(f"anchor export ({', '.join(missing)}, {preset}) failed: {last}")
     out = {}
     for n in names:
