@@ -211,3 +211,12 @@ def test_import_edgebp_is_light():
     assert res["torch"] is False and res["inputs"] == ["ppg", "ecg"]
     r = subprocess.run([sys.executable, "-c", "import edgebp; edgebp.nope"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "has no attribute 'nope'" in r.stderr
+
+
+def test_load_bundle_names(tmp_path):
+    import edgebp
+
+    low = edgebp.load_bundle("lowlatency")
+    assert low.path.name == "lowlatency_bundle" and low.manifest["model"]["preset"] == "lowlatency"
+    assert edgebp.load_bundle(low.path).manifest == low.manifest  # a directory works the same
+    assert set(low.train_mean) >= {"sbp", "dbp"} and all(40 < v < 200 for v in low.train_mean.values())
