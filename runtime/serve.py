@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgebp.jsonsafe import json_text
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class Server:
                    "transport_pauses": info.pauses, **summary}
         info.summary = summary
         with open(self.out_dir / f"{info.name}.summary.json", "w") as f:
-            json.dump(summary, f, indent=2, default=float)
+            f.write(json_text(summary, indent=2))  # strict JSON: NaN/inf as null
         if "decoder" in summary:
             log.info("stream %s: ended (%s)\n%s", info.name, info.end_reason, summary_text(summary))
         else:
@@ -467,5 +468,5 @@ class Server:
                         for s in self.streams],
         }
         with open(self.out_dir / "serve.summary.json", "w") as f:
-            json.dump(overall, f, indent=2, default=float)
+            f.write(json_text(overall, indent=2))
         return overall

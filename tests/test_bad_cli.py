@@ -305,4 +305,22 @@ def test_service_user_without_writable_home(tmp_path):
                        capture_output=True, text=True, timeout=180)
     assert "Traceback" not in p.stderr, p.stderr
     assert p.returncode == 1 and "no samples decoded: the stream is empty" in p.stderr, p.stderr
-    assert (tmpd / f"edgebp-numba-{os.getuid()}").is_dir()
+    cache = tmpd / f"edgebp-numba-{os.getuid()}"
+    assert cache.is_dir()
+    # a cold cache is announced in one line before the run, naming where the kernels go
+    assert f"compiling numba kernels (first run, ~" in p.stderr and f"cached in {cache})" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("sbp,dbp,why", [(float("nan"), 80.0, "not a number"), (float("inf"), 80.0, "not a number"),
+                                         (1e308, 80.0, "outside 40-300"), (-745.0, 80.0, "outside 40-300"),
+                                         (120.0, 130.0, "not below SBP"), (120.0, 30.0, "outside 40-300")])
+def test_calibration_api_checks_readings(sbp, dbp, why):
+    """The Python entry (Calibration built by hand) gets the same check as the CSV and the
+    stream: an implausible cuff reading is refused, naming where it came from."""
+    from edgebp.runtime.calibrated import CuffReading
+    from edgebp.runtime.engine import Calibration
+
+    with pytest.raises(ValueError, match=why) as info:
+        Calibration([CuffReading(10.0, sbp, dbp, None, "api reading")])
+    assert str(info.value).startswith("api reading: cuff reading rejected")
+    assert Calibration([CuffReading(10.0, 120.0, 80.0, None, "ok")]).readings  # a plausible one passes
