@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         missing = train_extra_missing(exc)
         if missing is None:
             raise
-        command = next((a for a in sys.argv[1:] if a in COMMANDS), None)
+        command = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
         click.echo(f"Error: {train_extra_message(missing, command)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
