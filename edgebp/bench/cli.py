@@ -65,7 +65,10 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--quick", is_flag=True, help="Small repeats, short streams, one concurrency level (tests, make demo).")
 @click.option("--parts", default="latency,streaming,live,memory,accuracy,anchors", show_default=True,
               help="Which parts to measure. live: edgebp run's CPU per device sample in packets of 1, 5, 25, 250 samples and in bulk, "
-                   "int8 vs fp32 at the runtime's step, and the plain reference (scripts/plain_reference.py).")
+                   "int8 vs fp32 at the runtime's step, and the plain reference (scripts/plain_reference.py). "
+                   "Also (not in the default): serve (edgebp serve's CPU and RSS per stream at 1, 8, 64 streams, batched), "
+                   "soak (a simulated live stream of --soak-hours through the runtime, RSS over time).")
+@click.option("--soak-hours", type=float, default=24.0, show_default=True, help="Length of the soak part's simulated live stream.")
 @click.option("--anchors", "anchors", default="msca-cssc-unet,inn-par", show_default=True,
               help="Seed paradigms timed beside the bundles ('none' for none).")
 @click.option("--anchor-preset", type=click.Choice(["paper", "edge"]), default="paper", show_default=True,
@@ -79,7 +82,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None, help="Where device logs and anchor ONNX files are kept [default: $EDGEBP_CACHE/bench].")
 @click.option("--report", "report_dir", required=True, type=click.Path(file_okay=False), help="Write bench.json, report.md, report.html and plots here.")
 def bench_command(bundles, data, split, include_training, variants, runs, threads, batch, repeat, quick, parts, anchors, anchor_preset, stream_minutes,
-                  lengths, concurrency, sim_source, mcu, cache_dir, report_dir):
+                  lengths, concurrency, sim_source, mcu, cache_dir, report_dir, soak_hours):
     """Benchmark bundles: latency, streaming, memory, accuracy, beside the seeds' paradigms.
 
     For each BUNDLE (default: the bundle shipped in the package) and variant: p50/p99 latency
@@ -104,6 +107,23 @@ def bench_command(bundles, data, split, include_training, variants, runs, thread
     if not report_dir.strip():
         raise CliError("--report must name a directory")
     anchor_list = [] if anchors.strip().lower() in ("", "none") else _list(anchors, "--anchors")
+    # serve and soak run outside the suite (edgebp.bench.soak.extra_parts_run)
+    from edgebp.bench.soak import EXTRA_PARTS, extra_parts_run, extra_parts_text
+
+    extra = [p for p in _list(parts, "--parts") if p in EXTRA_PARTS]
+    parts = ",".join(p for p in _list(parts, "--parts") if p not in EXTRA_PARTS)
+    if extra:
+        if soak_hours <= 0:
+            raise CliError(f"--soak-hours {soak_hours:g}: must be > 0")
+        try:
+            done = extra_parts_run(extra, report_dir, bundle=(list(bundles) or ["default"])[0], soak_hours=soak_hours,
+                                   repeats=1 if quick else 3, sim_source=sim_source,
+                                   cache_dir=cache_dir, progress=lambda msg: click.echo(f"bench: {msg}", err=True))
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from exc
+        click.echo(extra_parts_text(done))
+        if not parts:
+            return
     try:
         cfg = BenchConfig(
             bundles=list(bundles) or ["default"], variants=_list(variants, "--variants"), threads=threads,

@@ -120,6 +120,20 @@ def growing(samples: list[dict], settle_s: float = SETTLE_S, slack: int = 64, fa
     return {k: [before.get(k, 0), v] for k, v in after.items() if v > factor * before.get(k, 0) + slack}
 
 
+def rss_figures(samples: list[dict]) -> dict:
+    """RSS at the 10-minute mark, at the end, the largest after the mark, and the growth."""
+    after = [s for s in samples if s["t_s"] >= SETTLE_S]
+    at_mark = after[0] if after else samples[0]
+    end = samples[-1]
+    growth = end["rss_mb"] - at_mark["rss_mb"]
+    return {"rss_at_10min_mb": at_mark["rss_mb"], "rss_end_mb": end["rss_mb"],
+            "rss_max_after_10min_mb": max(s["rss_mb"] for s in after) if after else None,
+            "rss_growth_mb": growth, "rss_max_growth_mb": (max(s["rss_mb"] for s in after) - at_mark["rss_mb"]) if after else None,
+            # a stream shorter than the mark has no settled figure: growth is then from the first sample
+            "goal_mb": 5.0, "met": (growth < 5.0) if len(after) > 1 else None, "settled_mark_reached": len(after) > 1,
+            "stream_hours_measured": end["t_s"] / 3600}
+
+
 class CountingWriter:
     """What a soak writes: counts, not rows (``write``/``close`` as :class:`~edgebp.runtime.run.OutputWriter`)."""
 
@@ -138,10 +152,12 @@ class CountingWriter:
 
 def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:901", packet: int = 25, segment_minutes: float = 10.0,
              faults: str | None = "drop=0.001,corrupt=0.0005", cuff_every_s: float | None = 300.0, sample_every_s: float = 60.0,
-             seed: int = 0, progress=None, on_sample=None) -> dict:
+             seed: int = 0, progress=None, on_sample=None, partial=None) -> dict:
     """Feed ``hours`` of a simulated device stream through the runtime; see the module docstring.
 
-    ``on_sample(t_s, rt, decoder)`` is called at every sample (tests use it to look inside).
+    ``on_sample(t_s, rt, decoder)`` is called at every sample (tests use it to look inside);
+    ``partial(result)`` every stream hour with the RSS figures so far (``"partial": True``),
+    so that a soak stopped early still leaves what it measured.
     """
     from edgebp.runtime.bundle import bundle_load
     from edgebp.runtime.engine import StreamRuntime
@@ -200,6 +216,10 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
                     sample(t_s)
                     if int(t_s) % 3600 < sample_every_s:
                         say(f"soak: {t_s / 3600:.2f} h of {hours:g} h, RSS {samples[-1]['rss_mb']:.1f} MB")
+                        if partial is not None and t_s > SETTLE_S:
+                            partial({**rss_figures(samples), "partial": True, "hours_done": t_s / 3600, "hours": hours,
+                                     "cpu_seconds": time.process_time() - t_cpu0, "packet_samples": packet,
+                                     "growing_containers": growing(samples)})
                     state["next"] += sample_every_s
         finally:
             proc.stdout.close()
@@ -210,8 +230,6 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
     summary = stream_process(chunks(), bundle, dec, writer=writer)
     sample(state["lines"] / (state["fs"] or 250.0))
     cpu, wall = time.process_time() - t_cpu0, time.perf_counter() - t_wall0
-    after = [s for s in samples if s["t_s"] >= SETTLE_S]
-    at_mark = after[0] if after else samples[0]
     end = samples[-1]
     grew = growing(samples)
     d = summary["decoder"]
@@ -219,8 +237,7 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
            "faults": faults, "cuff_every_s": cuff_every_s, "signal_seconds": summary.get("signal_seconds"),
            "cpu_seconds": cpu, "wall_seconds": wall,
            "real_time_factor": (summary.get("signal_seconds") or 0.0) / cpu if cpu > 0 else None,
-           "rss_at_10min_mb": at_mark["rss_mb"], "rss_end_mb": end["rss_mb"], "rss_max_after_10min_mb": max(s["rss_mb"] for s in after) if after else None,
-           "rss_growth_mb": end["rss_mb"] - at_mark["rss_mb"], "goal_mb": 5.0, "met": end["rss_mb"] - at_mark["rss_mb"] < 5.0,
+           **rss_figures(samples), "partial": False,
            "growing_containers": grew,
            "largest_containers_at_end": dict(sorted(end["sizes"].items(), key=lambda kv: -kv[1])[:12]),
            "outputs": {"rows": writer.rows, "valid": writer.valid, "beats": writer.beats},
@@ -230,6 +247,69 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
            "rss_series": [[round(s["t_s"], 1), round(s["rss_mb"], 2), round(s["cpu_s"], 2)] for s in samples],
            "torch_loaded": "torch" in sys.modules}
     return res
+
+
+#: The parts of ``edgebp bench`` run here rather than by the suite.
+EXTRA_PARTS = ("serve", "soak")
+
+
+def extra_parts_run(parts: list[str], report_dir: str, bundle: str = "default", soak_hours: float = 24.0, serve_minutes: float = 0.5,
+                    serve_streams=(1, 8, 64), repeats: int = 3, cache_dir: str | None = None, sim_source: str = "synth:901",
+                    progress=None) -> dict:
+    """``edgebp bench --parts serve,soak``: each in a torch-free child process; writes
+    ``serve.json`` / ``soak.json`` into ``report_dir`` and returns ``{part: result}``."""
+    from pathlib import Path
+
+    from edgebp.bench.anchor import bench_cache_dir
+    from edgebp.bench.streaming import child_run, command_text, sim_log
+
+    say = progress or (lambda msg: None)
+    out_dir = Path(report_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    if "serve" in parts:
+        log_path, log_cmd = sim_log(serve_minutes, (Path(cache_dir) if cache_dir else bench_cache_dir()) / "logs", sim_source)
+        out = out_dir / "serve.json"
+        argv = [sys.executable, "-m", "edgebp.bench.live", "serve", "--bundle", bundle, "--log", str(log_path),
+                "--streams", ",".join(map(str, serve_streams)), "--repeats", str(repeats), "--out", str(out)]
+        say(f"serve: {', '.join(map(str, serve_streams))} streams of a {serve_minutes:g}-min log in 5-sample packets, {repeats} rounds")
+        r = child_run(argv, timeout_s=7200)
+        if r["returncode"] != 0 or not out.exists():
+            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
+        res = json.loads(out.read_text())
+        res["log_command"] = log_cmd
+        res["command"] = command_text(argv[:7] + ["serial.log"] + argv[8:-2])
+        out.write_text(json.dumps(res, indent=1))
+        results["serve"] = res
+    if "soak" in parts:
+        out = out_dir / "soak.json"
+        argv = [sys.executable, "-m", "edgebp.bench.soak", "--hours", repr(soak_hours), "--bundle", bundle, "--out", str(out)]
+        say(f"soak: {soak_hours:g} h of a simulated live stream through the runtime")
+        r = child_run(argv, timeout_s=max(3600.0, soak_hours * 3600.0))
+        if r["returncode"] != 0 or not out.exists():
+            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
+        res = json.loads(out.read_text())
+        res["command"] = command_text(argv[:-2])
+        out.write_text(json.dumps(res, indent=1))
+        results["soak"] = res
+    return results
+
+
+def extra_parts_text(results: dict) -> str:
+    """A few lines for the terminal."""
+    lines = []
+    if "serve" in results:
+        r = results["serve"]
+        for row in r["rows"]:
+            lines.append(f"serve N={row['streams']:<3} {'batched' if row['batch'] else 'unbatched'}: {row['per_sample_us']:.1f} us CPU per device sample, "
+                         f"per stream {row['per_stream_over_n1']:.2f}x N=1 (whole process {row['process_per_stream_over_n1']:.2f}x), "
+                         f"RSS +{row['rss_growth_mb']:.1f} MB" + (f" ({row['mb_per_extra_stream']:.2f} MB per extra stream)" if row["mb_per_extra_stream"] is not None else ""))
+    if "soak" in results:
+        r = results["soak"]
+        lines.append(f"soak {r['hours']:g} h: RSS {r['rss_at_10min_mb']:.1f} MB at 10 min -> {r['rss_end_mb']:.1f} MB at the end "
+                     f"({r['rss_growth_mb']:+.2f} MB; goal < 5 MB: {'met' if r['met'] else 'not judged: shorter than 10 min' if r['met'] is None else 'NOT met'}); "
+                     f"growing containers: {r['growing_containers'] or 'none'}")
+    return "\n".join(lines)
 
 
 def gen_main(argv: list[str]) -> int:
@@ -274,8 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.hours <= 0 or a.packet < 1:
         ap.error("--hours must be > 0 and --packet >= 1")
     logging.basicConfig(level=logging.WARNING)
+    def partial(res: dict) -> None:
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(res, f, indent=1, default=float)
+
     res = soak_run(a.hours, a.bundle, a.source, a.packet, a.segment_minutes, sample_every_s=a.sample_every,
-                   progress=lambda m: print(m, file=sys.stderr, flush=True))
+                   progress=lambda m: print(m, file=sys.stderr, flush=True), partial=partial)
     text = json.dumps(res, indent=1, default=float)
     if a.out:
         with open(a.out, "w") as f:
