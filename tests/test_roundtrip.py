@@ -226,11 +226,11 @@ def test_fault_round_trip(tcn, source, fault, fmt, caplog):
     if fault == "flat":
         assert s["invalid_reasons"]["flat"] > 0
     if fault == "motion":
-        # no motion detector: the PPG running-z gate (|z| > 5) catches part of the burst;
-        # what it lets through is claimed. Measured (seed 1): 89 of 375 outputs claimed.
+        # the PPG motion gate (short-term pulsatile power > 9x its held reference) refuses the
+        # burst; >= 90 % is the requirement (tests/test_fault_matrix.py, default bundle)
         m = hits[0]
         assert s["invalid_reasons"]["artefact"] > 0
-        assert 0 < m["outputs_during"] and m["claimed_valid_during"] < m["outputs_during"]
+        assert 0 < m["outputs_during"] and m["claimed_valid_during"] <= 0.1 * m["outputs_during"]
 
 
 def test_gates_do_not_depend_on_chunking(tcn, source, caplog):
