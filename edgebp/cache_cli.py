@@ -139,12 +139,12 @@ def cache_entries() -> list[CacheEntry]:
 
 
 def _human(n: int) -> str:
-    """Bytes in SI units (1 kB = 1000 B), as the rest of edgebp states sizes."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    """Bytes in binary units (1 KiB = 1024 B), as the rest of edgebp states sizes."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} GB"
+        n /= 1024.0
+    return f"{n:.1f} GiB"
 
 
 def _rel(p: Path) -> str:
@@ -171,7 +171,7 @@ def cache_group() -> None:
 @cache_group.command(name="info")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: per kind, its locations, file count and bytes.")
 def cache_info_command(as_json: bool) -> None:
-    """Where each kind of cached data is and how large it is (kB = 1000 B).
+    """Where each kind of cached data is and how large it is (1 KiB = 1024 B).
 
     \b
     Example:

@@ -147,7 +147,7 @@ def test_cache_info_and_clean(tmp_path):
     assert (info["numba"]["files"], info["numba"]["bytes"]) == (1, 300)
     assert info["bench"]["files"] == 0
     text = _edgebp(["cache", "info"], env, 120).stdout
-    assert "prepared" in text and "5.0 kB" in text
+    assert "prepared" in text and "4.9 KiB" in text  # 5000 B in binary units
 
     # off a terminal, nothing is removed without --yes
     r = _edgebp(["cache", "clean", "--what", "prepared"], env, 120)
