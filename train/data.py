@@ -232,7 +232,10 @@ def _cache_save(cfile: Path, prepared: list[PreparedRecord], skipped: list[tuple
     meta = []
     for i, p in enumerate(prepared):
         arrays[f"X{i}"], arrays[f"abp{i}"], arrays[f"u{i}"] = p.X, p.abp, p.usable
-        meta.append({"record_id": p.record_id, "subject_id": p.subject_id, "fs": p.fs, "median_map": p.median_map, "source": p.source, "sha256": p.sha256})
+        meta.append({"record_id": p.record_id, "subject_id": p.subject_id, "fs": p.fs, "median_map": p.median_map,
+                     # absolute: the cache key is cwd-independent, so a relative source written from
+                     # the repo root would not open when the cache is read from another directory
+                     "source": os.path.abspath(p.source) if p.source else "", "sha256": p.sha256})
     arrays["meta"] = np.frombuffer(json.dumps({"records": meta, "skipped": skipped}).encode(), dtype=np.uint8)
     tmp = cfile.with_suffix(f".tmp{os.getpid()}.npz")
     np.savez(tmp, **arrays)
