@@ -190,14 +190,15 @@ def _bundle_file_read(root: Path, rel: str, cap: int, display: str) -> bytes:
         try:
             st = os.lstat(cur)
         except OSError:
-            raise BundleError(f"{display}: missing (incomplete bundle)") from None
+            raise BundleError(f"{display[: -len(rel) - 1] or display}: incomplete bundle, {rel} is missing") from None
         if not stat.S_ISDIR(st.st_mode):
             raise BundleError(f"{display}: {cur.name} is {_kind_of(st.st_mode)}, not a directory inside the bundle")
     try:
         return _open_regular(cur / parts[-1], cap, display)
     except BundleError as exc:
         if str(exc).endswith(": missing"):
-            raise BundleError(f"{exc} (incomplete bundle)") from None
+            # "BUNDLE: incomplete bundle, REL is missing" (the wording tests and users know)
+            raise BundleError(f"{display[: -len(rel) - 1] or display}: incomplete bundle, {rel} is missing") from None
         raise
 
 
@@ -685,7 +686,7 @@ def bundle_load(path: str | Path, verify: bool = True) -> Bundle:
         display = str(path / rel)
         data = _bundle_file_read(root, rel, ONNX_MAX_BYTES if kind == "onnx" else DATA_MAX_BYTES, display)
         if verify and hashlib.sha256(data).hexdigest() != digest:
-            raise BundleError(f"{display}: does not match its sha256 in the manifest (tampered or corrupted)")
+            raise BundleError(f"{display} does not match its sha256 in the manifest (tampered or corrupted)")
         if kind == "onnx":
             onnx_by_rel[rel] = onnx_parse(data, display)
         elif kind == "json":
