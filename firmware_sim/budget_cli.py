@@ -31,7 +31,9 @@ def _shape_parse(text: str) -> tuple[str, list[int]]:
 \b
 MODEL is an .onnx file (fp32 or int8, QDQ or QOperator) or an export bundle directory
 (manifest.json names the models, the sampling rate, hop and streaming state inputs; the
-streaming int8 model is checked first, see --variant).
+streaming int8 model is checked first, see --variant). A bundle is opened as edgebp run
+opens it (schema, paths, sizes, sha256, every model parsed) and refused with one line
+when it does not load; a plain .onnx file must be a regular file holding a valid model.
 Reports weight bytes (flash), peak activation bytes over the execution order and
 persistent state bytes (RAM), MACs per inference and per second (inferences/s = fs/hop),
 and per MCU the duty cycle = cycles/s / clock, with PASS/FAIL per resource. The model
