@@ -240,3 +240,24 @@ def test_bench_accuracy_excludes_training_records_and_its_tables_say_so(copied_r
     bench["bundles"][0]["accuracy"]["ort-int8"] = inc
     assert accuracy_includes_training(bench)
     assert any("INCLUDES TRAINING RECORDS: 1 train + 1 val of 3" in line for line in accuracy_records_lines(bench))
+
+
+def test_records_with_a_known_subject_split_by_subject() -> None:
+    """PulseDB-style segments (record id per segment, one subject id for several) never put one
+    subject in two splits; without the subject rule 6 subjects x 4 segments scatter."""
+    import numpy as np
+
+    from edgebp.train.config import TrainConfig
+    from edgebp.train.data import PreparedRecord
+    from edgebp.train.loop import _split_records
+
+    prepared = [PreparedRecord(f"seg{s}_{k}", f"p00000{s}", np.zeros((1, 4), np.float32), np.zeros(4, np.float32),
+                               np.ones(4, bool), 125.0, median_map=80.0 + s + k, sha256=f"{s}{k}".ljust(64, "0"))
+                for s in range(6) for k in range(4)]
+    split = _split_records(prepared, TrainConfig())
+    where = {}
+    for name in ("train", "val", "test"):
+        for rid in split[name]:
+            where.setdefault(rid.split("_")[0], set()).add(name)
+    assert len(where) == 6 and all(len(v) == 1 for v in where.values()), where
+    assert split["test"] and split["val"]

@@ -152,6 +152,9 @@ def _split_records(prepared: list[PreparedRecord], cfg: TrainConfig) -> dict:
     ids = [p.record_id for p in prepared]
     synthetic = all(p.record_id.startswith("synth-") for p in prepared)
     groups = ids if synthetic else records_group(ids, [p.median_map for p in prepared])
+    # a reader that knows the subject (PulseDB segments, MIMIC-III pXXXXXX records) says so with a
+    # subject_id other than the record id: those records split by subject, never one subject in two
+    groups = [p.subject_id if p.subject_id and p.subject_id != p.record_id else g for p, g in zip(prepared, groups)]
     idx = split_groups(groups, cfg.val_frac, cfg.test_frac, cfg.seed)
     names = {k: [ids[i] for i in v] for k, v in idx.items()}
     return split_with_identity(names, [p.identity for p in prepared]) | {"groups": dict(zip(ids, groups))}
