@@ -104,34 +104,53 @@ def container_sizes(root, name: str = "rt", max_depth: int = 5) -> dict[str, int
     return out
 
 
+class SizeTracker:
+    """Running maxima of every container's size up to the settling mark and after it: what
+    :func:`growing` needs, in memory that does not grow with the stream (the soak must not
+    measure its own bookkeeping: a list of every sample's sizes grew ~1.4 MB an hour)."""
+
+    def __init__(self, settle_s: float = SETTLE_S):
+        self.settle_s = settle_s
+        self.before: dict[str, int] = {}
+        self.after: dict[str, int] = {}
+
+    def update(self, t_s: float, sizes: dict[str, int]) -> None:
+        d = self.before if t_s <= self.settle_s else self.after
+        for k, v in sizes.items():
+            if v > d.get(k, -1):
+                d[k] = v
+
+    def growing(self, slack: int = 64, factor: float = 1.5) -> dict[str, list[int]]:
+        return {k: [self.before.get(k, 0), v] for k, v in self.after.items() if v > factor * self.before.get(k, 0) + slack}
+
+
 def growing(samples: list[dict], settle_s: float = SETTLE_S, slack: int = 64, factor: float = 1.5) -> dict[str, list[int]]:
     """Containers that grew after ``settle_s``: those whose largest size after the mark is more
     than ``factor`` x their largest size up to it plus ``slack`` (or that appeared after it
     with more than ``slack`` elements). A bounded buffer that fills and then holds (a ring, a
     queue that drains) stays within that; a list that gains an entry per step, beat or
-    reading does not, once the stream is long enough. Returns ``path -> [size before, size after]``.
+    reading does not, once the stream is long enough. ``samples``: dicts with ``t_s`` and
+    ``sizes``. Returns ``path -> [size before, size after]``.
     """
-    before: dict[str, int] = {}
-    after: dict[str, int] = {}
-    for s in samples:
-        d = before if s["t_s"] <= settle_s else after
-        for k, v in s["sizes"].items():
-            d[k] = max(d.get(k, 0), v)
-    return {k: [before.get(k, 0), v] for k, v in after.items() if v > factor * before.get(k, 0) + slack}
+    tr = SizeTracker(settle_s)
+    for smp in samples:
+        tr.update(smp["t_s"], smp["sizes"])
+    return tr.growing(slack, factor)
 
 
-def rss_figures(samples: list[dict]) -> dict:
-    """RSS at the 10-minute mark, at the end, the largest after the mark, and the growth."""
-    after = [s for s in samples if s["t_s"] >= SETTLE_S]
-    at_mark = after[0] if after else samples[0]
-    end = samples[-1]
-    growth = end["rss_mb"] - at_mark["rss_mb"]
-    return {"rss_at_10min_mb": at_mark["rss_mb"], "rss_end_mb": end["rss_mb"],
-            "rss_max_after_10min_mb": max(s["rss_mb"] for s in after) if after else None,
-            "rss_growth_mb": growth, "rss_max_growth_mb": (max(s["rss_mb"] for s in after) - at_mark["rss_mb"]) if after else None,
+def rss_figures(series: np.ndarray) -> dict:
+    """RSS at the 10-minute mark, at the end, the largest after the mark, and the growth;
+    ``series`` rows are (stream s, RSS MB, CPU s)."""
+    after = series[series[:, 0] >= SETTLE_S]
+    at_mark = after[0] if len(after) else series[0]
+    end = series[-1]
+    growth = float(end[1] - at_mark[1])
+    return {"rss_at_10min_mb": float(at_mark[1]), "rss_end_mb": float(end[1]),
+            "rss_max_after_10min_mb": float(after[:, 1].max()) if len(after) else None,
+            "rss_growth_mb": growth, "rss_max_growth_mb": float(after[:, 1].max() - at_mark[1]) if len(after) else None,
             # a stream shorter than the mark has no settled figure: growth is then from the first sample
             "goal_mb": 5.0, "met": (growth < 5.0) if len(after) > 1 else None, "settled_mark_reached": len(after) > 1,
-            "stream_hours_measured": end["t_s"] / 3600}
+            "stream_hours_measured": float(end[0]) / 3600}
 
 
 class CountingWriter:
@@ -168,17 +187,20 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
     bundle = bundle_load(bundle_path)
     dec = StreamDecoder()
     writer = CountingWriter()
-    samples: list[dict] = []
-    state = {"rt": None, "next": 0.0, "fs": None, "lines": 0}
+    # (stream s, RSS MB, CPU s) per sample, allocated once: nothing here grows with the stream
+    series = np.zeros((int(hours * 3600.0 / sample_every_s) + 8, 3))
+    tracker = SizeTracker()
+    state = {"rt": None, "next": 0.0, "fs": None, "lines": 0, "k": 0}
     old = {id(o) for o in gc.get_objects() if isinstance(o, StreamRuntime)}  # runtimes of earlier streams in this process
     t_cpu0, t_wall0 = time.process_time(), time.perf_counter()
 
     def sample(t_s: float) -> None:
         gc.collect()
         rt = state["rt"]
-        sizes = {**(container_sizes(rt, "rt") if rt is not None else {}), **container_sizes(dec, "decoder")}
-        samples.append({"t_s": t_s, "rss_mb": rss_mb(), "cpu_s": time.process_time() - t_cpu0, "wall_s": time.perf_counter() - t_wall0,
-                        "sizes": sizes})
+        tracker.update(t_s, {**(container_sizes(rt, "rt") if rt is not None else {}), **container_sizes(dec, "decoder")})
+        k = min(state["k"], len(series) - 1)
+        series[k] = (t_s, rss_mb(), time.process_time() - t_cpu0)
+        state["k"] = k + 1
         if on_sample is not None:
             on_sample(t_s, rt, dec)
 
@@ -215,11 +237,11 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
                         state["rt"] = next((o for o in gc.get_objects() if isinstance(o, StreamRuntime) and id(o) not in old), None)
                     sample(t_s)
                     if int(t_s) % 3600 < sample_every_s:
-                        say(f"soak: {t_s / 3600:.2f} h of {hours:g} h, RSS {samples[-1]['rss_mb']:.1f} MB")
+                        say(f"soak: {t_s / 3600:.2f} h of {hours:g} h, RSS {series[state['k'] - 1, 1]:.1f} MB")
                         if partial is not None and t_s > SETTLE_S:
-                            partial({**rss_figures(samples), "partial": True, "hours_done": t_s / 3600, "hours": hours,
+                            partial({**rss_figures(series[:state["k"]]), "partial": True, "hours_done": t_s / 3600, "hours": hours,
                                      "cpu_seconds": time.process_time() - t_cpu0, "packet_samples": packet,
-                                     "growing_containers": growing(samples)})
+                                     "growing_containers": tracker.growing()})
                     state["next"] += sample_every_s
         finally:
             proc.stdout.close()
@@ -230,21 +252,21 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
     summary = stream_process(chunks(), bundle, dec, writer=writer)
     sample(state["lines"] / (state["fs"] or 250.0))
     cpu, wall = time.process_time() - t_cpu0, time.perf_counter() - t_wall0
-    end = samples[-1]
-    grew = growing(samples)
+    rows = series[:state["k"]]
+    grew = tracker.growing()
     d = summary["decoder"]
     res = {"hours": hours, "bundle": bundle_path, "source": source, "packet_samples": packet, "segment_minutes": segment_minutes,
            "faults": faults, "cuff_every_s": cuff_every_s, "signal_seconds": summary.get("signal_seconds"),
            "cpu_seconds": cpu, "wall_seconds": wall,
            "real_time_factor": (summary.get("signal_seconds") or 0.0) / cpu if cpu > 0 else None,
-           **rss_figures(samples), "partial": False,
+           **rss_figures(rows), "partial": False,
            "growing_containers": grew,
-           "largest_containers_at_end": dict(sorted(end["sizes"].items(), key=lambda kv: -kv[1])[:12]),
+           "largest_containers_after_10min": dict(sorted(tracker.after.items(), key=lambda kv: -kv[1])[:12]),
            "outputs": {"rows": writer.rows, "valid": writer.valid, "beats": writer.beats},
            "accounting": {"samples_parsed": d.get("samples_parsed"), "samples_rejected": d.get("samples_rejected"),
                           "samples_missing": d.get("samples_missing"), "outputs": summary.get("outputs"),
                           "cuff_readings": summary.get("cuff_readings"), "calibration_history_kept": len(summary.get("calibration_history", []))},
-           "rss_series": [[round(s["t_s"], 1), round(s["rss_mb"], 2), round(s["cpu_s"], 2)] for s in samples],
+           "rss_series": [[round(float(r[0]), 1), round(float(r[1]), 2), round(float(r[2]), 2)] for r in rows],
            "torch_loaded": "torch" in sys.modules}
     return res
 
