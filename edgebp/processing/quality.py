@@ -299,12 +299,12 @@ class FlatClipDetector:
 # Streaming range and motion gate
 # --------------------------------------------------------------------------------------------
 
-_G_XPREV, _G_Y, _G_PS, _G_PL, _G_CNT, _G_LVL, _G_MRUN, _G_RRUN = range(8)
-_G_N = 8
+_G_XPREV, _G_Y, _G_PS, _G_PL, _G_CNT, _G_LVL, _G_MRUN, _G_RRUN, _G_PMAX = range(9)
+_G_N = 9
 
 
 @njit(cache=True)
-def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, abs_max, step, reacq_m, reacq_r, motion_on, slew):
+def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, abs_max, step, reacq_m, reacq_r, motion_on, slew, a_hold):
     st = st_in.copy()
     n = x.shape[0]
     flags = np.zeros(n, dtype=np.uint8)
@@ -316,12 +316,20 @@ def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, ab
             flags[j] = 4  # beyond any converter: never a signal, never learned from
             continue
         cnt = st[_G_CNT]
-        if cnt >= warm_r:
-            scale = np.sqrt(st[_G_PL])
+        # (a channel that has only ever been exactly constant, a PLETH at 0 from the start,
+        # gives no scale to judge by: only the absolute bound holds until it moves)
+        if cnt >= warm_r and (st[_G_PMAX] > 0.0 or step > 0.0):
+            # the largest pulsatile power of about the last minute: a channel that went
+            # quiet (a flat PLETH, an electrode off) and comes back at its old amplitude
+            # is not absurd
+            scale = np.sqrt(st[_G_PMAX])
             if scale < step:
                 scale = step
-            if scale < 1e-9 * abs(st[_G_LVL]):
-                scale = 1e-9 * abs(st[_G_LVL])
+            # and never less than a thousandth of the level: a sensor with a DC part (PPG in
+            # counts) that moves within its own level is not absurd, even after a stretch
+            # with no pulse at all (a PLETH flat from the start, then a pulse)
+            if scale < 1e-3 * abs(st[_G_LVL]):
+                scale = 1e-3 * abs(st[_G_LVL])
             if abs(v - st[_G_LVL]) > k_range * scale:
                 st[_G_RRUN] += 1.0
                 if st[_G_RRUN] <= reacq_r:
@@ -364,6 +372,9 @@ def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, ab
             st[_G_PL] = st[_G_PS]  # a lasting new amplitude: take it as the reference
         st[_G_MRUN] = 0.0
         st[_G_PL] += (w if w > a_l else a_l) * (y * y - st[_G_PL])
+        st[_G_PMAX] *= a_hold
+        if st[_G_PL] > st[_G_PMAX]:
+            st[_G_PMAX] = st[_G_PL]
     return flags, st
 
 
@@ -374,7 +385,8 @@ class InputGuard:
 
     - ``RANGE``: ``|x| > abs_max`` (no converter the stream protocol can describe gives it,
       e.g. a CSV cell of 1e308), or a sample further than ``k_range`` times the channel's
-      pulsatile RMS from its running level (a 1e6 in a millivolt ECG log). Such a sample is
+      pulsatile RMS (the largest of about the last minute) from its running level (a 1e6
+      in a millivolt ECG log). Such a sample is
       never learned from. When a channel stays that far away for ``reacquire_s`` seconds the
       gate takes it as a new operating point (a sensor put back on, a new electrode offset)
       and learns it afresh; that sample is flagged ``REACQUIRED`` (16), so that whatever
@@ -438,6 +450,7 @@ class InputGuard:
         # largest per-sample change passed on, in RMS of the pulsatile part: 200 RMS/s
         # (a 4 Hz swing of 3x the pulse amplitude moves ~110 RMS/s)
         self.slew = 200.0 / self.fs
+        self.a_hold = float(np.exp(-1.0 / (60.0 * self.fs)))  # the range rule's amplitude: held ~1 min
 
     def init_state(self) -> np.ndarray:
         """A fresh state (nothing learned)."""
@@ -450,7 +463,7 @@ class InputGuard:
         if state.shape != (_G_N,):
             raise ValueError(f"InputGuard: state must have shape ({_G_N},), got {state.shape}")
         return _guard_block(x, state, self.a_hp, self.a_s, self.a_l, self.warm_n, self.warm_r, self.k_motion, self.k_range,
-                            self.abs_max, self.step, self.reacq_m, self.reacq_r, self.motion, self.slew)
+                            self.abs_max, self.step, self.reacq_m, self.reacq_r, self.motion, self.slew, self.a_hold)
 
 
 def _cover_back(flags: np.ndarray, length: int) -> np.ndarray:
