@@ -23,7 +23,8 @@ from edgebp.cli_types import int_range, positive
 @click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
 @click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="Inference threads (per stream).")
 @click.option("--baud", type=int_range(1, 20_000_000), default=115200, show_default=True, help="Serial port speed.")
-def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration, backend, variant, threads, baud):
+@click.option("--no-batch", is_flag=True, help="Each stream makes its own batch-1 model calls (default with --backend ort: one batched call per round across streams).")
+def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration, backend, variant, threads, baud, no_batch):
     """Serve N device streams from one process, each with its own decoder, state and outputs.
 
     \b
@@ -74,7 +75,7 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
     if slog.getEffectiveLevel() > logging.INFO:
         slog.setLevel(logging.INFO)
     opts = ServeOptions(variant=variant, backend=backend, threads=threads, max_streams=max_streams,
-                        idle_timeout=idle_timeout, duration=duration, baud=baud)
+                        idle_timeout=idle_timeout, duration=duration, baud=baud, batch=not no_batch)
     from edgebp.paths import numba_compile_announce
 
     numba_compile_announce(echo=lambda line: click.echo(line, err=True))
