@@ -13,8 +13,8 @@ Examples
 ... @click.option("--t", type=Finite(min=0, min_open=True))
 ... def c(t):
 ...     click.echo(t)
->>> CliRunner().invoke(c, ["--t", "nan"]).output.splitlines()[-1]
-"Error: Invalid value for '--t': nan is not a finite number."
+>>> CliRunner().invoke(c, ["--t", "nan"]).output
+"Error: Invalid value for '--t': nan is not a finite number.\\n"
 >>> CliRunner().invoke(c, ["--t", "0"]).output.splitlines()[-1]
 "Error: Invalid value for '--t': 0 is not > 0."
 >>> CliRunner().invoke(c, ["--t", "2.5"]).output
@@ -28,7 +28,20 @@ import math
 import click
 
 
-class Finite(click.ParamType):
+class OneLineBadParameter(click.BadParameter):
+    """A bad option value shown as one line, ``Error: Invalid value for '--x': ...``, without
+    click's usage block before it: as every other edgebp error is printed."""
+
+    def show(self, file=None) -> None:
+        click.ClickException.show(self, file)
+
+
+class _OneLine:
+    def fail(self, message: str, param=None, ctx=None):
+        raise OneLineBadParameter(message, ctx=ctx, param=param)
+
+
+class Finite(_OneLine, click.ParamType):
     """A finite float, optionally within ``[min, max]`` (open ends with ``min_open`` / ``max_open``)."""
 
     name = "number"
@@ -77,6 +90,21 @@ def non_negative(max: float | None = None) -> Finite:
     return Finite(min=0.0, max=max)
 
 
+class IntRange(_OneLine, click.IntRange):
+    """click's IntRange with a one-line error."""
+
+
 def int_range(min: int | None = None, max: int | None = None) -> click.IntRange:
-    """An integer within ``[min, max]``, never clamped (out of range is an error)."""
-    return click.IntRange(min=min, max=max, clamp=False)
+    """An integer within ``[min, max]``, never clamped (out of range is an error).
+
+    Examples
+    --------
+    >>> from click.testing import CliRunner
+    >>> @click.command()
+    ... @click.option("--n", type=int_range(1, 8))
+    ... def c(n):
+    ...     click.echo(n)
+    >>> CliRunner().invoke(c, ["--n", "0"]).output
+    "Error: Invalid value for '--n': 0 is not in the range 1<=x<=8.\\n"
+    """
+    return IntRange(min=min, max=max, clamp=False)
