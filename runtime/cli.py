@@ -132,6 +132,16 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         raise CliError("--backend torch needs --run-dir RUN_DIR: a bundle holds ONNX models, not the torch weights")
     if run_dir and backend != "torch":
         raise CliError("--run-dir is only for --backend torch")
+    if backend == "torch":
+        from edgebp.train.loop import checkpoint_load  # development only: torch is needed anyway
+
+        ck = Path(run_dir) / "best.pt"
+        if not ck.is_file():
+            raise CliError(f"--run-dir {run_dir}: not a run directory (no best.pt)")
+        try:
+            checkpoint_load(ck)
+        except ValueError as exc:
+            raise CliError(f"--run-dir: {exc}") from None
     try:
         b = bundle_load(bundle)
     except BundleError as exc:

@@ -37,6 +37,12 @@ def model_open(path: str, variant: str | None):
         variant = variant or "fp32"
         if variant != "fp32":
             raise CliError(f"--variant {variant}: a run directory holds the fp32 torch model only; export a bundle for {variant}")
+        from edgebp.train.loop import checkpoint_load
+
+        try:  # a junk checkpoint: one line naming it, not torch's unpickling message
+            checkpoint_load(p / "best.pt" if (p / "best.pt").exists() else p / "last.pt")
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
         return RunDir(p)
     if path == "default" or (p / "manifest.json").exists():
         from edgebp.runtime.bundle import BundleError
