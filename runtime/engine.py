@@ -13,25 +13,35 @@ time axis as the device's own samples, so outputs line up with a truth file.
 
 Accounting: every device sample is parsed, rejected (decoder reasons) or missing (gaps,
 inserted as NaN so the time axis stays right); every model-rate output carries ``valid`` and,
-when invalid, one reason: ``warmup``, ``gap``, ``flat``, ``clipped``, ``reset``, ``artefact``.
+when invalid, one reason: ``warmup``, ``gap``, ``flat``, ``clipped``, ``reset``, ``artefact``,
+``range``.
 
 Input gates (an output is claimed only when its whole receptive field passed them):
 
 - flat: the rolling SD of ``flat_s`` seconds below 5 ADC steps, per channel (the offline
-  masks' rule); and *stuck*: every input channel repeating its exact previous value for
-  ``stuck_s`` seconds (a frozen front-end or a stale sensor FIFO; a live converter with any
-  noise never repeats on all channels at once). The stuck rule reacts within ``stuck_s``,
-  inside the model's look-ahead (``delay``), where the 2 s SD window would let ~2 s of a
-  frozen signal through as valid output.
+  masks' rule; without a known ADC step, a CSV log, only an exactly constant input); and
+  *stuck*: any one input channel repeating its exact previous value for ``stuck_s`` seconds
+  (a frozen front-end, a stale sensor FIFO, a lead-off that holds the ECG at mid-scale; a
+  live converter's noise never holds one code that long). The model needs every input, so
+  one frozen channel refuses the claim. The stuck rule reacts within ``stuck_s``, inside the
+  model's look-ahead (``delay``), where the 2 s SD window would let ~2 s of a frozen signal
+  through as valid output.
+- range: an absurd value (beyond any converter, or 1000x the channel's pulsatile RMS from
+  its level; :class:`edgebp.processing.quality.InputGuard`) is a missing sample to the chain,
+  before the filter and normaliser could learn from it; a level that stays there 1 s is
+  taken as a new operating point and the chain restarts there.
+- artefact, motion: a PPG input whose short-term pulsatile power (0.3 s) exceeds 9x its
+  long-term power, held while the burst lasts (``InputGuard``; ``motion=False`` turns it
+  off).
 - clipped: runs at the rails (:class:`edgebp.processing.quality.FlatClipDetector`).
 - artefact: a PPG input whose running z-score (the model's own normalised input) leaves
   +-``artefact_z``. A pulse wave stays within about +-3 of its running mean and SD; a jump
   to 5 SDs within the 4 s normalisation window needs the amplitude to change several-fold in
-  seconds, which motion or a displaced sensor does and perfusion does not. It catches most
-  of a motion burst, not all (measured in tests/test_roundtrip.py); ECG is not gated this
-  way (R peaks legitimately reach 5-6 SDs).
+  seconds, which motion or a displaced sensor does and perfusion does not. With the motion
+  gate above, 98 % of simulated 4 s bursts' outputs are refused (tests/test_fault_matrix.py);
+  ECG is not gated this way (R peaks legitimately reach 5-6 SDs).
 
-After a flat or clipped stretch the filter and running normaliser of every input restart
+After a flat, clipped or motion stretch the filter and running normaliser of every input restart
 (the resampler keeps its place, so the time axis is unchanged): the samples that entered
 before the gate fired (up to ``clip_s``/``stuck_s`` of rail or frozen input) would otherwise
 inflate the running variance for many time constants and shrink the model's input.
@@ -283,8 +293,10 @@ class StreamRuntime:
 
     # ----------------------------------------------------------------- input gate
     def _gate(self, vals: np.ndarray) -> np.ndarray:
-        """Per device sample: 0 ok, R_FLAT or R_CLIP, from the shared streaming detector
-        (:class:`edgebp.processing.quality.FlatClipDetector`) with its state carried."""
+        """Per device sample: 0 ok, R_CLIP, R_FLAT (flat or a stuck channel), R_RANGE or
+        R_ARTEFACT (motion), from the shared streaming detectors
+        (:class:`edgebp.processing.quality.FlatClipDetector`, :class:`~edgebp.processing.quality.InputGuard`)
+        with their states carried; also sets ``self._reacquired`` (a channel took a new level)."""
         code = None
         rng = np.zeros(len(vals), bool)
         motion = np.zeros(len(vals), bool)
