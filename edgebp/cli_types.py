@@ -108,3 +108,45 @@ def int_range(min: int | None = None, max: int | None = None) -> click.IntRange:
     "Error: Invalid value for '--n': 0 is not in the range 1<=x<=8.\\n"
     """
     return IntRange(min=min, max=max, clamp=False)
+
+
+def deprecated_alias(old: str, new: str, dest: str, **option_kwargs):
+    """A hidden option ``old`` kept for scripts written before ``new`` replaced it.
+
+    Apply it directly above the command function (below every ``@click.option``): it adds the
+    hidden option and, when it is given, prints ``OLD is deprecated; use NEW`` on standard error
+    and passes its value on as ``dest`` (the parameter of ``new``), so both spellings behave
+    identically. Giving both is an error. ``option_kwargs`` (``type``, ``multiple``...) should
+    match ``new``'s so the old spelling is checked the same way.
+
+    Examples
+    --------
+    >>> from click.testing import CliRunner
+    >>> @click.command()
+    ... @click.option("--summary", default=None)
+    ... @deprecated_alias("--summary-json", "--summary", "summary")
+    ... def c(summary):
+    ...     click.echo(summary)
+    >>> r = CliRunner().invoke(c, ["--summary-json", "s.json"])
+    >>> r.stdout, r.stderr
+    ('s.json\\n', '--summary-json is deprecated; use --summary\\n')
+    """
+    import functools
+
+    key = "_deprecated_" + old.lstrip("-").replace("-", "_")
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            value = kwargs.pop(key, None)
+            if value is not None and value != ():
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(dest) == click.core.ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{old} and {new} are the same option (give {new} only)", ctx=ctx)
+                click.echo(f"{old} is deprecated; use {new}", err=True)
+                kwargs[dest] = value
+            return fn(*args, **kwargs)
+
+        return click.option(old, key, hidden=True, default=None, **option_kwargs)(wrapper)
+
+    return decorate

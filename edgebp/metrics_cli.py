@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from edgebp.cli import CliError
-from edgebp.cli_types import Finite, positive
+from edgebp.cli_types import Finite, deprecated_alias, positive
 from edgebp.metrics import bp_report, format_report_table
 
 logger = logging.getLogger(__name__)
@@ -265,39 +265,28 @@ def bp_csv_pair(pred: BpTable, ref: BpTable, match: str = "exact",
     return pairs, unpaired
 
 
-def _calib_read(path: str) -> dict[str, dict]:
-    """``subject,sbp,dbp[,map][,time]``: one calibration cuff reading per subject."""
+def _calib_read(path: str, default_subject: str | None = None) -> dict[str, dict]:
+    """Each subject's calibration cuff reading from a calibration CSV (:mod:`edgebp.calibration_csv`,
+    ``time,sbp,dbp[,subject][,map]``): its earliest reading. Rows without a subject column are
+    ``default_subject``'s (a single-subject grade, or ``--subject``)."""
+    from edgebp.calibration_csv import calibration_csv_read
+
     name = str(path)
-    p = Path(path)
-    if not p.exists():
+    if not Path(path).exists():
         raise CliError(f"{name}: file not found")
-    with p.open("r", newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next((r for r in reader if any(c.strip() for c in r)), None)
-        if header is None:
-            raise CliError(f"{name}: empty file (expected a header subject,sbp,dbp)")
-        header = [c.strip().lower() for c in header]
-        missing = [c for c in ("subject", "sbp", "dbp") if c not in header]
-        if missing:
-            raise CliError(f"{name}: missing column {', '.join(repr(c) for c in missing)}")
-        idx = {c: header.index(c) for c in ("subject", "sbp", "dbp", "map", "time") if c in header}
-        out: dict[str, dict] = {}
-        for row in reader:
-            line = reader.line_num
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) < len(header):
-                raise CliError(f"{name}: line {line}: {len(row)} fields, header has {len(header)}")
-            subject = row[idx["subject"]].strip()
-            if not subject:
-                raise CliError(f"{name}: line {line}: column 'subject' is empty")
-            if subject in out:
-                raise CliError(f"{name}: line {line}: second calibration row for subject {subject!r}")
-            out[subject] = {c: _number(row[i].strip(), name, line, c)
-                            for c, i in idx.items() if c != "subject"}
-            out[subject]["line"] = line
-    if not out:
-        raise CliError(f"{name}: no data rows after the header")
+    try:
+        rows = calibration_csv_read(path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    out: dict[str, dict] = {}
+    for r in rows:  # time order: the first reading of a subject calibrates it
+        who = r.subject if r.subject is not None else default_subject
+        if who is None:
+            raise CliError(f"{name}: line {r.line}: no 'subject' column; the graded files have several subjects")
+        if who not in out:
+            out[who] = {"sbp": r.sbp, "dbp": r.dbp, "time": r.time, "line": r.line}
+            if r.map is not None:
+                out[who]["map"] = r.map
     return out
 
 
@@ -307,8 +296,8 @@ def _calib_read(path: str) -> dict[str, dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--train-mean", nargs=2, type=Finite(min=0, max=400), default=None, metavar="SBP DBP",
               help="Training-set mean SBP and DBP: adds the naive training-mean baseline and MASE.")
-@click.option("--calib", "calib_csv", type=click.Path(dir_okay=False), default=None,
-              help="CSV subject,sbp,dbp[,time] with each subject's calibration cuff reading: marks "
+@click.option("--calibration", "calib_csv", type=click.Path(dir_okay=False), default=None,
+              help="Calibration CSV time,sbp,dbp[,subject][,map] (each subject's earliest row is its calibration cuff reading): marks "
                    "the result as calibrated and adds the hold-the-calibration-value baseline. "
                    "With a time column, every graded reading must come after it.")
 @click.option("--unit", default="reading", show_default=True,
@@ -321,6 +310,7 @@ def _calib_read(path: str) -> dict[str, dict]:
                    "within --tolerance, one to one.")
 @click.option("--tolerance", type=positive(max=60), default=0.3, show_default=True,
               help="With --match nearest: largest time difference of a pair (s).")
+@deprecated_alias("--calib", "--calibration", "calib_csv", type=click.Path(dir_okay=False))
 def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_csv, unit: str,
                   subject: str | None = None, match: str = "exact", tolerance: float = 0.3) -> None:
     """Grade BP estimates against reference readings (BHS, AAMI/ISO 81060-2, IEEE 1708).
@@ -348,7 +338,7 @@ def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_
     Example:
         edgebp grade estimates.csv cuff.csv
         edgebp grade estimates.csv cuff.csv --train-mean 127.5 68.0 --json > grade.json
-        edgebp grade estimates.csv cuff.csv --calib calibration.csv
+        edgebp grade estimates.csv cuff.csv --calibration calibration.csv
         edgebp grade bp.beats.csv truth_beats.csv --subject s3 --match nearest --unit beat
     """
     if match == "nearest" and not (tolerance > 0 and math.isfinite(tolerance)):
@@ -383,7 +373,7 @@ def grade_command(pred_csv: str, ref_csv: str, as_json: bool, train_mean, calib_
     with_map = pred.has_map and ref.has_map
     calib_values = None
     if calib_csv is not None:
-        calib = _calib_read(calib_csv)
+        calib = _calib_read(calib_csv, subject if subject is not None else default_subject)
         lacking = sorted({s for s in subjects if s not in calib})
         if lacking:
             raise CliError(f"{calib_csv}: no calibration row for subject {lacking[0]!r}"

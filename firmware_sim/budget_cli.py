@@ -10,6 +10,8 @@ import click
 from edgebp.cli import CliError
 from edgebp.firmware_sim.budget import budget_format, bundle_resolve_loaded, mcu_check, model_load, onnx_budget
 from edgebp.firmware_sim.mcu_profiles import MCU_PROFILES, mcu_profiles_select
+from edgebp.cli_types import deprecated_alias
+from edgebp.variants import BUDGET_VARIANTS, VariantChoice, bundle_file_key
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +46,23 @@ MCU profiles: {", ".join(MCU_PROFILES)} (or 'all', or a comma-separated list).
 
 \b
 Examples:
-    edgebp budget model_int8.onnx --fs 125 --hop 125 --window 625 --mcu all
+    edgebp budget model_int8.onnx --model-fs 125 --hop 125 --window 625 --mcu all
     edgebp budget bundle/ --mcu nrf52832 --json
 """,
 )
 @click.argument("model", metavar="BUNDLE|MODEL.onnx")
 @click.option("--mcu", default="all", show_default=True, help="MCU profile name(s), comma-separated, or 'all'.")
-@click.option("--fs", type=float, default=None, help="Sampling rate of the model input (Hz); overrides the bundle's.")
+@click.option("--model-fs", "fs", type=float, default=None, help="Sampling rate of the model input (Hz); overrides the bundle's.")
 @click.option("--hop", type=int, default=None, help="Samples between inferences; overrides the bundle's.")
 @click.option("--window", type=int, default=None,
               help="Length substituted for symbolic time dimensions (samples); batch is always 1.")
 @click.option("--state-input", "state_inputs", multiple=True,
               help="Name of an input carrying streaming state (repeatable; default: inputs named state*).")
 @click.option("--input-shape", "input_shapes", multiple=True, help="Explicit input shape NAME=DxDxD (repeatable).")
-@click.option("--variant", default="auto", show_default=True,
-              help="Which model of a bundle: stream_int8, int8, fp32, ... (auto: streaming int8 first).")
+@click.option("--variant", type=VariantChoice(BUDGET_VARIANTS, extra=("auto",)), default="auto", show_default=True,
+              help="Which model of a bundle (auto: streaming int8 first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@deprecated_alias("--fs", "--model-fs", "fs", type=float)
 def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, variant, as_json):
     """Check a bundle (or an ONNX model) against microcontroller budgets.
 
@@ -71,7 +74,7 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
     \b
     Example:
         edgebp budget default --mcu nrf52832
-        edgebp budget model.onnx --fs 125 --hop 25 --mcu all --json
+        edgebp budget model.onnx --model-fs 125 --hop 25 --mcu all --json
     """
     from pathlib import Path
 
@@ -89,7 +92,7 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
     # a bundle goes through bundle_load, as for edgebp run (schema, paths, sizes, hashes,
     # every model parsed); a plain .onnx file through the same regular-file and ONNX checks
     try:
-        onnx_path, meta, bundle = bundle_resolve_loaded(model, variant)
+        onnx_path, meta, bundle = bundle_resolve_loaded(model, variant if variant == "auto" else bundle_file_key(variant))
         if bundle is None:
             model_load(onnx_path)
     except BundleError as exc:
@@ -103,7 +106,7 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
     states = list(state_inputs) or meta.get("state_inputs") or None
     shapes = dict(_shape_parse(s) for s in input_shapes) or None
     if fs is not None and fs <= 0:
-        raise CliError(f"--fs must be positive, got {fs}")
+        raise CliError(f"--model-fs must be positive, got {fs}")
     if hop is not None and hop <= 0:
         raise CliError(f"--hop must be positive, got {hop}")
     budget = onnx_budget(onnx_path, fs=fs, hop=hop, window=window, state_inputs=states, input_shapes=shapes)

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from edgebp.cli import CliError
-from edgebp.cli_types import Finite, int_range, non_negative, positive
+from edgebp.cli_types import Finite, deprecated_alias, int_range, non_negative, positive
 from edgebp.firmware_sim.cuff import DEFAULT_WINDOW_S, CuffSpec, cuff_times_parse, cuff_write
 from edgebp.firmware_sim.device import DeviceConfig
 from edgebp.firmware_sim.faults import FAULT_NAMES, FRAME_FAULTS, faults_parse
@@ -33,7 +33,7 @@ edgebp text or binary encoding (or MAX3010x-style "red=..., ir=..." lines), and 
 beside the stream the truth: per sample the sequence number, true time and true ABP,
 the faults and whether the frame reached the wire (--truth), per beat SBP/DBP/MAP
 (X_beats.csv) and the simulator's own counts (X_summary.json). Frames go out at one
-frame rate (--fs); a slower PPG (--ppg-fs) is sample-and-held.
+frame rate (--frame-rate); a slower PPG (--ppg-fs) is sample-and-held.
 
 \b
 --faults: comma-separated NAME=RATE[+D] (random) or NAME@T[+D] (at time T, lasting D).
@@ -82,9 +82,9 @@ Examples:
 @click.option("--seed", type=int_range(0, 2**32 - 1), default=0, show_default=True, help="Seed of clock, noise and faults.")
 @click.option("--source-seed", type=int_range(0, 2**32 - 1), default=0, show_default=True, help="Cohort seed of a synth source.")
 @click.option("--source-fs", type=positive(max=100_000), default=None, help="Sampling rate of a record:FILE.csv source (Hz).")
-@click.option("--fs", type=positive(max=100_000), default=250.0, show_default=True, help="Frame rate (Hz).")
+@click.option("--frame-rate", "fs", type=positive(max=100_000), default=250.0, show_default=True, help="Frame rate (Hz): the device's sampling rate.")
 @click.option("--channels", default="ecg,ppg", show_default=True, help="Channels sent (text/binary): ecg, ppg.")
-@click.option("--ppg-fs", type=positive(max=100_000), default=None, help="PPG's own rate (divides --fs; sample-and-hold).")
+@click.option("--ppg-fs", type=positive(max=100_000), default=None, help="PPG's own rate (divides --frame-rate; sample-and-hold).")
 @click.option("--ecg-bits", type=int_range(8, 24), default=16, show_default=True, help="ECG ADC resolution (8-24).")
 @click.option("--ecg-range-mv", type=positive(max=10_000), default=5.0, show_default=True, help="ECG input range +- mV.")
 @click.option("--ppg-bits", type=int_range(8, 24), default=18, show_default=True, help="PPG ADC resolution (8-24).")
@@ -115,6 +115,7 @@ Examples:
 @click.option("--cuff-csv", type=click.Path(dir_okay=False), default=None,
               help="Also write the cuff readings as CSV time,sbp,dbp.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@deprecated_alias("--fs", "--frame-rate", "fs", type=positive(max=100_000))
 def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed, source_seed, source_fs, fs, channels, ppg_fs,
                 ecg_bits, ecg_range_mv, ppg_bits, ppg_polarity, leadoff_mode, clock_ppm, jitter_us, out, truth,
                 truth_beats, summary, realtime, speed, use_pty, pty_wait, pty_linger, cuff_every, cuff_at, cuff_window,

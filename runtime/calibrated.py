@@ -201,34 +201,23 @@ def cuff_check(sbp: float, dbp: float) -> str | None:
     return None
 
 
-def cuff_csv_read(path: str) -> list[CuffReading]:
-    """Cuff readings from a CSV with the columns ``time,sbp,dbp`` (optional ``window``: the
-    seconds each reading summarises). A bad row raises ValueError naming the file and line."""
-    import csv
+def cuff_csv_read(path: str, subject: str | None = None) -> list[CuffReading]:
+    """Cuff readings from a calibration CSV, ``time,sbp,dbp[,subject][,window]`` (the one
+    schema of :mod:`edgebp.calibration_csv`; ``window``: the seconds each reading summarises).
+    A file with readings of several subjects needs ``subject``. A bad row raises ValueError
+    naming the file and line."""
+    from edgebp.calibration_csv import calibration_csv_read
 
-    rows = []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = {"time", "sbp", "dbp"}
-        if reader.fieldnames is None or not need <= set(reader.fieldnames):
-            raise ValueError(f"{path}: calibration CSV needs the columns time,sbp,dbp (has: {', '.join(reader.fieldnames or [])})")
-        for line, r in enumerate(reader, start=2):
-            try:
-                t, s, d = float(r["time"]), float(r["sbp"]), float(r["dbp"])
-                w = float(r["window"]) if r.get("window") not in (None, "") else None
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}: line {line}: time, sbp and dbp must be numbers") from None
-            why = cuff_check(s, d)
-            if why:
-                raise ValueError(f"{path}: line {line}: cuff reading rejected: {why}")
-            if not math.isfinite(t) or t < 0:
-                raise ValueError(f"{path}: line {line}: time {t:g} s is before the stream starts")
-            if w is not None and not w > 0:
-                raise ValueError(f"{path}: line {line}: window must be positive")
-            rows.append(CuffReading(t, s, d, w, where=f"{path}: line {line}"))
-    if not rows:
-        raise ValueError(f"{path}: no calibration readings")
-    return sorted(rows, key=lambda r: r.t)
+    rows = calibration_csv_read(path, subject=subject, check=cuff_check)
+    subjects = sorted({r.subject for r in rows if r.subject is not None})
+    if subject is None and len(subjects) > 1:
+        # one stream is one record: mixing several people's cuff readings is never meant
+        raise ValueError(f"{path}: readings of {len(subjects)} subjects ({', '.join(subjects[:5])}); "
+                         "a stream is one record: give a file with one subject's readings")
+    for r in rows:
+        if r.time < 0:
+            raise ValueError(f"{path}: line {r.line}: time {r.time:g} s is before the stream starts")
+    return [CuffReading(r.time, r.sbp, r.dbp, r.window, where=f"{path}: line {r.line}") for r in rows]
 
 
 class CalibratedEstimator:

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from edgebp.cli import CliError
-from edgebp.cli_types import int_range, positive
+from edgebp.cli_types import deprecated_alias, int_range, positive
+from edgebp.variants import RUNTIME_VARIANTS, VariantChoice
 
 # --read-size above this is no longer "a read" but a whole file in memory
 MAX_READ_SIZE = 64 * 1024 * 1024
@@ -53,6 +54,22 @@ def _iter_live(path: str, chunk: int):
         os.close(fd)
 
 
+def runtime_precision(variant: str | None, streaming: bool, where: str) -> str:
+    """The precision the runtime runs (``int8``/``fp32``) for a variant of :mod:`edgebp.variants`:
+    a streaming bundle runs its ``stream-*`` model, a window bundle its window model. ``int8`` or
+    ``fp32`` on a streaming bundle (the names ``run`` took before the shared list) still run the
+    streaming model, with a warning."""
+    if variant is None:
+        return "int8"
+    if variant.startswith("stream-"):
+        if not streaming:
+            raise CliError(f"--variant {variant}: {where} has no streaming model; use --variant {variant.split('-', 1)[1]}")
+        return variant.split("-", 1)[1]
+    if streaming:
+        click.echo(f"--variant {variant} on a streaming bundle runs its streaming model: say --variant stream-{variant} (the shared variant names)", err=True)
+    return variant
+
+
 @click.command(name="run")
 @click.argument("bundle", required=False, default="default")
 @click.option("--stream", "stream", default=None, help="A serial log file, or - for standard input.")
@@ -63,23 +80,25 @@ def _iter_live(path: str, chunk: int):
 @click.option("--fs", type=positive(max=100_000), default=None, help="Sampling rate of a third-party log with no header (never guessed).")
 @click.option("--channel-map", default=None, help="Map a log's fields to channels, e.g. ir=ppg,red=ppg_red.")
 @click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch"]), default="ort", show_default=True, help="Inference backend.")
-@click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
+@click.option("--variant", type=VariantChoice(RUNTIME_VARIANTS), default=None,
+              help="Bundle model to run [default: stream-int8 for a streaming bundle, int8 for a window bundle].")
 @click.option("--hop", type=int_range(1, None), default=None, help="Window models: run every HOP samples (1 = the seeds' point-wise paradigm).")
 @click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="Inference threads.")
 @click.option("--run-dir", type=click.Path(exists=True, file_okay=False), default=None, help="With --backend torch (development only): the training run the bundle was exported from.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Cuff readings CSV (time,sbp,dbp[,window]; time in s on the stream's axis). Readings inside the stream (#CUFF lines, 'C' frames) are used too.")
+              help="Cuff readings CSV time,sbp,dbp[,subject][,window] (time in s on the stream's axis; one subject). Readings inside the stream (#CUFF lines, 'C' frames) are used too.")
 @click.option("--calibration-method", type=click.Choice(["auto", "estimator", "offset", "hold"]), default="auto", show_default=True,
               help="How cuff readings calibrate: the bundle's calibrated estimator (auto, when it has one), the model shifted by the cuff (offset), or the cuff value held.")
 @click.option("--out", "out_path", default=None,
               help="bp.csv (point-wise; beats to bp.beats.csv) or bp.jsonl [default, or -: beats as CSV on stdout, summary on stderr].")
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary here.")
+@click.option("--summary", "summary_json", type=click.Path(dir_okay=False), default=None, help="Write the end-of-stream summary (JSON) here.")
 @click.option("--idle-timeout", type=positive(), default=None, help="With --follow or --port: stop after this many seconds without data.")
 @click.option("--read-size", type=int_range(1, MAX_READ_SIZE), default=65536, show_default=True,
               help="Bytes per read of --stream/--follow/stdin: 87 reads a text log as a device sends it (20 ms packets). "
                    "The outputs are bit-identical for every read size.")
 @click.option("--beat-source", type=click.Choice(["auto", "ppg", "ecg"]), default="auto", show_default=True,
               help="Which input's beats key the BP readings (auto: PPG pulses when the model has a PPG input, else ECG R peaks).")
+@deprecated_alias("--summary-json", "--summary", "summary_json", type=click.Path(dir_okay=False))
 def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backend, variant, hop, threads, run_dir, calibration, calibration_method,
                 out_path, summary_json, idle_timeout, read_size, beat_source):
     """Run a bundle on a device stream: point-wise ABP with validity, and beat SBP/DBP/MAP.
@@ -148,12 +167,13 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
         raise CliError(str(exc)) from exc
     if stream not in (None, "-"):
         _input_check(stream)
-    for opt, path in (("--out", None if out_path in (None, "-") else out_path), ("--summary-json", summary_json)):
+    for opt, path in (("--out", None if out_path in (None, "-") else out_path), ("--summary", summary_json)):
         if path is not None and not Path(path).resolve().parent.is_dir():
             raise CliError(f"{opt} {path}: the directory {Path(path).parent} does not exist")
         if path is not None and Path(path).is_dir():
             raise CliError(f"{opt} {path}: is a directory")
     m = b.manifest
+    variant = runtime_precision(variant, bool(m.get("streaming")), str(b.path))
     if hop is not None and not (bool(m.get("streaming")) and m.get("causal")) and not 1 <= hop <= int(m["window"]):
         raise CliError(f"--hop {hop}: must be within 1..{int(m['window'])} (the model window)")
     if hop is not None and bool(m.get("streaming")) and m.get("causal"):

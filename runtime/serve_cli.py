@@ -7,7 +7,8 @@ import logging
 import click
 
 from edgebp.cli import CliError
-from edgebp.cli_types import int_range, positive
+from edgebp.cli_types import deprecated_alias, int_range, positive
+from edgebp.variants import RUNTIME_VARIANTS, VariantChoice
 
 
 @click.command(name="serve")
@@ -15,15 +16,17 @@ from edgebp.cli_types import int_range, positive
 @click.option("--source", "sources", multiple=True, required=True,
               help="A stream source (repeat for more): file:PATH, tcp:PORT (listen on 127.0.0.1; every connection is a stream; 0 = a free port), "
                    "pty:PATH or serial:DEV, stdin.")
-@click.option("--out-dir", type=click.Path(file_okay=False), required=True, help="Where each stream's NAME.csv, NAME.beats.csv, NAME.summary.json and serve.summary.json go.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="(required) Where each stream's NAME.csv, NAME.beats.csv, NAME.summary.json and serve.summary.json go.")
 @click.option("--max-streams", type=int_range(1, 10_000), default=None, help="Serve at most this many streams at once (more connections are refused).")
 @click.option("--idle-timeout", type=positive(), default=None, help="End a TCP or serial stream after this many seconds without data.")
 @click.option("--duration", type=positive(), default=None, help="Stop the server after this many seconds (every open stream writes its summary).")
 @click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch"]), default="ort", show_default=True, help="Inference backend.")
-@click.option("--variant", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True, help="Bundle model to run.")
+@click.option("--variant", type=VariantChoice(RUNTIME_VARIANTS), default=None,
+              help="Bundle model to run [default: stream-int8 for a streaming bundle, int8 for a window bundle].")
 @click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="Inference threads (per stream).")
 @click.option("--baud", type=int_range(1, 20_000_000), default=115200, show_default=True, help="Serial port speed.")
 @click.option("--no-batch", is_flag=True, help="Each stream makes its own batch-1 model calls (default with --backend ort: one batched call per round across streams).")
+@deprecated_alias("--out-dir", "--out", "out_dir", type=click.Path(file_okay=False))
 def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration, backend, variant, threads, baud, no_batch):
     """Serve N device streams from one process, each with its own decoder, state and outputs.
 
@@ -41,12 +44,15 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
 
     \b
     Example:
-        edgebp serve --source tcp:9000 --source file:serial.log --out-dir served/ --idle-timeout 30
+        edgebp serve --source tcp:9000 --source file:serial.log --out served/ --idle-timeout 30
         edgebp sim --source synth:3 --minutes 1 --out - --truth t.csv | nc 127.0.0.1 9000
     """
     from edgebp.runtime.bundle import BundleError, bundle_load
+    from edgebp.runtime.cli import runtime_precision
     from edgebp.runtime.serve import Server, ServeError, ServeOptions, parse_spec
 
+    if out_dir is None:
+        raise click.MissingParameter(param_hint="'--out'", param_type="option")
     try:
         specs = [parse_spec(s) for s in sources]
     except ServeError as exc:
@@ -71,6 +77,7 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
         b = bundle_load(bundle)
     except BundleError as exc:
         raise CliError(str(exc)) from exc
+    variant = runtime_precision(variant, bool(b.manifest.get("streaming")), str(b.path))
     slog = logging.getLogger("edgebp.runtime.serve")  # per-stream start/end lines even without -v
     if slog.getEffectiveLevel() > logging.INFO:
         slog.setLevel(logging.INFO)

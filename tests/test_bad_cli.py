@@ -127,21 +127,21 @@ CASES: list[tuple[list[str], str]] = [
     # (full.csv, full.jsonl, fullsum.json: symbolic links to /dev/full, whose every write fails with ENOSPC)
     (["run", "--stream", S, "--out", "{d}/full.csv"], "full.csv: No space left on device [ENOSPC]"),
     (["run", "--stream", S, "--out", "{d}/full.jsonl"], "full.jsonl: No space left on device [ENOSPC]"),
-    (["run", "--stream", S, "--summary-json", "{d}/fullsum.json"], "fullsum.json: No space left on device [ENOSPC]"),
+    (["run", "--stream", S, "--summary", "{d}/fullsum.json"], "fullsum.json: No space left on device [ENOSPC]"),
     (["run", "--stream", S, "--out", "{d}/nodir/bp.jsonl"], "does not exist"),
-    (["run", "--stream", S, "--summary-json", "{d}/nodir/s.json"], "does not exist"),
+    (["run", "--stream", S, "--summary", "{d}/nodir/s.json"], "does not exist"),
     (["run", "--stream", S, "--out", "{d}/nodir/bp.csv"], "does not exist"),
     (["run", "--stream", S, "--out", "{d}/emptydir"], "emptydir"),
     # --- serve
-    (["serve", "--source", "file:{d}/missing.log", "--out-dir", "{d}/served"], "missing.log: no such file"),
-    (["serve", "--source", "bogus:1", "--out-dir", "{d}/served"], "bogus"),
-    (["serve", "--source", "file:" + S, "--out-dir", "{d}/served", "--max-streams", "0"], "'--max-streams'"),
-    (["serve", "--source", "file:" + S, "--out-dir", "{d}/served", "--idle-timeout", "nan"], "'--idle-timeout'"),
-    (["serve", "--source", "file:" + S, "--out-dir", "{d}/served", "--duration", "-1"], "'--duration'"),
-    (["serve", "--source", "file:" + S, "--out-dir", "{d}/served", "--threads", "0"], "'--threads'"),
-    (["serve", "--source", "file:" + S, "--out-dir", "{d}/served", "--backend", "torch"], "--backend torch"),
-    (["serve", "--source", "stdin", "--source", "stdin", "--out-dir", "{d}/served"], "stdin"),
-    (["serve", "--out-dir", "{d}/served"], "'--source'"),
+    (["serve", "--source", "file:{d}/missing.log", "--out", "{d}/served"], "missing.log: no such file"),
+    (["serve", "--source", "bogus:1", "--out", "{d}/served"], "bogus"),
+    (["serve", "--source", "file:" + S, "--out", "{d}/served", "--max-streams", "0"], "'--max-streams'"),
+    (["serve", "--source", "file:" + S, "--out", "{d}/served", "--idle-timeout", "nan"], "'--idle-timeout'"),
+    (["serve", "--source", "file:" + S, "--out", "{d}/served", "--duration", "-1"], "'--duration'"),
+    (["serve", "--source", "file:" + S, "--out", "{d}/served", "--threads", "0"], "'--threads'"),
+    (["serve", "--source", "file:" + S, "--out", "{d}/served", "--backend", "torch"], "--backend torch"),
+    (["serve", "--source", "stdin", "--source", "stdin", "--out", "{d}/served"], "stdin"),
+    (["serve", "--out", "{d}/served"], "'--source'"),
     # --- sim
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--faults", "motion=1e9"], "motion is events per second"),
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--faults", "reset=inf"], "reset=inf"),
@@ -149,8 +149,8 @@ CASES: list[tuple[list[str], str]] = [
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--faults", "wobble=1"], "unknown fault"),
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--faults", "leadoff@10s"], "needs a duration"),
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--faults", "reset@1e999s"], "finite"),
-    (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--fs", "nan"], "'--fs': nan"),
-    (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--fs", "0"], "'--fs'"),
+    (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--frame-rate", "nan"], "'--frame-rate': nan"),
+    (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--frame-rate", "0"], "'--frame-rate'"),
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--minutes", "nan"], "'--minutes'"),
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--minutes", "0"], "'--minutes'"),
     (["sim", "--source", "synth:1", "--out", "{d}/x.log", "--truth", "{d}/xt.csv", "--speed", "inf"], "'--speed'"),
@@ -202,8 +202,8 @@ CASES: list[tuple[list[str], str]] = [
     (["evaluate", "{d}/junkrun"], "junkrun/best.pt: not a readable edgebp checkpoint"),
     (["run", "--stream", S, "--backend", "torch", "--run-dir", "{d}/junkrun"], "junkrun/best.pt: not a readable edgebp checkpoint"),
     (["run", "--stream", S, "--backend", "torch", "--run-dir", "{d}/emptydir"], "not a run directory"),
-    (["evaluate", "default", "--calibrate", "-5"], "'--calibrate'"),
-    (["evaluate", "default", "--calibrate", "nan"], "'--calibrate'"),
+    (["evaluate", "default", "--cuff-from-reference", "-5"], "'--cuff-from-reference'"),
+    (["evaluate", "default", "--cuff-from-reference", "nan"], "'--cuff-from-reference'"),
     (["evaluate", "default", "--packet-ms", "0"], "'--packet-ms'"),
     (["evaluate", "default", "--hop", "0"], "'--hop'"),
     (["evaluate", "default", "--recalibrate-every", "inf"], "'--recalibrate-every'"),
@@ -254,13 +254,13 @@ def test_tensorrt_without_tensorrt(d, capsys):
 
 
 def test_jsonl_and_summary_are_strict_json(d, capsys, tmp_path):
-    """`--out bp.jsonl` and `--summary-json`: every line parses as strict JSON (no bare NaN),
+    """`--out bp.jsonl` and `--summary`: every line parses as strict JSON (no bare NaN),
     and every row claimed valid has a finite ABP."""
     import json
     import math
 
     out, summ = tmp_path / "bp.jsonl", tmp_path / "s.json"
-    code, _, err = _main(["run", "--stream", str(d / "serial.log"), "--out", str(out), "--summary-json", str(summ)], capsys)
+    code, _, err = _main(["run", "--stream", str(d / "serial.log"), "--out", str(out), "--summary", str(summ)], capsys)
     assert code == 0, err
 
     def strict(text: str):

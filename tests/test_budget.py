@@ -222,14 +222,18 @@ def test_cli_table_json_and_errors(tmp_path, tiny):
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny, str(path))
     runner = CliRunner()
-    r = runner.invoke(budget_command, [str(path), "--window", "10", "--fs", "125", "--hop", "10", "--mcu", "all"])
+    r = runner.invoke(budget_command, [str(path), "--window", "10", "--model-fs", "125", "--hop", "10", "--mcu", "all"])
     assert r.exit_code == 0, r.output
     assert "MACs per inference: 128" in r.output
     for name in MCU_PROFILES:
         assert name in r.output
-    r = runner.invoke(budget_command, [str(path), "--window", "10", "--fs", "125", "--hop", "10",
+    r = runner.invoke(budget_command, [str(path), "--window", "10", "--model-fs", "125", "--hop", "10",
                                        "--mcu", "nrf52832", "--json"])
     assert r.exit_code == 0, r.output
+    # --fs, budget's old spelling of the model rate: a warning, then the same result
+    old = runner.invoke(budget_command, [str(path), "--window", "10", "--fs", "125", "--hop", "10", "--mcu", "nrf52832", "--json"])
+    assert old.exit_code == 0 and old.stdout == r.stdout
+    assert "--fs is deprecated; use --model-fs" in old.stderr and "deprecated" not in r.stderr
     d = json.loads(r.output)
     assert d["budget"]["macs_per_s"] == 1600.0 and d["budget"]["weight_bytes"] == 84
     assert [c["mcu"] for c in d["checks"]] == ["nrf52832"] and d["checks"][0]["ok"] is True

@@ -383,7 +383,7 @@ def test_budget_refuses_a_broken_plain_onnx(kind, tmp_path, capsys, monkeypatch)
     """``edgebp budget model.onnx``: an empty file used to pass on every MCU; a FIFO or
     /dev/zero must not block."""
     p = _onnx_plain(tmp_path, kind)
-    code, out, err = _cli(["budget", str(p), "--fs", "125", "--hop", "25", "--window", "25", "--mcu", "all"], capsys, monkeypatch)
+    code, out, err = _cli(["budget", str(p), "--model-fs", "125", "--hop", "25", "--window", "25", "--mcu", "all"], capsys, monkeypatch)
     _assert_refused(code, out, err, "m.onnx", f"budget {kind}")
 
 

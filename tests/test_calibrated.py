@@ -155,13 +155,27 @@ def test_cuff_csv_errors_name_file_and_line(tmp_path):
     good.write_text("time,sbp,dbp\n120,118,72\n60,121,75\n")
     rs = cuff_csv_read(str(good))
     assert [r.t for r in rs] == [60.0, 120.0]  # sorted by time
-    for body, msg in [("time,sbp\n1,2\n", "needs the columns"), ("time,sbp,dbp\n1,abc,70\n", "line 2"),
+    for body, msg in [("time,sbp\n1,2\n", "line 1: missing column 'dbp'"), ("time,sbp,dbp\n1,abc,70\n", "line 2"),
                       ("time,sbp,dbp\n1,120,70\n2,80,90\n", "line 3: cuff reading rejected: DBP 90 is not below SBP 80"),
                       ("time,sbp,dbp\n-5,120,70\n", "before the stream starts"), ("time,sbp,dbp\n", "no calibration readings")]:
         p = tmp_path / "bad.csv"
         p.write_text(body)
         with pytest.raises(ValueError, match=msg):
             cuff_csv_read(str(p))
+
+
+def test_cuff_csv_one_schema_with_subject_and_window(tmp_path):
+    """The one calibration schema (edgebp.calibration_csv): time,sbp,dbp[,subject][,window],
+    comments skipped; a stream takes one subject's readings (given, or the only one)."""
+    p = tmp_path / "cuff.csv"
+    p.write_text("# cuff log\nTime,SBP,DBP,subject,window\n30,118,72,s1,20\n10,121,75,s1,\n")
+    rs = cuff_csv_read(str(p))
+    assert [(r.t, r.sbp, r.window_s) for r in rs] == [(10.0, 121.0, None), (30.0, 118.0, 20.0)]
+    assert "line 4" in rs[0].where
+    p.write_text("time,sbp,dbp,subject\n30,118,72,s1\n10,121,75,s2\n")
+    with pytest.raises(ValueError, match="2 subjects"):
+        cuff_csv_read(str(p))
+    assert [r.sbp for r in cuff_csv_read(str(p), subject="s2")] == [121.0]
 
 
 # ----------------------------------------------------------------------------- features
@@ -283,7 +297,7 @@ def test_run_cli_calibration_csv_labels_the_uncalibrated_beats(val_samples, tmp_
     cuff.write_text("time,sbp,dbp\n30,120,60\n")
     out = tmp_path / "bp.csv"
     res = CliRunner().invoke(cli, ["run", "--stream", str(log_path), "--calibration", str(cuff), "--calibration-method", "hold",
-                                   "--out", str(out), "--summary-json", str(tmp_path / "s.json")])
+                                   "--out", str(out), "--summary", str(tmp_path / "s.json")])
     assert res.exit_code == 0, res.output
     lines = [ln for ln in (tmp_path / "bp.beats.csv").read_text().splitlines() if not ln.startswith("#")]
     assert lines[0] == "time,sbp,dbp,map,hr,valid,reason,calibrated"
@@ -329,10 +343,10 @@ def test_cuff_readings_inside_the_stream_calibrate_and_bad_ones_are_reported(val
 
 
 def test_evaluate_calibrate_scores_estimator_against_hold_on_the_same_beats(shared_data, tmp_path):
-    """`evaluate default --calibrate 60 --recalibrate-every 2`: the deployed calibrated path
+    """`evaluate default --cuff-from-reference 60 --recalibrate-every 2`: the deployed calibrated path
     against hold, on every reference beat after the first reading, once and re-calibrated."""
     data = _data_dir(shared_data, tmp_path, VAL_RECORD)
-    res = CliRunner().invoke(cli, ["evaluate", "default", "--split", "val", "--data", str(data), "--calibrate", "60",
+    res = CliRunner().invoke(cli, ["evaluate", "default", "--split", "val", "--data", str(data), "--cuff-from-reference", "60",
                                    "--recalibrate-every", "2", "--json"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output.strip().splitlines()[-1])
@@ -347,7 +361,28 @@ def test_evaluate_calibrate_scores_estimator_against_hold_on_the_same_beats(shar
     # re-calibrating every 2 minutes brings hold closer on this record's later beats, never further
     assert every["targets"]["sbp"]["hold"]["mae"] != once["targets"]["sbp"]["hold"]["mae"]
     res = CliRunner().invoke(cli, ["evaluate", "default", "--recalibrate-every", "2"])
-    assert res.exit_code != 0 and "--calibrate" in res.output
+    assert res.exit_code != 0 and "--cuff-from-reference" in res.output
+
+
+def test_evaluate_calibrate_is_a_deprecated_alias(monkeypatch):
+    """--calibrate S (the old spelling) warns on stderr and reaches evaluate exactly as
+    --cuff-from-reference S does (evaluation_run is replaced: only the parsing is under test)."""
+    import edgebp.train.evaluate_cli as ev
+
+    got = {"calls": []}
+
+    def fake_run(src, data, split, calibrate, *a, **k):
+        got["calls"].append(calibrate)
+        raise ev.CliError("stopped here by the test")
+
+    monkeypatch.setattr(ev, "model_open", lambda path, variant: object())
+    monkeypatch.setattr(ev, "evaluation_run", fake_run)
+    new = CliRunner().invoke(ev.evaluate_command, ["default", "--cuff-from-reference", "60"])
+    old = CliRunner().invoke(ev.evaluate_command, ["default", "--calibrate", "60"])
+    assert got["calls"] == [60.0, 60.0]
+    assert "--calibrate is deprecated; use --cuff-from-reference" in old.stderr and "deprecated" not in new.stderr
+    both = CliRunner().invoke(ev.evaluate_command, ["default", "--calibrate", "60", "--cuff-from-reference", "30"])
+    assert both.exit_code != 0 and "same option" in both.output
 
 
 def test_train_beat_delta_writes_a_bundle_with_the_estimator(tiny_bundle_factory, tmp_path):

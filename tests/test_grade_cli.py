@@ -99,7 +99,7 @@ def test_grade_calibration(tmp_path):
     pred = _write(tmp_path, "pred.csv", PRED)
     ref = _write(tmp_path, "ref.csv", REF)
     calib = _write(tmp_path, "calib.csv", "subject,time,sbp,dbp\na,-10,121,80\nb,-10,150,90\n")
-    res = _run([pred, ref, "--json", "--calib", calib])
+    res = _run([pred, ref, "--json", "--calibration", calib])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     # Holding 121 for a (refs 120, 120) and 150 for b (refs 150, 140): errors 1, 1, 0, 10 -> MAE 3.
@@ -107,12 +107,30 @@ def test_grade_calibration(tmp_path):
     assert out["baselines"]["hold_calibration"]["sbp"]["mae"] == 3.0
     # A calibration at t = 1 s comes after a graded reading at t = 0 -> refused.
     late = _write(tmp_path, "late.csv", "subject,time,sbp,dbp\na,1,121,80\nb,-10,150,90\n")
-    res = _run([pred, ref, "--calib", late])
+    res = _run([pred, ref, "--calibration", late])
     assert res.exit_code != 0 and "late.csv" in res.output and "after the calibration" in res.output
     # A subject without calibration -> named.
-    part = _write(tmp_path, "part.csv", "subject,sbp,dbp\na,121,80\n")
-    res = _run([pred, ref, "--calib", part])
+    part = _write(tmp_path, "part.csv", "subject,time,sbp,dbp\na,-5,121,80\n")
+    res = _run([pred, ref, "--calibration", part])
     assert res.exit_code != 0 and "part.csv" in res.output and "'b'" in res.output
+    # the one calibration schema: a file without its time column is refused, naming it
+    old = _write(tmp_path, "old.csv", "subject,sbp,dbp\na,121,80\n")
+    res = _run([pred, ref, "--calibration", old])
+    assert res.exit_code != 0 and "old.csv" in res.output and "'time'" in res.output
+
+
+def test_grade_calib_deprecated_alias(tmp_path):
+    """--calib (the old spelling) warns once on stderr and grades exactly as --calibration."""
+    pred = _write(tmp_path, "pred.csv", PRED)
+    ref = _write(tmp_path, "ref.csv", REF)
+    calib = _write(tmp_path, "calib.csv", "time,sbp,dbp,subject\n-10,121,80,a\n-10,150,90,b\n-5,99,60,b\n")
+    new = _run([pred, ref, "--json", "--calibration", calib])
+    old = _run([pred, ref, "--json", "--calib", calib])
+    assert new.exit_code == 0 and old.exit_code == 0, old.output
+    assert old.stdout == new.stdout
+    assert "--calib is deprecated; use --calibration" in old.stderr and "deprecated" not in new.stderr
+    # each subject's earliest reading calibrates it: b holds 150 (t=-10), not 99 (t=-5)
+    assert json.loads(new.stdout)["baselines"]["hold_calibration"]["sbp"]["mae"] == 3.0
 
 
 @pytest.mark.parametrize(

@@ -323,7 +323,7 @@ def test_live_pty_sim_to_run(tcn, tmp_path):
         port = line.split()[1]
         bp, sj = tmp_path / "bp.csv", tmp_path / "summary.json"
         run = subprocess.Popen([sys.executable, "-m", "edgebp", "run", str(tcn), "--port", port, "--idle-timeout", "2",
-                                "--out", str(bp), "--summary-json", str(sj)],
+                                "--out", str(bp), "--summary", str(sj)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
         _, err = run.communicate(timeout=120)
         assert run.returncode == 0, err.decode()[-3000:]

@@ -163,7 +163,7 @@ def test_runtime_runs_without_torch(tcn, record, tmp_path):
             "            raise ImportError('torch is blocked in this test')\n"
             "sys.meta_path.insert(0, Block())\n"
             "from edgebp.cli import main\n"
-            f"sys.argv = ['edgebp', 'run', {str(tcn)!r}, '--stream', {str(log)!r}, '--out', {str(out)!r}, '--summary-json', {str(tmp_path / 's.json')!r}]\n"
+            f"sys.argv = ['edgebp', 'run', {str(tcn)!r}, '--stream', {str(log)!r}, '--out', {str(out)!r}, '--summary', {str(tmp_path / 's.json')!r}]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'torch' not in sys.modules\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -228,7 +228,7 @@ def test_run_reads_standard_input_and_a_growing_file(tcn, record, tmp_path):
     data, _ = _log_from_record(record, seconds=10)
     exe = os.path.join(os.path.dirname(sys.executable), "edgebp")
     s1 = tmp_path / "stdin.json"
-    p = subprocess.run([exe, "run", str(tcn), "--stream", "-", "--summary-json", str(s1)], input=data, capture_output=True, timeout=300)
+    p = subprocess.run([exe, "run", str(tcn), "--stream", "-", "--summary", str(s1)], input=data, capture_output=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(s1.read_text())["decoder"]["samples_parsed"] == 10 * 250
 
@@ -244,7 +244,7 @@ def test_run_reads_standard_input_and_a_growing_file(tcn, record, tmp_path):
     t = threading.Thread(target=writer)
     t.start()
     s2 = tmp_path / "follow.json"
-    p = subprocess.run([exe, "run", str(tcn), "--stream", str(log), "--follow", "--idle-timeout", "2", "--summary-json", str(s2)],
+    p = subprocess.run([exe, "run", str(tcn), "--stream", str(log), "--follow", "--idle-timeout", "2", "--summary", str(s2)],
                        capture_output=True, timeout=300)
     t.join()
     assert p.returncode == 0, p.stderr[-2000:]

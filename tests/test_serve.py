@@ -191,7 +191,7 @@ def test_pty_source(sim_log, bundle, tmp_path):
 
 
 def test_bogus_source_is_a_clear_error(tmp_path):
-    r = subprocess.run(EDGEBP + ["serve", "--source", "bogus:1", "--out-dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(EDGEBP + ["serve", "--source", "bogus:1", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "--source 'bogus:1': unknown form" in r.stderr and "Traceback" not in r.stderr
     assert "batching" in subprocess.run(EDGEBP + ["serve", "--help"], capture_output=True, text=True, timeout=60).stdout

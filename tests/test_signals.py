@@ -69,7 +69,7 @@ def test_signal_on_a_fifo_source(name, code, log, tmp_path):
     fifo = tmp_path / "device"
     os.mkfifo(fifo)
     half = log[: log.index(b"\n", len(log) // 2) + 1]  # 15 s of the device, cut at a line end
-    p = subprocess.Popen([*EXE, "run", "--stream", str(fifo), "--out", str(tmp_path / "bp.csv"), "--summary-json", str(tmp_path / "s.json")],
+    p = subprocess.Popen([*EXE, "run", "--stream", str(fifo), "--out", str(tmp_path / "bp.csv"), "--summary", str(tmp_path / "s.json")],
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with open(fifo, "wb") as w:  # opens once the run opened its end
@@ -91,7 +91,7 @@ def test_signal_on_a_fifo_source(name, code, log, tmp_path):
 def test_sigterm_with_follow(log, tmp_path):
     """--follow polls a growing file; SIGTERM sets the stop the source waits on."""
     (tmp_path / "s.log").write_bytes(log)
-    p = subprocess.Popen([*EXE, "run", "--stream", "s.log", "--follow", "--out", "bp.csv", "--summary-json", "s.json"],
+    p = subprocess.Popen([*EXE, "run", "--stream", "s.log", "--follow", "--out", "bp.csv", "--summary", "s.json"],
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_stable(tmp_path / "bp.csv")
@@ -109,7 +109,7 @@ def test_serve_sighup(log, tmp_path):
     writes its summary, then serve.summary.json; exit 129."""
     (tmp_path / "s.log").write_bytes(log)
     out = tmp_path / "served"
-    p = subprocess.Popen([*EXE, "serve", "--source", "file:s.log", "--source", "tcp:0", "--out-dir", str(out)],
+    p = subprocess.Popen([*EXE, "serve", "--source", "file:s.log", "--source", "tcp:0", "--out", str(out)],
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t_end = time.monotonic() + 120

@@ -10,13 +10,14 @@ import click
 import numpy as np
 
 from edgebp.cli import CliError
-from edgebp.cli_types import int_range, non_negative, positive
+from edgebp.cli_types import deprecated_alias, int_range, non_negative, positive
+from edgebp.variants import EVALUATE_VARIANTS, VariantChoice
 from edgebp.jsonsafe import json_default
 
 log = logging.getLogger(__name__)
 
 
-VARIANTS = ("stream-int8", "stream-fp32", "int8", "fp32", "pruned")
+VARIANTS = EVALUATE_VARIANTS  # the subset of edgebp.variants that evaluate scores
 
 
 def model_open(path: str, variant: str | None):
@@ -302,20 +303,22 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
               help="test: the model's held-out records; val: its validation records (for tuning); all: every record not used for "
                    "training or validation. Records are recognised by sample sha256 and name, whatever path the data come through.")
 @click.option("--include-training", is_flag=True, help="With --split all: score the training and validation records too (not a held-out result; every table says so).")
-@click.option("--variant", type=click.Choice(VARIANTS), default=None,
+@click.option("--variant", type=VariantChoice(VARIANTS), default=None,
               help="What to score. Default: for a bundle stream-int8, exactly what `edgebp run` deploys (the streaming int8 model "
                    "through the streaming runtime, in device-sized packets); stream-fp32 the same in fp32; int8/fp32/pruned the "
                    "window models offline. A run directory has fp32 (torch) only.")
 @click.option("--packet-ms", type=positive(max=60_000), default=20.0, show_default=True, help="Stream variants: packet length in ms (20 ms = 5 samples at 250 Hz).")
-@click.option("--calibrate", type=non_negative(max=86_400), default=0.0,
-              help="Seconds of per-subject calibration at the start of each record (0: calibration-free). Stream variants: a cuff reading "
+@click.option("--cuff-from-reference", "calibrate", type=non_negative(max=86_400), default=0.0, metavar="SECONDS",
+              help="Calibrate each record with a cuff reading taken from its reference: the reference mean over its first SECONDS "
+                   "(0: calibration-free). Stream variants: that reading "
                    "(the reference mean over those seconds) at that time, through the bundle's calibrated estimator, scored against "
                    "holding the cuff value on the same beats.")
 @click.option("--recalibrate-every", "recalibrate_min", type=positive(), default=None,
-              help="Stream variants with --calibrate: also score a new cuff reading every this many minutes.")
+              help="Stream variants with --cuff-from-reference: also score a new cuff reading every this many minutes.")
 @click.option("--hop", type=int_range(1, None), default=None, help="Window models: samples between windows (1 = the seeds' point-wise paradigm).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@deprecated_alias("--calibrate", "--cuff-from-reference", "calibrate", type=non_negative(max=86_400))
 def evaluate_command(model_path, data, split, include_training, variant, packet_ms, calibrate, recalibrate_min, hop, report_dir, as_json):
     """Score a trained run or an exported bundle on held-out records, beside the naive baselines.
 
@@ -328,16 +331,16 @@ def evaluate_command(model_path, data, split, include_training, variant, packet_
     \b
     Example:
         edgebp evaluate runs/default --report runs/default/report
-        edgebp evaluate runs/cbpe --calibrate 60 --json
+        edgebp evaluate runs/cbpe --cuff-from-reference 60 --json
         edgebp evaluate default --split all --data /elsewhere/challenge2015
-        edgebp evaluate default --calibrate 60 --recalibrate-every 2
+        edgebp evaluate default --cuff-from-reference 60 --recalibrate-every 2
     """
     if include_training and split != "all":
         raise CliError(f"--include-training goes with --split all (--split {split} scores only the {split} records)")
     if not packet_ms > 0:
         raise CliError(f"--packet-ms {packet_ms:g}: the packet length must be positive")
     if recalibrate_min is not None and not (recalibrate_min > 0 and calibrate > 0):
-        raise CliError("--recalibrate-every needs --calibrate S and a positive number of minutes")
+        raise CliError("--recalibrate-every needs --cuff-from-reference SECONDS and a positive number of minutes")
     src = model_open(model_path, variant)
     if recalibrate_min is not None and not getattr(src, "stream_variant", None):
         raise CliError("--recalibrate-every scores the deployed calibrated path: use a stream variant (stream-int8, stream-fp32)")

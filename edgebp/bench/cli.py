@@ -12,6 +12,18 @@ from edgebp.cli import CliError
 from edgebp.cli_types import int_range, positive
 
 
+def _bench_variants(text: str) -> list[str]:
+    """--variants in the shared names (edgebp.variants), as the bench's own labels: its window
+    models under ONNX Runtime are ort-fp32 / ort-int8 in every table and plot."""
+    from edgebp.variants import BENCH_VARIANTS, variants_list
+
+    try:
+        names = variants_list(text, BENCH_VARIANTS)
+    except click.BadParameter as exc:
+        raise CliError(exc.format_message()) from None
+    return [{"fp32": "ort-fp32", "int8": "ort-int8"}.get(n, n) for n in names]
+
+
 def _list(text: str | None, what: str, cast=str) -> list | None:
     if text is None:
         return None
@@ -55,8 +67,8 @@ def _command_line(ctx: click.Context) -> str:
                    "(recognised by sample sha256 and name, whatever the path).")
 @click.option("--include-training", is_flag=True,
               help="Accuracy on every record (--split auto becomes all), training and validation ones included; every accuracy table then says so.")
-@click.option("--variants", default="stream-int8,torch-fp32,ort-fp32,ort-int8,pruned,tensorrt", show_default=True,
-              help="Comma-separated: stream-int8 (accuracy of what `edgebp run` deploys: the streaming int8 model through the runtime in 20 ms packets), stream-fp32, torch-fp32 (needs --run), ort-fp32, ort-int8, pruned, tensorrt (skipped without a GPU).")
+@click.option("--variants", default="stream-int8,torch-fp32,fp32,int8,pruned,tensorrt", show_default=True,
+              help="Comma-separated names of edgebp.variants: stream-int8 (accuracy of what `edgebp run` deploys: the streaming int8 model through the runtime in 20 ms packets), stream-fp32, torch-fp32 (needs --run), fp32, int8 (the window models under ONNX Runtime; the report labels them ort-fp32, ort-int8), pruned, tensorrt (skipped without a GPU).")
 @click.option("--run", "runs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Training run directory of a bundle, for torch-fp32 (repeatable; matched to bundles by config and split).")
 @click.option("--threads", type=int_range(1, 256), default=1, show_default=True, help="The single-thread setting; all cores are measured too.")
@@ -99,7 +111,7 @@ def bench_command(bundles, data, split, include_training, variants, runs, thread
     Example:
         edgebp bench --quick --report bench-quick
         edgebp bench default bundles/inn-par --run runs/default --report bench
-        edgebp bench bundles/mine --variants ort-int8 --parts latency --threads 1 --report b2
+        edgebp bench bundles/mine --variants int8 --parts latency --threads 1 --report b2
     """
     from edgebp.bench.report import bench_missing, bench_short_table, bench_write
     from edgebp.bench.suite import BenchConfig, bench_run
@@ -126,7 +138,7 @@ def bench_command(bundles, data, split, include_training, variants, runs, thread
             return
     try:
         cfg = BenchConfig(
-            bundles=list(bundles) or ["default"], variants=_list(variants, "--variants"), threads=threads,
+            bundles=list(bundles) or ["default"], variants=_bench_variants(variants), threads=threads,
             batch=batch or (8 if quick else 32), repeat=repeat, quick=quick, data=data, split=split, include_training=include_training, runs=list(runs),
             parts=_list(parts, "--parts"), anchors=anchor_list, anchor_preset=anchor_preset, stream_minutes=stream_minutes,
             lengths=_list(lengths, "--lengths", float), concurrency=_list(concurrency, "--streams", int), mcu=mcu,
