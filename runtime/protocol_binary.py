@@ -305,7 +305,8 @@ class BinaryParser:
             if not crc_ok:
                 # A sync inside the frame's extent means the frame was cut short and the next
                 # one began; otherwise bytes were damaged.
-                reason = "truncated" if data.find(SYNC, p + 2, p + total) >= 0 else "crc"
+                # (A sync may begin at the frame's last byte: a frame cut by one byte.)
+                reason = "truncated" if data.find(SYNC, p + 2, p + total + 1) >= 0 else "crc"
                 if ftype == TYPE_HEADER:
                     self.sink.on_header_rejected(f"header frame failed its {reason} check", where)
                 elif ftype == TYPE_CUFF:
