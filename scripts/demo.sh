@@ -27,7 +27,7 @@ $EDGEBP sim --source synth:101 --minutes 1 --format text --faults "drop=0.002,co
     --out "$OUT/serial.log" --truth "$OUT/truth.csv"
 
 step "6. Stream it through the bundle exported in step 4 (edgebp run: no torch) and score it against the truth"
-$EDGEBP run "$OUT/bundle" --stream "$OUT/serial.log" --out "$OUT/bp.csv" --summary-json "$OUT/run-summary.json"
+$EDGEBP run "$OUT/bundle" --stream "$OUT/serial.log" --out "$OUT/bp.csv" --summary "$OUT/run-summary.json"
 $EDGEBP score "$OUT/bp.csv" "$OUT/truth.csv"
 
 step "6b. The shipped default bundle (int8 edge-tcn trained on the real ICU recordings) on a simulated device"
@@ -56,7 +56,7 @@ PY
 if [ -e "$DATA/challenge2015/$REC.hea" ]; then
     $EDGEBP sim --source "record:$DATA/challenge2015/$REC" --minutes 2 --format binary --faults "drop=0.001" --seed 2 \
         --out "$OUT/real.bin" --truth "$OUT/real-truth.csv"
-    $EDGEBP run default --stream "$OUT/real.bin" --out "$OUT/real-bp.csv" --summary-json "$OUT/real-run-summary.json"
+    $EDGEBP run default --stream "$OUT/real.bin" --out "$OUT/real-bp.csv" --summary "$OUT/real-run-summary.json"
     $EDGEBP score "$OUT/real-bp.csv" "$OUT/real-truth.csv"
 
     step "6c. Calibrated: the same record with a cuff reading in the stream at 60 s (the truth's 30 s mean, +-3 mmHg cuff noise)"

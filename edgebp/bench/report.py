@@ -521,7 +521,7 @@ def bench_sections(bench: dict, pairs: dict | None = None) -> list[dict]:
                               f"hold {_f(cs['hold_mae'], '.2f')} / {_f(cd['hold_mae'], '.2f')}",
                               f"diff {_f(cs['diff'], '+.2f')} [{_f(cs['diff_ci95'][0], '+.2f')}, {_f(cs['diff_ci95'][1], '+.2f')}] / "
                               f"{_f(cd['diff'], '+.2f')} [{_f(cd['diff_ci95'][0], '+.2f')}, {_f(cd['diff_ci95'][1], '+.2f')}]",
-                              a["command"] + f" (calibrated: edgebp evaluate {b['name']} --calibrate {c['calibrate_s']:g})"])
+                              a["command"] + f" (calibrated: edgebp evaluate {b['name']} --cuff-from-reference {c['calibrate_s']:g})"])
     if len(arows) > 1:
         unit = next((a.get("analysis_unit") for b in bench["bundles"] for a in (b.get("accuracy") or {}).values() if a.get("analysis_unit")), "")
         data = next((a.get("data") for b in bench["bundles"] for a in (b.get("accuracy") or {}).values() if a.get("data")), {}) or {}

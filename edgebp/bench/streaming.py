@@ -157,7 +157,7 @@ def run_measure(bundle: str, log_path: Path, variant: str = "int8", threads: int
     with tempfile.TemporaryDirectory(prefix="edgebp-bench-run-") as tmp:
         summary = Path(tmp) / "summary.json"
         argv = _edgebp("run", str(bundle), "--stream", str(log_path), "--variant", variant, "--backend", "ort",
-                       "--threads", str(threads), "--out", str(Path(tmp) / "bp.csv"), "--summary-json", str(summary))
+                       "--threads", str(threads), "--out", str(Path(tmp) / "bp.csv"), "--summary", str(summary))
         res = child_run(argv)
         if res["returncode"] != 0 or not summary.exists():
             raise RuntimeError(f"{command_text(argv)} failed: {_last_line(res['stderr'])}")
@@ -166,7 +166,7 @@ def run_measure(bundle: str, log_path: Path, variant: str = "int8", threads: int
     d = s.get("decoder", {})
     samples = int(d.get("samples_parsed", 0) + d.get("samples_missing", 0))
     shown = command_text(_edgebp("run", bundle_shown or str(bundle), "--stream", log_shown, "--variant", variant,
-                                 "--threads", str(threads), "--out", "bp.csv", "--summary-json", "summary.json"))
+                                 "--threads", str(threads), "--out", "bp.csv", "--summary", "summary.json"))
     return {
         "variant": variant, "threads": threads, "signal_seconds": s.get("signal_seconds"), "samples": samples,
         "wall_seconds": s.get("wall_seconds"), "real_time_factor": s.get("real_time_factor"),
