@@ -305,7 +305,7 @@ def extra_parts_run(parts: list[str], report_dir: str, bundle: str = "default", 
         results["serve"] = res
     if "soak" in parts:
         out = out_dir / "soak.json"
-        argv = [sys.executable, "-m", "edgebp.bench.soak", "--hours", repr(soak_hours), "--bundle", bundle, "--out", str(out)]
+        argv = [sys.executable, "-m", "edgebp.bench.soak", "--hours", repr(soak_hours), "--packet", "250", "--bundle", bundle, "--out", str(out)]
         say(f"soak: {soak_hours:g} h of a simulated live stream through the runtime")
         r = child_run(argv, timeout_s=max(3600.0, soak_hours * 3600.0))
         if r["returncode"] != 0 or not out.exists():
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--bundle", default="default")
     ap.add_argument("--source", default="synth:901", help="The simulator's source (edgebp sim --source).")
-    ap.add_argument("--packet", type=int, default=25, help="Sample lines per read (25 = 100 ms at 250 Hz).")
+    ap.add_argument("--packet", type=int, default=250, help="Sample lines per read (250 = 1 s packets at 250 Hz, a gateway batching a device).")
     ap.add_argument("--segment-minutes", type=float, default=10.0)
     ap.add_argument("--sample-every", type=float, default=60.0, help="Stream seconds between RSS samples.")
     ap.add_argument("--out", default=None)
