@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgebp-setup-stamp
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test fuzz clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# Coverage-guided fuzzing of the stream decoder (atheris) for FUZZ_SECONDS; inputs that crash
+# or hang are written to tests/fuzz_corpus/, which tests/test_fuzz_corpus.py replays.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(BIN)/python scripts/fuzz_decoder.py --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out

@@ -305,8 +305,10 @@ class BinaryParser:
             if not crc_ok:
                 # A sync inside the frame's extent means the frame was cut short and the next
                 # one began; otherwise bytes were damaged.
-                # (A sync may begin at the frame's last byte: a frame cut by one byte.)
-                reason = "truncated" if data.find(SYNC, p + 2, p + total + 1) >= 0 else "crc"
+                # (A last byte 0xA5 counts, as the next frame may begin there: a frame cut by
+                # one byte. Decided from the frame's own bytes, whatever follows has arrived.)
+                cut = data.find(SYNC, p + 2, p + total) >= 0 or data[p + total - 1] == SYNC[0]
+                reason = "truncated" if cut else "crc"
                 if ftype == TYPE_HEADER:
                     self.sink.on_header_rejected(f"header frame failed its {reason} check", where)
                 elif ftype == TYPE_CUFF:
