@@ -191,11 +191,11 @@ SERVE_STREAMS = (1, 8, 64)
 
 
 def _rss_mb() -> float:
-    """This process's resident set now (MB), from /proc (Linux)."""
+    """This process's resident set now (MiB, 1 MiB = 2**20 B, as every size in edgebp), from /proc (Linux)."""
     import os
 
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def serve_once(bundle_path: str, log: str, n: int, packet: int = 5, batch: bool = True, warm: bool = True) -> dict:
@@ -309,8 +309,8 @@ def serve_measure(bundle_path: str, log: str, streams=SERVE_STREAMS, repeats: in
            "goals": {"per_stream_at_max_over_n1": big["per_stream_over_n1"], "per_stream_goal": 0.25,
                      "process_per_stream_at_max_over_n1": big["process_per_stream_over_n1"],
                      "per_stream_met": big["per_stream_over_n1"] <= 0.25,
-                     "mb_per_extra_stream": big["mb_per_extra_stream"], "mb_goal": 1.0,
-                     "mb_met": big["mb_per_extra_stream"] is not None and big["mb_per_extra_stream"] <= 1.0},
+                     "mb_per_extra_stream": big["mb_per_extra_stream"], "mb_goal": 1e6 / 2**20,  # the issue's 1 MB (SI) in MiB
+                     "mb_met": big["mb_per_extra_stream"] is not None and big["mb_per_extra_stream"] <= 1e6 / 2**20},
            "torch_loaded": "torch" in sys.modules}
     try:
         res["load_average"] = list(os.getloadavg())
