@@ -24,6 +24,8 @@ from typing import Callable
 
 import click
 
+from edgebp.cli_types import _OneLine
+
 # name -> what it runs (shown in --help and the docs)
 VARIANTS: dict[str, str] = {
     "stream-int8": "the bundle's streaming model, int8, stepped by the streaming runtime (what edgebp run deploys)",
@@ -70,7 +72,7 @@ def bundle_file_key(name: str) -> str:
     return name.replace("-", "_")
 
 
-class VariantChoice(click.Choice):
+class VariantChoice(_OneLine, click.Choice):
     """A ``click.Choice`` over a command's subset of :data:`VARIANTS` that also takes the
     deprecated spellings (with a warning) and returns the canonical name; a name outside the
     subset is an error listing the valid ones."""

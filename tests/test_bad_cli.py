@@ -114,14 +114,14 @@ CASES: list[tuple[list[str], str]] = [
     (["run", "{d}/emptydir", "--stream", S], "emptydir"),
     (["run", "{d}/nosuchbundle", "--stream", S], "nosuchbundle"),
     # --- run: cuff calibration
-    (["run", "--stream", S, "--calibration", "{d}/cal_nan.csv"], "cal_nan.csv: line 2: cuff reading rejected: SBP nan"),
+    (["run", "--stream", S, "--calibration", "{d}/cal_nan.csv"], "cal_nan.csv: line 2: column 'sbp': 'nan' is not a finite number"),
     (["run", "--stream", S, "--calibration", "{d}/cal_inf.csv"], "cal_inf.csv: line 2"),
     (["run", "--stream", S, "--calibration", "{d}/cal_huge.csv"], "outside 40-300 mmHg"),
     (["run", "--stream", S, "--calibration", "{d}/cal_neg.csv"], "outside 40-300 mmHg"),
     (["run", "--stream", S, "--calibration", "{d}/cal_low.csv"], "outside 40-300 mmHg"),
     (["run", "--stream", S, "--calibration", "{d}/cal_dbp_over.csv"], "is not below SBP"),
-    (["run", "--stream", S, "--calibration", "{d}/cal_text.csv"], "must be numbers"),
-    (["run", "--stream", S, "--calibration", "{d}/cal_cols.csv"], "needs the columns time,sbp,dbp"),
+    (["run", "--stream", S, "--calibration", "{d}/cal_text.csv"], "is not a number"),
+    (["run", "--stream", S, "--calibration", "{d}/cal_cols.csv"], "cal_cols.csv: line 1: missing column 'time'"),
     (["run", "--stream", S, "--calibration-method", "magic"], "'--calibration-method'"),
     # --- run: outputs
     # (full.csv, full.jsonl, fullsum.json: symbolic links to /dev/full, whose every write fails with ENOSPC)
@@ -215,6 +215,13 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "--streams", "4,nan", "--report", "{d}/bench"], "--streams"),
     (["bench", "--report", " "], "--report"),
     (["nosuchcommand"], "No such command"),
+    # --- the shared vocabulary (edgebp.variants; old spellings are hidden aliases)
+    (["run", "--stream", S, "--variant", "pruned"], "'--variant'"),
+    (["run", "--stream", S, "--summary", "{d}/a.json", "--summary-json", "{d}/b.json"], "same option"),
+    (["bench", "--variants", "stream-int8,onnx", "--report", "{d}/bench"], "valid variants: stream-int8"),
+    (["budget", "default", "--variant", "torch-fp32"], "'--variant'"),
+    (["evaluate", "default", "--variant", "torch-fp32"], "'--variant'"),
+    (["grade", "{d}/pred.csv", "{d}/pred.csv", "--calibration", "{d}/cal_cols.csv"], "cal_cols.csv: line 1: missing column 'time'"),
 ]
 
 
@@ -327,3 +334,34 @@ def test_calibration_api_checks_readings(sbp, dbp, why):
         Calibration([CuffReading(10.0, sbp, dbp, None, "api reading")])
     assert str(info.value).startswith("api reading: cuff reading rejected")
     assert Calibration([CuffReading(10.0, 120.0, 80.0, None, "ok")]).readings  # a plausible one passes
+
+
+def test_deprecated_spellings_warn_and_behave_the_same(d, capsys, tmp_path):
+    """run --summary-json, serve --out-dir, sim --fs and run --variant int8 (on a streaming
+    bundle) are the old spellings: each prints a one-line deprecation warning on stderr and
+    gives exactly what the new spelling gives."""
+    import json
+
+    log = str(d / "serial.log")
+    outs = {}
+    for opt in ("--summary", "--summary-json"):
+        code, _, err = _main(["run", "--stream", log, "--out", str(tmp_path / f"bp{opt}.csv"), opt, str(tmp_path / f"s{opt}.json")], capsys)
+        assert code == 0, err
+        assert ("--summary-json is deprecated; use --summary" in err) == (opt == "--summary-json")
+        s = json.loads((tmp_path / f"s{opt}.json").read_text())
+        outs[opt] = (s["decoder"], s["outputs"] if "outputs" in s else None, (tmp_path / f"bp{opt}.csv").read_text())
+    assert outs["--summary"] == outs["--summary-json"]
+    code, _, err = _main(["run", "--stream", log, "--variant", "int8", "--out", str(tmp_path / "old.csv")], capsys)
+    assert code == 0 and "say --variant stream-int8" in err
+    assert (tmp_path / "old.csv").read_text() == outs["--summary"][2]
+    for opt in ("--out", "--out-dir"):
+        code, _, err = _main(["serve", "--source", f"file:{log}", opt, str(tmp_path / f"served{opt}")], capsys)
+        assert code == 0, err
+        assert ("--out-dir is deprecated; use --out" in err) == (opt == "--out-dir")
+    assert (tmp_path / "served--out" / "file-serial.csv").read_bytes() == (tmp_path / "served--out-dir" / "file-serial.csv").read_bytes()
+    for opt in ("--frame-rate", "--fs"):
+        code, _, err = _main(["sim", "--source", "synth:2", "--minutes", "0.05", opt, "200", "--quiet", "--out", str(tmp_path / f"x{opt}.log"),
+                              "--truth", str(tmp_path / f"t{opt}.csv")], capsys)
+        assert code == 0, err
+        assert ("--fs is deprecated; use --frame-rate" in err) == (opt == "--fs")
+    assert (tmp_path / "x--fs.log").read_bytes() == (tmp_path / "x--frame-rate.log").read_bytes()
