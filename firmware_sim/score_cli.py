@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from edgebp.cli import CliError
-from edgebp.cli_types import non_negative, positive
+from edgebp.cli_types import deprecated_alias, non_negative, positive
 from edgebp.firmware_sim.compare import (
     beats_truth_compare,
     compare_report_text,
@@ -143,8 +143,9 @@ def score_files(bp: str, truth: str, fs: float | None = None, beats_truth: str |
               help="Recovery window after a fault (s): a fault is judged when this + 1 s of clean signal follows.")
 @click.option("--include-invalid", is_flag=True,
               help="Also score runtime beats marked valid=0 (by default they are only counted).")
-@click.option("--json", "json_out", default=None, metavar="OUT",
-              help="Also write the results as JSON to OUT (- : print only the JSON, on stdout).")
+@click.option("--summary", "json_out", default=None, metavar="FILE",
+              help="Also write the results as JSON to FILE (- : print only the JSON, on stdout).")
+@deprecated_alias("--json", "--summary", "json_out", metavar="OUT")
 def score_command(bp, truth, fs, beats_truth, tolerance, recover, include_invalid, json_out):
     """Score `edgebp run` output against the `edgebp sim` truth it was fed.
 
@@ -170,7 +171,7 @@ def score_command(bp, truth, fs, beats_truth, tolerance, recover, include_invali
     Example:
         edgebp sim --source synth:3 --minutes 1 --faults leadoff@20s+3s --out s.log --truth truth.csv
         edgebp run --stream s.log --out bp.csv
-        edgebp score bp.csv truth.csv --json score.json
+        edgebp score bp.csv truth.csv --summary score.json
     """
     if tolerance <= 0:
         raise CliError(f"--tolerance must be positive, got {tolerance:g}")

@@ -337,7 +337,7 @@ def test_calibration_api_checks_readings(sbp, dbp, why):
 
 
 def test_deprecated_spellings_warn_and_behave_the_same(d, capsys, tmp_path):
-    """run --summary-json, serve --out-dir, sim --fs and run --variant int8 (on a streaming
+    """run --summary-json, score --json OUT, serve --out-dir, sim --fs and run --variant int8 (on a streaming
     bundle) are the old spellings: each prints a one-line deprecation warning on stderr and
     gives exactly what the new spelling gives."""
     import json
@@ -351,6 +351,11 @@ def test_deprecated_spellings_warn_and_behave_the_same(d, capsys, tmp_path):
         s = json.loads((tmp_path / f"s{opt}.json").read_text())
         outs[opt] = (s["decoder"], s["outputs"] if "outputs" in s else None, (tmp_path / f"bp{opt}.csv").read_text())
     assert outs["--summary"] == outs["--summary-json"]
+    for opt in ("--summary", "--json"):  # score's results JSON: --json OUT before the shared names
+        code, _, err = _main(["score", str(tmp_path / "bp--summary.csv"), str(d / "truth.csv"), opt, str(tmp_path / f"score{opt}.json")], capsys)
+        assert code == 0, err
+        assert ("--json is deprecated; use --summary" in err) == (opt == "--json")
+    assert (tmp_path / "score--json.json").read_text() == (tmp_path / "score--summary.json").read_text()
     code, _, err = _main(["run", "--stream", log, "--variant", "int8", "--out", str(tmp_path / "old.csv")], capsys)
     assert code == 0 and "say --variant stream-int8" in err
     assert (tmp_path / "old.csv").read_text() == outs["--summary"][2]

@@ -497,7 +497,7 @@ def test_cli_sim_run_score_synthetic(tmp_path):
     _edgebp("sim", "--source", "synth:3", "--minutes", "3", "--seed", "1", "--out", "serial.log", "--truth", "truth.csv",
             "--quiet", cwd=tmp_path)
     _edgebp("run", "default", "--stream", "serial.log", "--out", "bp.csv", cwd=tmp_path)
-    _edgebp("score", "bp.csv", "truth.csv", "--json", "score.json", cwd=tmp_path)
+    _edgebp("score", "bp.csv", "truth.csv", "--summary", "score.json", cwd=tmp_path)
     s = json.loads((tmp_path / "score.json").read_text())["beats"]
     assert s["n_truth"] > 150
     pct = 100.0 * (s["n_runtime_valid"] - s["n_truth"]) / s["n_truth"]

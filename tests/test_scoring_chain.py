@@ -60,7 +60,7 @@ def _one_line_error(res) -> str:
 # ----------------------------------------------------------------------------- edgebp score
 def test_score_counts_pairs_and_heart_rate(chain, tmp_path):
     js = tmp_path / "score.json"
-    p = _edgebp("score", chain["bp"], chain["truth"], "--json", js)
+    p = _edgebp("score", chain["bp"], chain["truth"], "--summary", js)
     assert p.returncode == 0, p.stderr
     for needle in ("point-wise ABP vs truth", "from the runtime", "in the truth", "count difference",
                    "unpaired:", "heart rate: runtime", "SBP: n", "DBP: n", "faults: none"):
@@ -106,9 +106,9 @@ def test_score_counts_pairs_and_heart_rate(chain, tmp_path):
 
 def test_score_tolerance_and_old_script_name(chain, tmp_path):
     """A tighter --tolerance pairs fewer beats; scripts/compare_truth.py is the same command."""
-    wide = json.loads(_edgebp("score", chain["bp"], chain["truth"], "--json", "-").stdout)["beats"]
+    wide = json.loads(_edgebp("score", chain["bp"], chain["truth"], "--summary", "-").stdout)["beats"]
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_truth.py"), str(chain["bp"]), str(chain["truth"]),
-                        "--max-dt", "0.01", "--json", "-"], capture_output=True, text=True, timeout=120)
+                        "--max-dt", "0.01", "--summary", "-"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     tight = json.loads(p.stdout)["beats"]
     assert tight["max_dt_s"] == 0.01 and wide["max_dt_s"] == 0.3
@@ -118,10 +118,10 @@ def test_score_tolerance_and_old_script_name(chain, tmp_path):
 
 def test_score_a_beats_file_alone(chain):
     """What `edgebp run` prints without --out can be scored directly (beats only)."""
-    res = CliRunner().invoke(cli, ["score", str(chain["beats"]), str(chain["truth"]), "--json", "-"])
+    res = CliRunner().invoke(cli, ["score", str(chain["beats"]), str(chain["truth"]), "--summary", "-"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
-    full = json.loads(CliRunner().invoke(cli, ["score", str(chain["bp"]), str(chain["truth"]), "--json", "-"]).stdout)
+    full = json.loads(CliRunner().invoke(cli, ["score", str(chain["bp"]), str(chain["truth"]), "--summary", "-"]).stdout)
     assert got["pointwise"] is None and full["pointwise"] is not None
     assert got["beats"] == full["beats"]
 
