@@ -222,14 +222,17 @@ def _rows_without_inner_frame(data: bytes, view: np.ndarray, p: int, m: int) -> 
     accepted in bulk: up to the first row inside which a CRC-valid frame may start (see
     :func:`_resume_after`); that row is then read on the single-frame path."""
     size = view.shape[1]
-    rows = view[:m]
-    # A sync inside a row: 0xA5 at column j, 0x5A at j+1 (j = size-1: the next byte, which is
-    # the next row's 0xA5 except after the last row, so every 0xA5 there is a candidate).
-    hit = np.zeros(rows.shape, dtype=bool)
-    hit[:, 1:size - 1] = (rows[:, 1:size - 1] == SYNC[0]) & (rows[:, 2:] == SYNC[1])
-    hit[:, size - 1] = rows[:, size - 1] == SYNC[0]
-    cand = np.flatnonzero(hit.ravel())
-    for c in cand.tolist():
+    # A sync at a row's last byte needs 0x5A after it: inside the run that byte is the next
+    # row's 0xA5, so only the last row's last byte can start one.
+    cands: list[int] = []
+    if data.count(SYNC, p, p + m * size) > m:  # syncs cannot overlap: more than the rows' own
+        rows = view[:m]
+        hit = (rows[:, 1:size - 1] == SYNC[0]) & (rows[:, 2:size] == SYNC[1])
+        r, j = np.nonzero(hit)
+        cands = (r * size + j + 1).tolist()
+    if view[m - 1, size - 1] == SYNC[0]:
+        cands.append(m * size - 1)
+    for c in sorted(cands):
         if _intact_at(data, p + c) != _NO:
             return c // size
     return m
