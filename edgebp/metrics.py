@@ -781,7 +781,13 @@ def _fmt(x: Any, spec: str = ".2f") -> str:
     return str(x)
 
 
-def _table(header: list[str], rows: list[list[str]], first_width: int = 34, width: int = 14) -> list[str]:
+def _table(header: list[str], rows: list[list[str]], first_width: int = 34, width: int = 14, markdown: bool = False) -> list[str]:
+    if markdown:  # a real table for report.md/html; "\x00" marks its lines for the caller
+        def md(cells: list[str]) -> str:
+            return "\x00| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+        return [md(header), "\x00|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"] + [md(r) for r in rows]
+
     def line(cells: list[str]) -> str:
         head, rest = cells[0], cells[1:]
         return (head.ljust(first_width) + "".join(c.rjust(width) for c in rest)).rstrip()
@@ -831,8 +837,9 @@ def _component_rows(name: str, m: dict, tm: dict | None, hold: dict | None) -> t
     return header, rows
 
 
-def format_report_table(report: Mapping) -> str:
-    """Render a :func:`bp_report` dict as a fixed-width text table.
+def format_report_table(report: Mapping, style: str = "text") -> str:
+    """Render a :func:`bp_report` dict as a fixed-width text table (``style="text"``, for a
+    terminal) or as Markdown with real tables (``style="markdown"``, for report.md/html).
 
     Model and naive baselines side by side per component, the BHS / AAMI / IEEE 1708 verdicts,
     the per-subject analysis, the reference-distribution check, the analysis unit and whether
@@ -844,7 +851,13 @@ def format_report_table(report: Mapping) -> str:
     >>> text = format_report_table(rep)
     >>> "BHS grade" in text and "Analysis unit" in text
     True
+    >>> "| BHS grade |" in format_report_table(rep, style="markdown")
+    True
     """
+    styles = ("text", "markdown")
+    if style not in styles:
+        raise ValueError(f"style={style!r}: choose one of {', '.join(styles)}")
+    md = style == "markdown"
     lines = ["Blood-pressure accuracy (errors = estimate - reference, mmHg)"]
     lines.append(f"Analysis unit: {report.get('analysis_unit', '-')}")
     cal = report.get("calibration") or {}
@@ -875,7 +888,7 @@ def format_report_table(report: Mapping) -> str:
         hold = (base.get("hold_calibration") or {}).get(comp)
         header, rows = _component_rows(comp, report[comp], tm, hold)
         lines.append("")
-        lines += _table(header, rows)
+        lines += _table(header, rows, markdown=md)
         if tm is not None:
             lines.append(f"  train-mean predictor value: {tm['value']:.1f} mmHg")
         reason = (report[comp]["aami"].get("criterion2_detail") or {}).get("reason")
@@ -894,7 +907,7 @@ def format_report_table(report: Mapping) -> str:
             ["SD of subject means (ddof=1)"] + [_fmt(ps[c]["sd"]) for c in comps if c in ps],
             ["MAE of subject means"] + [_fmt(ps[c]["mae"]) for c in comps if c in ps],
         ]
-        lines += _table(header, rows)
+        lines += _table(header, rows, markdown=md)
         lines.append("  per-subject MAE:")
         for i, sid in enumerate(ps["subjects"]):
             vals = "  ".join(
@@ -915,6 +928,28 @@ def format_report_table(report: Mapping) -> str:
         rows = [[r["rule"], _fmt(r["share"], ".1f"), f"{r['count']}/{r['n']}", _fmt(r["pass"])]
                 for r in rd["rules"]]
         lines += _table(["Reference BP spread (2018 protocol)", "share %", "count", "verdict"], rows,
-                        first_width=46, width=10)
+                        first_width=46, width=10, markdown=md)
         lines.append(f"  overall: {_fmt(rd['pass'])}")
-    return "\n".join(lines)
+    return _as_markdown(lines) if md else "\n".join(lines)
+
+
+def _as_markdown(lines: list[str]) -> str:
+    """Text lines to Markdown: table lines (marked) kept together, indented notes as list items,
+    every other line its own paragraph (a 4-space indent would otherwise be a code block)."""
+    out: list[str] = []
+    prev = ""
+    for raw in lines:
+        kind = "table" if raw.startswith("\x00") else "item" if raw.startswith("  ") and raw.strip() else "blank" if not raw.strip() else "para"
+        if kind != prev and out and out[-1] != "":
+            out.append("")
+        if kind == "table":
+            out.append(raw[1:])
+        elif kind == "item":
+            depth = "  " if raw.startswith("    ") else ""
+            out.append(f"{depth}- {raw.strip()}")
+        elif kind == "para":
+            if prev == "para":
+                out.append("")
+            out.append(raw.strip())
+        prev = kind
+    return "\n".join(out).strip() + "\n"

@@ -372,6 +372,26 @@ def test_format_report_table_mentions_everything():
     assert mae_row.split()[1:] == ["2.00", "13.50", "1.50"]
 
 
+def test_format_report_table_markdown_renders_tables_with_the_same_figures():
+    """report.md's clinical table: real Markdown tables (rendered by markdown-it-py as in the
+    reports), no code block, and every cell of the text table's rows."""
+    from markdown_it import MarkdownIt
+
+    pred_s, ref_s, pred_d, ref_d, subj = _report_inputs()
+    rep = bp_report(pred_s, ref_s, pred_d, ref_d, subjects=subj, train_ref={"sbp": 130.0, "dbp": 78.0})
+    md = format_report_table(rep, style="markdown")
+    html = MarkdownIt("commonmark").enable("table").render(md)
+    # SBP, DBP, per subject, reference spread
+    assert html.count("<table>") == 4 and "<pre>" not in html
+    assert "| MAE | 2.00 | 13.50 |" in md
+    text = format_report_table(rep)
+    plain = md.replace("\\|", "|")  # table cells escape "|" (|ME|)
+    missing = [line for line in text.splitlines() if line.strip() and not line.startswith("-") and line.split("  ")[0].strip() not in plain]
+    assert not missing, missing
+    with pytest.raises(ValueError, match="text, markdown"):
+        format_report_table(rep, style="html")
+
+
 def test_docstring_examples_run():
     result = doctest.testmod(metrics)
     assert result.attempted > 10 and result.failed == 0

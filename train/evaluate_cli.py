@@ -132,15 +132,16 @@ def selection_text(report: dict) -> str:
     return selection_line(sel) if sel else ""
 
 
-def report_table(report: dict) -> str:
+def report_table(report: dict, style: str = "text") -> str:
     """:func:`edgebp.metrics.format_report_table` with the records line above it and, when
-    training records are included, the warning below it too."""
+    training records are included, the warning below it too (``style``: text or markdown)."""
     from edgebp.metrics import format_report_table
 
     line = selection_text(report)
-    text = (line + "\n" if line else "") + format_report_table(report)
+    sep = "\n\n" if style == "markdown" else "\n"
+    text = (line + sep if line else "") + format_report_table(report, style=style)
     if (report.get("data") or {}).get("include_training"):
-        text += "\n" + line
+        text += sep + line
     return text
 
 
@@ -253,7 +254,7 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
     sections = [{"heading": "Summary", "text": f"Analysis unit: {report['analysis_unit']}"
                  + (f"\n\n{records}" if records else ""), "table": mapping_table(report["model"], ("model", "value")),
                  "figure": None, "figure_name": ""},
-                {"heading": "Clinical table", "text": "```\n" + report_table(report) + "\n```", "table": None, "figure": None, "figure_name": ""}]
+                {"heading": "Clinical table", "text": report_table(report, style="markdown"), "table": None, "figure": None, "figure_name": ""}]
     if len(allp):
         for key in ("sbp", "dbp"):
             sections.append({"heading": f"Bland-Altman {key.upper()}", "text": "", "table": None,
