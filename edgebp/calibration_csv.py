@@ -58,10 +58,11 @@ def _number(text: str, path: str, line: int, column: str) -> float:
 
 
 def calibration_csv_read(path: str, subject: str | None = None,
-                         check: Callable[[float, float], str | None] | None = None) -> list[CuffRow]:
+                         check: Callable[[float, float], str | None] | None = None, empty_ok: bool = False) -> list[CuffRow]:
     """The cuff readings of ``path`` in time order (all of them, or ``subject``'s only).
 
     ``check(sbp, dbp)`` returns why a reading is implausible (the runtime's cuff range), or None.
+    ``empty_ok``: a header without readings is no error (a simulated device that took none).
     Raises FileNotFoundError for a missing file and ValueError (file, line, column) for a bad one.
     """
     name = str(path)
@@ -97,7 +98,7 @@ def calibration_csv_read(path: str, subject: str | None = None,
         if why:
             raise ValueError(f"{name}: line {line}: cuff reading rejected: {why}")
         out.append(CuffRow(t, s, d, who, w, m, line))
-    if not out:
+    if not out and not empty_ok:
         who = f" for subject {subject!r}" if subject is not None else ""
         raise ValueError(f"{name}: no calibration readings{who} after the header")
     return sorted(out, key=lambda r: r.time)

@@ -190,16 +190,15 @@ def cuff_write(path: str | os.PathLike, readings: dict[str, np.ndarray]) -> None
 
 
 def cuff_read(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a ``time,sbp,dbp`` CSV written by :func:`cuff_write`.
+    """Read a calibration CSV (``time,sbp,dbp[,subject]``, as :func:`cuff_write` writes it)
+    through the one reader every ``--calibration FILE`` uses (:mod:`edgebp.calibration_csv`).
 
     Raises
     ------
     ValueError
-        Naming the file when its header row is not ``time,sbp,dbp``.
+        Naming the file, the line and the column of a bad header or row.
     """
-    with open(path) as fh:
-        lines = [ln.strip() for ln in fh if ln.strip()]
-    if not lines or lines[0] != "time,sbp,dbp":
-        raise ValueError(f"{path}: not a cuff readings file (expected the header row time,sbp,dbp)")
-    rows = np.array([[float(x) for x in ln.split(",")] for ln in lines[1:]], dtype=np.float64).reshape(-1, 3)
-    return {"time": rows[:, 0], "sbp": rows[:, 1], "dbp": rows[:, 2]}
+    from edgebp.calibration_csv import calibration_csv_read
+
+    rows = calibration_csv_read(str(path), empty_ok=True)
+    return {k: np.array([getattr(r, k) for r in rows], dtype=np.float64) for k in ("time", "sbp", "dbp")}
