@@ -1,4 +1,5 @@
-"""Every ``edgebp ...`` command shown in README.md, docs/*.md and scripts/demo.sh parses against
+"""Every ``edgebp ...`` command shown in README.md, docs/*.md, scripts/demo.sh and the commands'
+own --help examples parses against
 the real command line: a renamed, removed or never-existing option (``--in``) fails here.
 
 Each command is resolved to its sub-command and parsed with click's ``make_context`` (nothing
@@ -114,6 +115,18 @@ _INLINE = re.compile(r"`((?:python -m )?edgebp [^`]+)`")
 _SYNOPSIS = re.compile(r"\[|\.\.\.|\bA\|B\b|<[A-Za-z_]+>")
 
 
+def _all_commands() -> list[tuple[str, click.Command]]:
+    """Every sub-command (groups' too), for the examples in their own --help."""
+    ctx = click.Context(cli, info_name="edgebp")
+    out, todo = [], [(n, cli.get_command(ctx, n)) for n in cli.list_commands(ctx)]
+    while todo:
+        name, cmd = todo.pop(0)
+        out.append((name, cmd))
+        if isinstance(cmd, click.Group):
+            todo += [(f"{name} {n}", cmd.get_command(ctx, n)) for n in cmd.list_commands(ctx)]
+    return out
+
+
 def _examples() -> list:
     """Full parses: the command lines of code blocks and the demo. Option-name checks: synopsis
     lines (``[--mcu NAME|all]``) and commands quoted inline in the prose (often fragments,
@@ -130,6 +143,11 @@ def _examples() -> list:
         for k, line in enumerate(text.splitlines(), start=1):
             for m in _INLINE.finditer(line):
                 cases.append(pytest.param(("names", m.group(1)), id=f"{path.name}:{k}:inline"))
+    for name, cmd in _all_commands():
+        for k, line in enumerate(((cmd.help or "") + "\n" + (cmd.epilog or "")).splitlines(), start=1):
+            if re.match(r"^\s{2,}edgebp\s", line):  # an example (indented), not prose
+                for args in _commands(line, script=False):
+                    cases.append(pytest.param(("parse", args), id=f"help:{name}:{k}"))
     for k, line in _script_lines(DEMO.read_text()):
         for args in _commands(line, script=True):
             cases.append(pytest.param(("parse", args), id=f"{DEMO.name}:{k}"))
@@ -185,6 +203,7 @@ def test_the_docs_have_examples():
     assert len(EXAMPLES) > 40
     assert sum(p.id.startswith("demo.sh") for p in EXAMPLES) >= 10
     assert sum(p.values[0][0] == "parse" for p in EXAMPLES) > 40
+    assert sum(p.id.startswith("help:") for p in EXAMPLES) >= 20
 
 
 @pytest.mark.parametrize("case", EXAMPLES)
