@@ -142,7 +142,7 @@ def deprecated_alias(old: str, new: str, dest: str, **option_kwargs):
             if value is not None and value != ():
                 ctx = click.get_current_context()
                 if ctx.get_parameter_source(dest) == click.core.ParameterSource.COMMANDLINE:
-                    raise click.UsageError(f"{old} and {new} are the same option (give {new} only)", ctx=ctx)
+                    raise OneLineBadParameter(f"the same option as {new} (its deprecated spelling): give {new} only", ctx=ctx, param_hint=f"'{old}'")
                 click.echo(f"{old} is deprecated; use {new}", err=True)
                 kwargs[dest] = value
             return fn(*args, **kwargs)
