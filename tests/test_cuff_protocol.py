@@ -542,14 +542,14 @@ def test_sim_cli_errors(tmp_path):
     base = ["--source", "synth:1", "--minutes", "0.2", "--truth", str(tmp_path / "t.csv"),
             "--out", str(tmp_path / "o"), "--quiet"]
     for extra, msg in (
-        (["--cuff-every", "0"], "--cuff-every must be a positive"),
-        (["--cuff-every", "-5"], "--cuff-every must be a positive"),
+        (["--cuff-every", "0"], "'--cuff-every': 0 is not > 0"),
+        (["--cuff-every", "-5"], "'--cuff-every': -5 is not > 0"),
         (["--cuff-every", "30"], "--cuff-every 30 s gives no reading"),
         (["--cuff-at", "5,20"], "--cuff-at 20 s is outside the simulation"),
         (["--cuff-at", "-1"], "--cuff-at: times must be >= 0"),
         (["--cuff-at", "5,abc"], "'abc' is not a time"),
-        (["--cuff-at", "5", "--cuff-window", "0"], "--cuff-window must be a positive"),
-        (["--cuff-at", "5", "--cuff-noise", "-1"], "--cuff-noise must be >= 0"),
+        (["--cuff-at", "5", "--cuff-window", "0"], "'--cuff-window': 0 is not within (0, 3600]"),
+        (["--cuff-at", "5", "--cuff-noise", "-1"], "'--cuff-noise': -1 is not within [0, 100]"),
         (["--cuff-csv", str(tmp_path / "c.csv")], "--cuff-csv needs --cuff-every or --cuff-at"),
         (["--cuff-at", "5", "--format", "max3010x"], "need --format text or binary"),
         (["--cuff-at", "5", "--cuff-csv", str(tmp_path / "nodir" / "c.csv")], "does not exist"),
