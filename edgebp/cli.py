@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "sim": "edgebp.firmware_sim.cli:sim_command",
     "score": "edgebp.firmware_sim.score_cli:score_command",
     "budget": "edgebp.firmware_sim.budget_cli:budget_command",
+    "firmware": "edgebp.firmware_sim.cgen_cli:firmware_group",
     "bench": "edgebp.bench.cli:bench_command",
     "cache": "edgebp.cache_cli:cache_group",
 }
