@@ -4,9 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgebp-setup-stamp
 
-.PHONY: setup demo test fuzz clean
+.PHONY: setup demo test fuzz clean firmware-tools
 
-setup: $(STAMP)
+setup: $(STAMP) firmware-tools
+
+# The firmware's Cortex-M4F build and its QEMU run (tests/test_firmware_c.py skips without
+# them, saying so): installed with apt where this runs as root with apt-get; elsewhere one
+# line of advice, never a failure.
+firmware-tools:
+	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm) >/dev/null \
+	  || echo "firmware-tools: apt-get failed; the Cortex-M4F firmware tests will skip"; \
+	else echo "firmware-tools: not root or no apt-get; for the Cortex-M4F firmware tests install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"; fi
 
 # Idempotent: re-runs only when the packaging files change.
 $(STAMP): pyproject.toml Makefile

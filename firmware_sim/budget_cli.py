@@ -62,8 +62,11 @@ Examples:
 @click.option("--variant", type=VariantChoice(BUDGET_VARIANTS, extra=("auto",)), default="auto", show_default=True,
               help="Which model of a bundle (auto: streaming int8 first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--firmware", "firmware_dir", type=click.Path(file_okay=False), default=None,
+              help="A directory from `edgebp firmware generate`: build it for the Cortex-M4F and show the measured "
+                   ".text/.data/.bss and peak stack beside the estimates (needs arm-none-eabi-gcc).")
 @deprecated_alias("--fs", "--model-fs", "fs", type=float)
-def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, variant, as_json):
+def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, variant, as_json, firmware_dir=None):
     """Check a bundle (or an ONNX model) against microcontroller budgets.
 
     Weight memory (flash), peak activation memory over the execution order, streaming state,
@@ -117,9 +120,19 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
 
         # parsed and checked by bundle_load already
         est = estimator_budget(bundle.estimator(), float(fs or 125.0))
+    measured = None
+    if firmware_dir is not None:
+        from edgebp.firmware_sim.cgen import firmware_measure
+
+        try:
+            measured = firmware_measure(firmware_dir)
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise CliError(f"--firmware {firmware_dir}: {exc}") from None
     if as_json:
         out = {"budget": budget.to_dict(), "checks": [c.to_dict() for c in checks],
                "profiles": {p.name: p.to_dict() for p in profiles}, "estimator": est}
+        if measured is not None:
+            out["firmware_measured"] = measured
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(budget_format(budget, checks))
@@ -128,3 +141,10 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
                        f"RAM {est['ram_bytes']} B ({est['ram_state_bytes']} state, {est['ram_window_bytes']} calibration-window beats, "
                        f"{est['ram_beat_ppg_bytes']} one beat's PPG), at most {est['ops_per_s_max']:,.0f} operations/s (220 bpm); "
                        "(not in the table above)")
+        if measured is not None:
+            m = measured
+            click.echo(f"measured, Cortex-M4F build of {firmware_dir} ({m['build']}): flash {m['flash_bytes']} B "
+                       f"(.text {m['text']} + .data {m['data']}) against the estimated weights {budget.weight_bytes} B; "
+                       f"RAM {m['ram_bytes']} B against the estimated {budget.ram_bytes} B (.data {m['data']} + .bss {m['bss']} "
+                       f"+ peak stack {m['stack_peak_bytes']} via {' > '.join(m['stack_chain'])}"
+                       + (f"; library calls not counted: {', '.join(m['stack_not_counted'])}" if m["stack_not_counted"] else "") + ")")
