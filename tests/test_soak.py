@@ -21,7 +21,11 @@ def soak():
             rt._planted = list(range(int(t_s)))
             seen["rt"] = rt
 
+    import sys
+
+    torch_before = "torch" in sys.modules  # other tests in this pytest process may have loaded it
     res = soak_run(20 / 60, packet=50, cuff_every_s=3.0, sample_every_s=60.0, on_sample=on_sample)
+    res["torch_loaded_by_soak"] = res["torch_loaded"] and not torch_before
     return res, seen["rt"]
 
 
@@ -51,7 +55,7 @@ def test_soak_accounts_for_every_sample(soak):
     assert abs(n / 250.0 - 20 * 60) < 2.0, n  # 20 minutes of the device's 250 Hz, every sample placed
     assert acc["outputs"] == res["outputs"]["rows"] and res["outputs"]["beats"] > 0
     assert acc["samples_rejected"] > 0  # the faults reached the decoder and were counted, the stream went on
-    assert len(res["rss_series"]) >= 20 and not res["torch_loaded"]
+    assert len(res["rss_series"]) >= 20 and not res["torch_loaded_by_soak"]
 
 
 def test_growth_rule_separates_a_ring_from_a_list():
