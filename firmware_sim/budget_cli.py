@@ -133,6 +133,11 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
                "profiles": {p.name: p.to_dict() for p in profiles}, "estimator": est}
         if measured is not None:
             out["firmware_measured"] = measured
+            if measured.get("instructions"):
+                ins = measured["instructions"]
+                measured["duty"] = {p.name: {"clock_hz": p.clock_hz, "duty": ins["instructions_per_s"] * ins["cpi_assumed"] / p.clock_hz,
+                                             "duty_range": [ins["instructions_per_s"] * c / p.clock_hz for c in ins["cpi_range"]]}
+                                    for p in profiles}
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(budget_format(budget, checks))
@@ -148,3 +153,10 @@ def budget_command(model, mcu, fs, hop, window, state_inputs, input_shapes, vari
                        f"RAM {m['ram_bytes']} B against the estimated {budget.ram_bytes} B (.data {m['data']} + .bss {m['bss']} "
                        f"+ peak stack {m['stack_peak_bytes']} via {' > '.join(m['stack_chain'])}"
                        + (f"; library calls not counted: {', '.join(m['stack_not_counted'])}" if m["stack_not_counted"] else "") + ")")
+            ins = m.get("instructions")
+            if ins:
+                duty = ", ".join(f"{p.name} {p.clock_hz / 1e6:g} MHz {100 * ins['instructions_per_s'] * ins['cpi_assumed'] / p.clock_hz:.1f}%"
+                                 for p in profiles)
+                click.echo(f"measured, QEMU instruction count: {ins['instructions_per_s'] / 1e6:.2f} M instructions per second of "
+                           f"signal in edgebp_push; duty at {ins['cpi_assumed']:g} cycles per instruction (assumed; "
+                           f"{ins['cpi_range'][0]:g}-{ins['cpi_range'][1]:g} the range): {duty}")
