@@ -96,6 +96,12 @@ def _runtime_stream(bundle, device, level: str = "ORT_DISABLE_ALL"):
     return abp, np.stack(feeds), np.concatenate(ys)
 
 
+@pytest.fixture(scope="module")
+def runtime_ref(bundle, device):
+    """The runtime on the record with ONNX Runtime running the QDQ graph as written (once)."""
+    return _runtime_stream(bundle, device)
+
+
 def _harness(firmware: Path, mode: str, data: np.ndarray, tmp: Path, dtype, *extra: str) -> np.ndarray:
     src, dst = tmp / f"{mode}.in", tmp / f"{mode}.out"
     np.ascontiguousarray(data, "<f4").tofile(src)
@@ -125,12 +131,12 @@ def test_generated_c_compiles_cleanly_and_allocates_nothing(firmware, gcc):
     assert sizes["arena"] > 0 and sizes["state"] == 6048  # 24 channels x (2+2+4+4+...+64+64) samples
 
 
-def test_c_model_equals_ort_on_a_real_record(firmware, bundle, device, tmp_path):
+def test_c_model_equals_ort_on_a_real_record(firmware, bundle, runtime_ref, tmp_path):
     """The runtime's own model inputs (one minute, 300 chunks of 25, state carried) through the
     C model and through ONNX Runtime running the QDQ graph as written: the output codes agree
     within one int8 step and the ABP within 0.5 mmHg at the 99th percentile (measured: every
     code equal, see docs/firmware.md)."""
-    _, feeds, y_ort = _runtime_stream(bundle, device)
+    _, feeds, y_ort = runtime_ref
     scale, zp = _out_q(bundle)
     q_ort = np.rint(y_ort / scale).astype(np.int64) + zp
     q_c = _harness(firmware, "model", feeds, tmp_path, np.uint8).astype(np.int64)
@@ -146,10 +152,10 @@ def test_c_model_equals_ort_on_a_real_record(firmware, bundle, device, tmp_path)
     assert (q_moved != q_c).any()
 
 
-def test_c_model_state_load_round_trips_ort_state(firmware, bundle, device, tmp_path):
+def test_c_model_state_load_round_trips_ort_state(firmware, bundle, runtime_ref, tmp_path):
     """Teacher-forced: each step starts from ORT's own carried state (edgebp_model_load_state),
     so a step's kernels are compared alone; every code equal to ORT's QDQ execution."""
-    _, feeds, _ = _runtime_stream(bundle, device)
+    _, feeds, _ = runtime_ref
     sess = _ref_session(bundle, "ORT_DISABLE_ALL")
     names = [s["name"] for s in bundle.manifest["streaming"]["states"]]
     st = [np.zeros(s["shape"], np.float32) for s in bundle.manifest["streaming"]["states"]]
@@ -187,13 +193,13 @@ def test_c_preprocessor_matches_the_runtime_chain(firmware, bundle, device, tmp_
     assert err.max() > 0  # float32 against float64: identical would mean the test compared nothing
 
 
-def test_c_stream_end_to_end_against_the_runtime(firmware, bundle, device, tmp_path):
+def test_c_stream_end_to_end_against_the_runtime(firmware, bundle, device, runtime_ref, tmp_path):
     """edgebp_push/edgebp_pop on the device samples (50 a packet) against the runtime's ABP.
     Where the runtime claims a value the firmware claims one; the difference comes from the
     float32 preprocessing moving an input across an int8 rounding edge now and then (measured
     on this minute: p99 one output step, 0.67 mmHg; max 3 steps; mean 0.016 mmHg); bounds: p99
     within one step, max within 5, mean within 0.05 mmHg."""
-    abp_rt, _, _ = _runtime_stream(bundle, device)
+    abp_rt, _, _ = runtime_ref
     abp_c = _harness(firmware, "stream", device[0], tmp_path, np.float32, "50").astype(np.float64)
     n = len(abp_rt)
     assert len(abp_c) >= n
