@@ -24,7 +24,7 @@ def soak():
     import sys
 
     torch_before = "torch" in sys.modules  # other tests in this pytest process may have loaded it
-    res = soak_run(20 / 60, packet=50, cuff_every_s=3.0, sample_every_s=60.0, on_sample=on_sample)
+    res = soak_run(20 / 60, packet=250, cuff_every_s=3.0, sample_every_s=60.0, on_sample=on_sample)
     res["torch_loaded_by_soak"] = res["torch_loaded"] and not torch_before
     return res, seen["rt"]
 
