@@ -163,3 +163,25 @@ def summary_write(path: str | os.PathLike, summary: dict) -> None:
     log.info("wrote %s", path)
 
 
+
+
+def truth_frames_invisible(truth: dict[str, np.ndarray]) -> int:
+    """Generated frames no decoder can know of: those before the first and after the last frame
+    of each boot that put any byte on the wire (no sequence gap frames them).
+
+    The accounting identity of a decoded stream (every generated frame parsed, missing or
+    dropped) holds for the other frames; this is the rest.
+
+    >>> t = {"status": np.array(["dropped", "emitted", "dropped", "emitted", "dropped"]),
+    ...      "boot": np.zeros(5, int)}
+    >>> truth_frames_invisible(t)  # the first and the last: no frame on the wire frames them
+    2
+    """
+    on_wire = np.isin(truth["status"], ["emitted", "corrupted", "truncated"])
+    sampled = truth["status"] != "reboot"
+    n = 0
+    for b in np.unique(truth["boot"][sampled]):
+        idx = np.flatnonzero(sampled & (truth["boot"] == b))
+        w = np.flatnonzero(on_wire[idx])
+        n += len(idx) if len(w) == 0 else w[0] + (len(idx) - 1 - w[-1])
+    return int(n)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgebp.firmware_sim.truth import truth_frames_invisible
 from edgebp.runtime.crc import crc16_ccitt_false
 from edgebp.runtime.protocol import (
     CUFF_RANGE_MMHG, CuffEvent, GapEvent, HeaderEvent, ResetEvent, StreamDecoder, StreamHeader,
@@ -389,17 +390,6 @@ def test_old_reader_ignores_readings(tmp_path, fmt):
 
 
 # ----------------------------------------------------------------------------- the simulator
-def _invisible(truth) -> int:
-    """Generated frames no decoder can know about: before the first or after the last frame
-    of each boot that put any byte on the wire (as in tests/test_firmware_sim.py)."""
-    on_wire = np.isin(truth["status"], ["emitted", "corrupted", "truncated"])
-    sampled = truth["status"] != "reboot"
-    n = 0
-    for b in np.unique(truth["boot"][sampled]):
-        idx = np.flatnonzero(sampled & (truth["boot"] == b))
-        w = np.flatnonzero(on_wire[idx])
-        n += len(idx) if len(w) == 0 else w[0] + (len(idx) - 1 - w[-1])
-    return int(n)
 
 
 def _cli():
@@ -531,7 +521,7 @@ def test_sim_cuff_with_faults(fmt):
         # the sample accounting of tests/test_firmware_sim.py holds with the readings present
         assert (c["duplicates_dropped"], c["resets"]) == (s["duplicates_intact"], s["resets"])
         on_wire = int(np.sum(np.isin(T["status"], ["emitted", "corrupted", "truncated"])))
-        assert _identity(c) == s["copies_on_wire"] + s["frames_generated"] - on_wire - _invisible(T)
+        assert _identity(c) == s["copies_on_wire"] + s["frames_generated"] - on_wire - truth_frames_invisible(T)
     else:
         assert c["cuff_readings"] <= sent.sum()
         assert c["cuff_readings"] >= sent.sum() - s["copies_corrupted"] - s["copies_truncated"]

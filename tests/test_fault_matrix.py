@@ -28,6 +28,7 @@ import logging
 import numpy as np
 import pytest
 
+from edgebp.firmware_sim.truth import truth_frames_invisible
 from edgebp.firmware_sim.compare import RuntimeOutput, runtime_truth_compare
 from edgebp.firmware_sim.device import DeviceConfig
 from edgebp.firmware_sim.faults import FAULT_NAMES
@@ -86,17 +87,6 @@ def _run(bundle, data: bytes, decoder, block: int = 4096):
     return s, cat("t"), cat("abp"), cat("valid"), cat("reason")
 
 
-def _invisible(truth) -> int:
-    """Generated frames no decoder can know of: before the first / after the last frame of
-    each boot that put any byte on the wire (no sequence gap frames them)."""
-    on_wire = np.isin(truth["status"], ["emitted", "corrupted", "truncated"])
-    sampled = truth["status"] != "reboot"
-    n = 0
-    for b in np.unique(truth["boot"][sampled]):
-        idx = np.flatnonzero(sampled & (truth["boot"] == b))
-        w = np.flatnonzero(on_wire[idx])
-        n += len(idx) if len(w) == 0 else w[0] + (len(idx) - 1 - w[-1])
-    return int(n)
 
 
 @pytest.mark.parametrize("fmt", ["binary", "text"])
@@ -113,7 +103,7 @@ def test_fault_matrix(bundle, source, fault, fmt, caplog):
     # --- accounting (as tests/test_roundtrip.py: exact for binary frames; a text line whose
     # corruption or truncation changed its line structure shifts the sum by one each way)
     frames_on_wire = int(np.sum(np.isin(T["status"], ["emitted", "corrupted", "truncated"])))
-    unsent_seen = S["frames_generated"] - frames_on_wire - _invisible(T)
+    unsent_seen = S["frames_generated"] - frames_on_wire - truth_frames_invisible(T)
     reframed = sum(c.count(b"\n") != 1 for c in sim.chunks) if fmt == "text" else 0
     counted = d["samples_parsed"] + d["samples_rejected"] + d["samples_missing"]
     assert abs(counted - (S["copies_on_wire"] + unsent_seen)) <= reframed

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgebp.firmware_sim.truth import truth_frames_invisible
 from edgebp.firmware_sim.device import DeviceConfig, FrontEndInput, adc_channels, clock_ticks, frontend_convert
 from edgebp.firmware_sim.faults import FAULT_BITS, FAULT_NAMES, faults_frame_mask, faults_parse, faults_schedule
 from edgebp.firmware_sim.simulate import device_simulate, sim_source_load
@@ -214,17 +215,6 @@ def test_round_trip_clean_stream_is_exact(toy, fmt):
     assert len(hdr) == 1 and hdr[0].header.fs == FS and hdr[0].header.channels == ["ecg", "ppg"]
 
 
-def _invisible(truth) -> int:
-    """Generated frames a decoder cannot know about: before the first or after the last frame
-    of each boot that put any byte on the wire (no sequence gap frames them)."""
-    on_wire = np.isin(truth["status"], ["emitted", "corrupted", "truncated"])
-    sampled = truth["status"] != "reboot"
-    n = 0
-    for b in np.unique(truth["boot"][sampled]):
-        idx = np.flatnonzero(sampled & (truth["boot"] == b))
-        w = np.flatnonzero(on_wire[idx])
-        n += len(idx) if len(w) == 0 else w[0] + (len(idx) - 1 - w[-1])
-    return int(n)
 
 
 @pytest.mark.parametrize("faults", ["drop=0.01,corrupt=0.01,truncate=0.01,reset@15s", "dup=0.02,drop=0.01"])
@@ -244,7 +234,7 @@ def test_round_trip_binary_faults_accounting(toy, faults):
     assert bad <= s["copies_corrupted"] + s["copies_truncated"]
     # parsed + rejected + missing = records on the wire + frames never sent that a gap reveals
     frames_on_wire = int(np.sum(np.isin(T["status"], ["emitted", "corrupted", "truncated"])))
-    unsent_seen = s["frames_generated"] - frames_on_wire - _invisible(T)
+    unsent_seen = s["frames_generated"] - frames_on_wire - truth_frames_invisible(T)
     assert c["samples_parsed"] + c["samples_rejected"] + c["samples_missing"] == s["copies_on_wire"] + unsent_seen
     intact = T["status"] == "emitted"
     assert np.array_equal(seq, T["seq"][intact])

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgebp.firmware_sim.truth import truth_frames_invisible
 from edgebp.firmware_sim.compare import (
     RuntimeOutput,
     beats_pair,
@@ -88,17 +89,6 @@ def _offline(bundle_dir, record):
     return y, geo.fs, StreamResampler(record.get("ecg").fs, geo.fs).delay_out
 
 
-def _invisible(truth) -> int:
-    """Generated frames no decoder can know of: before the first / after the last frame of
-    each boot that put any byte on the wire (no sequence gap frames them)."""
-    on_wire = np.isin(truth["status"], ["emitted", "corrupted", "truncated"])
-    sampled = truth["status"] != "reboot"
-    n = 0
-    for b in np.unique(truth["boot"][sampled]):
-        idx = np.flatnonzero(sampled & (truth["boot"] == b))
-        w = np.flatnonzero(on_wire[idx])
-        n += len(idx) if len(w) == 0 else w[0] + (len(idx) - 1 - w[-1])
-    return int(n)
 
 
 # ----------------------------------------------------------------------------- clean stream
@@ -180,7 +170,7 @@ def test_fault_round_trip(tcn, source, fault, fmt, caplog):
     assert d["duplicates_dropped"] == S["duplicates_intact"]
     assert d["resets"] == S["resets"]
     frames_on_wire = int(np.sum(np.isin(T["status"], ["emitted", "corrupted", "truncated"])))
-    unsent_seen = S["frames_generated"] - frames_on_wire - _invisible(T)
+    unsent_seen = S["frames_generated"] - frames_on_wire - truth_frames_invisible(T)
     # every copy on the wire is parsed or rejected; every unsent frame a gap reveals is missing.
     # Exact for binary frames. A text line whose corruption or truncation changed its line
     # structure (a byte turned into a newline splits one frame into two records; a lost line
@@ -341,7 +331,7 @@ def test_live_pty_sim_to_run(tcn, tmp_path):
     from edgebp.firmware_sim.truth import truth_read
 
     T = truth_read(truth)
-    assert d["samples_parsed"] + d["samples_missing"] == S["frames_generated"] - _invisible(T)
+    assert d["samples_parsed"] + d["samples_missing"] == S["frames_generated"] - truth_frames_invisible(T)
     rows = [r for r in bp.read_text().splitlines() if r and not r.startswith("#")]
     assert rows[0] == "time,abp,valid,reason" and len(rows) - 1 == summary["outputs"] > 0
     assert summary["outputs"] == math.ceil((d["samples_parsed"] + d["samples_missing"]) / 2)
