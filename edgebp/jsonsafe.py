@@ -68,3 +68,14 @@ def json_text(o, **kwargs) -> str:
     """
     kwargs.setdefault("default", json_default)
     return json.dumps(json_clean(o), allow_nan=False, **kwargs)
+
+
+def json_emit(o, path: str | None = None, indent: int = 1) -> None:
+    """Strict JSON of ``o`` (:func:`json_text`) to the file ``path``, or to standard output when
+    ``path`` is None: what the benchmarks' ``python -m`` entry points print or write."""
+    text = json_text(o, indent=indent)
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+    else:
+        print(text)

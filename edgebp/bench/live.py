@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from edgebp.jsonsafe import json_emit
+
 PACKETS = (1, 5, 25, 250)
 BULK_BYTES = 65536
 
@@ -353,12 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--out", default=None)
         a = ap.parse_args(argv[1:])
         res = serve_measure(a.bundle, a.log, [int(x) for x in a.streams.split(",")], a.repeats, a.packet, unbatched=not a.no_unbatched)
-        text = json.dumps(res, indent=1)
-        if a.out:
-            with open(a.out, "w") as f:
-                f.write(text)
-        else:
-            print(text)
+        json_emit(res, a.out)
         return 0
     ap = argparse.ArgumentParser(prog="python -m edgebp.bench.live", description="edgebp run's cost per device sample, packet by packet.")
     ap.add_argument("--bundle", default="default")
@@ -375,12 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--packets and --repeats must be >= 1")
     res = live_measure(a.bundle, a.log, packets, [v.strip() for v in a.variants.split(",") if v.strip()], a.repeats, a.threads,
                        plain=not a.no_plain)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    else:
-        print(text)
+    json_emit(res, a.out)
     return 0
 
 

@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from edgebp.jsonsafe import json_emit
+
 log = logging.getLogger(__name__)
 
 #: The mark after which growth counts: start-up (imports, numba kernels, first allocations) is over.
@@ -387,12 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
     res = soak_run(a.hours, a.bundle, a.source, a.packet, a.segment_minutes, sample_every_s=a.sample_every,
                    progress=lambda m: print(m, file=sys.stderr, flush=True), partial=partial)
-    text = json.dumps(res, indent=1, default=float)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    else:
-        print(text)
+    json_emit(res, a.out)
     return 0
 
 

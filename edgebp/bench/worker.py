@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from edgebp.jsonsafe import json_emit
+
 
 def _rss_mb() -> float:
     """Peak resident set size of this process so far (MB; Linux reports kB)."""
@@ -233,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.streams < 1 or a.block < 1:
             ap.error("--streams and --block must be >= 1")
         res = streams_run(a.bundle, a.log, a.variant, a.threads, a.streams, a.block, a.warmup_s)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
-    else:
-        print(text)
+    json_emit(res, a.out)
     return 0
 
 
