@@ -176,7 +176,7 @@ def cache_info_command(as_json: bool) -> None:
     \b
     Example:
         edgebp cache info
-        EDGEBP_CACHE=/tmp/edgebp-cache edgebp cache info --json
+        EDGEBP_CACHE=scratch/edgebp-cache edgebp cache info --json
     """
     entries = cache_entries()
     if as_json:

@@ -222,8 +222,9 @@ def _paths_portable(text: str, temp_dir: str) -> str:
 
     Examples
     --------
-    >>> import os
-    >>> _paths_portable(f"{os.getcwd()}/runs/b/m.onnx -o /tmp/abc/lint.json", "/tmp/abc")
+    >>> import os, tempfile
+    >>> td = tempfile.mkdtemp()
+    >>> _paths_portable(f"{os.getcwd()}/runs/b/m.onnx -o {td}/lint.json", td)
     'runs/b/m.onnx -o <tmp>/lint.json'
     """
     import os
