@@ -1,7 +1,8 @@
 """int8 through ONNX Runtime's own quantizer (never a home-made one).
 
-- CPU form: static QDQ, uint8 activations, int8 per-channel weights, MinMax calibration on
-  training windows; Softmax left in float (quantized Softmax costs 20-30 % of int8 time here).
+- CPU form: static QDQ, uint8 activations, int8 per-channel weights in 7 bits
+  (``reduce_range``, see :data:`REDUCE_RANGE`), MinMax calibration on training windows; Softmax
+  left in float (quantized Softmax costs 20-30 % of int8 time here).
   LSTM models get dynamic int8 instead (weights int8, activations quantized on the fly).
 - TensorRT form: symmetric int8 activations and weights (zero point 0), float bias, QDQ only
   (no QLinear*/Integer/DynamicQuantize ops), which TensorRT's explicit quantization expects.
@@ -68,6 +69,19 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
+#: Weights in 7 bits ([-64, 63]) for the CPU form. Without it, ONNX Runtime's u8s8 Conv kernels on
+#: x86 CPUs without VNNI (AVX2 only, like this project's machines) add pairs of u8 x s8 products
+#: in int16 (``vpmaddubsw``) and saturate: on the default bundle's streaming int8 model
+#: ``ORT_ENABLE_ALL`` (what ``edgebp run`` uses) differed from the QDQ graph itself
+#: (``ORT_DISABLE_ALL``, what the C firmware and a VNNI or ARM CPU compute) by up to 11 output
+#: codes (7.3 mmHg, p99 2.0 mmHg). With 7-bit weights a pair sum fits in int16 (2 x 255 x 64).
+#: Measured side by side on 4 validation records streamed (9,600 steps;
+#: ``python scripts/int8_saturation.py``, docs/latency.md): optimised vs QDQ graph p99 0.0 mmHg, max 0.67 (one code, rounding); vs
+#: fp32 p99 3.65 mmHg with 7-bit weights against 3.68 with 8-bit; 240 vs 232 us per step. u8u8
+#: (the other remedy) was exact too but 30 % slower.
+REDUCE_RANGE = True
+
+
 #: Layers :func:`quantize_int8_cpu` can be told to leave in float (``keep_float``; the export's
 #: ``--int8-keep-float``): the graph's first / last Conv in node order. ``first-conv`` leaves
 #: the model input unquantized (the first conv reads the normalised ECG/PPG directly). Measured
@@ -98,7 +112,7 @@ def keep_float_nodes(model_path: Path, keep: tuple[str, ...] | list[str] = ()) -
 
 
 def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, softmax_float: bool = True,
-                      keep_float: tuple[str, ...] = ()) -> dict:
+                      keep_float: tuple[str, ...] = (), reduce_range: bool = REDUCE_RANGE) -> dict:
     """Static QDQ int8 for ORT on CPU (or dynamic int8 when the graph holds an LSTM).
 
     ``keep_float``: layers left in float (:data:`KEEP_FLOAT_CHOICES`; static form only)."""
@@ -111,7 +125,8 @@ def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, soft
         m.graph.ClearField("value_info")
         src = tmp
         onnx.save(m, str(src))
-        quantize_dynamic(str(src), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
+        # MatMulInteger's u8s8 kernels saturate alike without VNNI: 7-bit weights here too
+        quantize_dynamic(str(src), str(out_path), weight_type=QuantType.QInt8, per_channel=False, reduce_range=reduce_range)
         mode = "dynamic (LSTM: int8 weights, activations quantized at run time)"
         kept: list[str] = []
         if keep_float:
@@ -125,15 +140,16 @@ def quantize_int8_cpu(fp32_path: Path, out_path: Path, windows: np.ndarray, soft
         quantize_static(
             str(src), str(out_path), WindowReader(name, windows),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=True, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
+            per_channel=True, reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude,
         )
         n_soft = len(exclude) - len(kept)
-        mode = f"static QDQ (u8 activations, s8 per-channel weights, MinMax on {len(windows)} windows; {n_soft} Softmax left in float"
+        bits = "7-bit" if reduce_range else "8-bit"
+        mode = f"static QDQ (u8 activations, s8 per-channel {bits} weights, MinMax on {len(windows)} windows; {n_soft} Softmax left in float"
         mode += f"; kept in float: {', '.join(f'{k} ({n})' for k, n in zip(keep_float, kept))})" if kept else ")"
     if tmp.exists():
         tmp.unlink()
     return {"path": str(out_path), "mode": mode, "calibration_windows": int(len(windows)), "calibration_sha256": calibration_hash(windows),
-            "keep_float": list(keep_float), "kept_float_nodes": kept}
+            "keep_float": list(keep_float), "kept_float_nodes": kept, "reduce_range": bool(reduce_range)}
 
 
 def quantize_int8_tensorrt(fp32_path: Path, out_path: Path, windows: np.ndarray) -> dict:
@@ -354,7 +370,7 @@ def stream_feeds_hash(feeds: list[dict]) -> str:
 
 def stream_int8_quantize(fp32_path: Path, out_path: Path, prepared_train: list, chunk: int, state_shapes: list,
                          max_records: int = STREAM_CALIB_RECORDS, max_chunks: int = STREAM_CALIB_CHUNKS,
-                         every: int | None = None) -> dict:
+                         every: int | None = None, reduce_range: bool = REDUCE_RANGE) -> dict:
     """Static int8 (QDQ, u8 activations, s8 per-channel weights, MinMax) of an external-state
     streaming model, calibrated on inputs and states met while streaming training records
     (:func:`stream_calibration_feeds`). Needs only the fp32 ONNX file, not torch: it can
@@ -365,9 +381,11 @@ def stream_int8_quantize(fp32_path: Path, out_path: Path, prepared_train: list, 
     t0 = time.monotonic()
     log.info("stream int8: quantizing %s on %d calibration steps from %d training records", Path(fp32_path).name, len(feeds), info["n_records"])
     quantize_static(str(fp32_path), str(out_path), FeedsReader(feeds), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
     log.info("stream int8: %s written (%.0f s)", Path(out_path).name, time.monotonic() - t0)
-    info["mode"] = (f"static QDQ (u8 activations, s8 per-channel weights, MinMax) on {len(feeds)} streamed steps "
+    bits = "7-bit" if reduce_range else "8-bit"
+    info["reduce_range"] = bool(reduce_range)
+    info["mode"] = (f"static QDQ (u8 activations, s8 per-channel {bits} weights, MinMax) on {len(feeds)} streamed steps "
                     f"(every {info['every']}th of up to {max_chunks} chunks of {chunk} samples) from {info['n_records']} training records, zero initial states")
     info["calibration_sha256"] = stream_feeds_hash(feeds)
     return info
