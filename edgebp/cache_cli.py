@@ -2,7 +2,7 @@
 
 Everything edgebp caches can be rebuilt; deleting it costs time on the next run, never results.
 
-* ``prepared``: records preprocessed for a model (``<cache>/prepared/*.npz``, written by
+* ``prepared``: records preprocessed for a model (``<cache>/prepared/*.shards/``, memory-mapped shards written by
   ``edgebp train``/``evaluate``/``bench``; keyed by the data's and the chain's hash).
 * ``synth``: the built-in synthetic cohort (``<cache>/synth-<hash>/``, WFDB files).
 * ``bench``: device logs and the seeds' anchor ONNX files of ``edgebp bench``
@@ -12,6 +12,10 @@ Everything edgebp caches can be rebuilt; deleting it costs time on the next run,
   folders beside the kernels' source (numba's default) or, where those are not writable, in
   ``~/.cache/edgebp/numba`` (:func:`edgebp.paths.numba_cache_configure`). Cleaning them
   costs the next run a compile of about 40 s.
+* ``tensorrt``: TensorRT engines built by ``--backend tensorrt`` (``<cache>/tensorrt/*.engine``
+  with a ``.json`` key beside each: model sha256, TensorRT version, GPU, precision, profile;
+  :mod:`edgebp.runtime.tensorrt_backend`). An engine only runs on the TensorRT version and GPU
+  that built it; cleaning costs the next run a build (seconds to minutes per model).
 
 ``<cache>`` is ``$EDGEBP_CACHE``, default ``~/.cache/edgebp``. Only the entries above are
 ever removed, so an ``EDGEBP_CACHE`` pointing at a shared folder loses nothing else.
@@ -42,7 +46,7 @@ from edgebp.cli import CliError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("prepared", "synth", "bench", "numba")
+KINDS = ("prepared", "synth", "bench", "numba", "tensorrt")
 NUMBA_SUFFIXES = (".nbi", ".nbc")
 
 
@@ -113,8 +117,9 @@ def _numba_locations() -> list[Path]:
 
 
 def cache_entries() -> list[CacheEntry]:
-    """The cache's entries by kind (``prepared``, ``synth``, ``bench``, ``numba``), as they are now."""
+    """The cache's entries by kind (``prepared``, ``synth``, ``bench``, ``numba``, ``tensorrt``), as they are now."""
     from edgebp import paths
+    from edgebp.runtime.tensorrt_backend import cache_dir as tensorrt_cache_dir
 
     root = cache_root()
     synth_dirs = sorted(p for p in root.glob("synth-*") if p.is_dir()) + sorted(p for p in root.glob(".synth-*") if p.is_dir())
@@ -135,6 +140,8 @@ def cache_entries() -> list[CacheEntry]:
         current = getattr(paths, "numba_cache_dir", None)
         where = [current() or locs[0]] if callable(current) else locs[:1]
     entries.append(CacheEntry("numba", where, nb, []))
+    trt = tensorrt_cache_dir()
+    entries.append(CacheEntry("tensorrt", [trt], _files_under(trt), [trt]))
     return entries
 
 
@@ -159,7 +166,7 @@ def _rel(p: Path) -> str:
 @click.group(name="cache")
 def cache_group() -> None:
     """What edgebp caches on disk (prepared records, the synthetic cohort, bench logs, numba
-    kernels): ``info`` shows it, ``clean`` removes it. Everything there is rebuilt on demand.
+    kernels, TensorRT engines): ``info`` shows it, ``clean`` removes it. Everything there is rebuilt on demand.
 
     \b
     Example:

@@ -1,5 +1,6 @@
 """Inference backends behind one small interface: ONNX Runtime (CPU, fp32/int8), TensorRT
-(GPU; imported lazily, used when present) and torch (development only; imported lazily).
+(GPU; :mod:`edgebp.runtime.tensorrt_backend`, which imports tensorrt lazily) and torch
+(development only; imported lazily).
 
 Every backend takes named float32 arrays and returns the outputs in graph order.
 
@@ -62,79 +63,9 @@ class OrtBackend:
         return self.session.run(None, feeds)
 
 
-class TensorRTBackend:
-    """TensorRT engine built from the bundle's TensorRT-form ONNX (needs tensorrt and a GPU).
-
-    Written against the TensorRT 10 Python API (``tensorrt``) with ``cuda-python`` for device
-    memory; both are imported only here, so a CPU machine never needs them.
-    """
-
-    name = "tensorrt"
-
-    def __init__(self, onnx_path: str | Path, precision: str = "int8", max_batch: int = 64):
-        try:
-            import tensorrt as trt
-            from cuda.bindings import runtime as cudart
-        except ImportError as exc:  # the normal case on CPU machines
-            raise RuntimeError(f"TensorRT backend unavailable: {exc}. Install tensorrt and cuda-python on a machine with an NVIDIA GPU, or use --backend ort") from exc
-        self._trt, self._cudart = trt, cudart
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(Path(onnx_path).read_bytes()):
-            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"{onnx_path}: TensorRT cannot parse the model: {errs}")
-        config = builder.create_builder_config()
-        if precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: Q/DQ nodes carry the scales
-        elif precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        profile = builder.create_optimization_profile()
-        for i in range(network.num_inputs):
-            t = network.get_input(i)
-            shape = list(t.shape)
-            lo = [1 if d == -1 else d for d in shape]
-            hi = [max_batch if (d == -1 and k == 0) else (4096 if d == -1 else d) for k, d in enumerate(shape)]
-            profile.set_shape(t.name, lo, lo, hi)
-        config.add_optimization_profile(profile)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise RuntimeError(f"{onnx_path}: TensorRT engine build failed")
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        _, self.stream = cudart.cudaStreamCreate()
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        cudart = self._cudart
-        kind_h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        ptrs = []
-        for name in self.input_names:
-            a = np.ascontiguousarray(feeds[name], dtype=np.float32)
-            self.context.set_input_shape(name, a.shape)
-            _, d = cudart.cudaMalloc(a.nbytes)
-            cudart.cudaMemcpyAsync(d, a.ctypes.data, a.nbytes, kind_h2d, self.stream)
-            self.context.set_tensor_address(name, d)
-            ptrs.append(d)
-        outs = []
-        for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            host = np.empty(shape, dtype=np.float32)
-            _, d = cudart.cudaMalloc(host.nbytes)
-            self.context.set_tensor_address(name, d)
-            ptrs.append(d)
-            outs.append((host, d))
-        self.context.execute_async_v3(self.stream)
-        for host, d in outs:
-            cudart.cudaMemcpyAsync(host.ctypes.data, d, host.nbytes, kind_d2h, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
-        for d in ptrs:
-            cudart.cudaFree(d)
-        return [h for h, _ in outs]
+# The TensorRT backend lives in its own module (lazy imports of tensorrt and cuda-python);
+# its names are re-exported here, where every caller has always looked for them.
+from edgebp.runtime.tensorrt_backend import TensorRTBackend, TensorRTError, tensorrt_available  # noqa: E402,F401
 
 
 def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str = "int8") -> Backend:
@@ -145,7 +76,9 @@ def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str =
     if kind == "ort":
         return OrtBackend(path, threads=threads)
     if kind == "tensorrt":
-        return TensorRTBackend(path, precision=precision)
+        # the precision names the form (int8 Q/DQ, fp16, fp32) for the engine cache; the layer
+        # types come from the graph (strongly typed)
+        return TensorRTBackend(path, precision=precision if precision in ("int8", "fp16") else "fp32")
     if kind == "torch":
         # development only: the torch backend lives on the training side, so nothing in the
         # runtime package imports torch
@@ -155,23 +88,6 @@ def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str =
     raise ValueError(f"backend {kind!r} is not valid; choose one of: {', '.join(BACKENDS)}")
 
 
-def tensorrt_available() -> tuple[bool, str]:
-    """Whether TensorRT and a CUDA device can be used here, and why not."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False, "the tensorrt package is not installed (it cannot be installed on this CPU-only machine)"
-    try:
-        from cuda.bindings import runtime as cudart
-
-        err, n = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or n < 1:
-            return False, "no CUDA device"
-    except ImportError:
-        return False, "cuda-python is not installed"
-    return True, ""
-
-
 # ----------------------------------------------------------------------------- batching
 # Ops whose batch-1 graph is batch-agnostic when axis 0 is never touched: the streaming TCN's
 # graph (Conv, the state Concat/Slice along time, Q/DQ per tensor) has nothing else. A graph
@@ -179,7 +95,9 @@ def tensorrt_available() -> tuple[bool, str]:
 # batch, ...) is refused rather than guessed at.
 _BATCH_SAFE_OPS = {"Conv", "ConvTranspose", "Concat", "Slice", "Shape", "Gather", "Sub", "Add", "Mul", "Div", "Unsqueeze", "Squeeze",
                    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Constant", "QuantizeLinear", "DequantizeLinear", "Identity",
-                   "QLinearConv", "Pad", "BatchNormalization"}
+                   "QLinearConv", "Pad", "BatchNormalization",
+                   # the fp16 TensorRT form casts at its float32 inputs and outputs
+                   "Cast"}
 
 
 class BatchRewriteError(ValueError):

@@ -67,7 +67,9 @@ MAX_STATE_ELEMENTS = 1 << 22
 MAX_INPUTS = 16
 
 #: file keys -> kind of file
-ONNX_KEYS = ("fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16")
+#: trt_*: the TensorRT forms (export/tensorrt_form.py): window int8 (symmetric Q/DQ) and fp16;
+#: stream_trt_*: the same for the streaming model (a "stream" prefix: checked as a streaming graph)
+ONNX_KEYS = ("fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "stream_trt_int8", "stream_trt_fp16")
 FILE_KINDS: dict[str, str] = {**{k: "onnx" for k in ONNX_KEYS}, "report_json": "json", "report_md": "text",
                               # calibration: calibration data kept for provenance (any format)
                               "calibration": "data",

@@ -180,14 +180,26 @@ class StreamRuntime:
         # the model files
         if self.streamable:
             key = m["streaming"]["file_keys"].get(variant)
-            if key is None:
+            if backend == "tensorrt":  # each precision's TensorRT form (edgebp.variants.tensorrt_file_key)
+                from edgebp.runtime.tensorrt_backend import bundle_backend
+                from edgebp.variants import tensorrt_file_key
+
+                self.backend = bundle_backend(bundle, tensorrt_file_key(variant, streaming=True))
+            elif key is None:
                 raise ValueError(f"variant {variant!r}: this bundle's streaming model exists as {', '.join(m['streaming']['file_keys'])}")
-            self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(key), threads=threads, precision=variant)
+            else:
+                self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(key), threads=threads, precision=variant)
             self.chunk = int(m["streaming"]["chunk"])
             self.state_names = [s["name"] for s in m["streaming"]["states"]]
             self.state_shapes = [tuple(s["shape"]) for s in m["streaming"]["states"]]
         else:
-            self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(variant), threads=threads, precision=variant)
+            if backend == "tensorrt":
+                from edgebp.runtime.tensorrt_backend import bundle_backend
+                from edgebp.variants import tensorrt_file_key
+
+                self.backend = bundle_backend(bundle, tensorrt_file_key(variant, streaming=False))
+            else:
+                self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(variant), threads=threads, precision=variant)
             self.chunk = self.hop
         self.in_name = self.backend.input_names[0]
         # preprocessing per input

@@ -112,13 +112,13 @@ def stream_record(bundle: Bundle, record, variant: str = "int8", packet_s: float
 
 
 def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
-                        tolerance_s: float = 0.3, features: bool = False) -> StreamScore:
+                        tolerance_s: float = 0.3, features: bool = False, backend: str = "ort") -> StreamScore:
     """Stream ``record`` and pair its beats with the reference of ``prepared`` (the same
     record prepared offline: reference ABP and usable mask at the model rate)."""
     from edgebp.pairing import beat_times_pair
     from edgebp.scoring import BeatPairs, interval_read, reference_beats_scored
 
-    s = stream_record(bundle, record, variant=variant, packet_s=packet_s, features=features)
+    s = stream_record(bundle, record, variant=variant, packet_s=packet_s, features=features, backend=backend)
     fs = float(prepared.fs)
     n = len(prepared.abp)
     wave = np.full(n, np.nan)
@@ -153,7 +153,7 @@ def stream_score_record(bundle: Bundle, record, prepared, variant: str = "int8",
 
 def stream_score_records(bundle: Bundle, items, variant: str = "int8", packet_s: float = DEFAULT_PACKET_S,
                          keep_waves: int | None = None, progress=None, features: bool = False,
-                         streamed: list | None = None) -> tuple[list, list[dict]]:
+                         streamed: list | None = None, backend: str = "ort") -> tuple[list, list[dict]]:
     """:func:`stream_score_record` over ``items`` (``(record, prepared)`` pairs): returns the
     :class:`edgebp.evaluation.ScoredRecord` list (waveforms kept for the first ``keep_waves``
     records, all when ``None``) and the per-record beat counts (with ``record``).
@@ -164,7 +164,7 @@ def stream_score_records(bundle: Bundle, items, variant: str = "int8", packet_s:
 
     scored, counts = [], []
     for k, (rec, p) in enumerate(items):
-        sc = stream_score_record(bundle, rec, p, variant=variant, packet_s=packet_s, features=features)
+        sc = stream_score_record(bundle, rec, p, variant=variant, packet_s=packet_s, features=features, backend=backend)
         keep = keep_waves is None or k < keep_waves
         if streamed is not None:
             streamed.append(StreamScore(sc.record_id, sc.pairs, None, sc.counts, sc.beats, sc.pair_index, sc.ref_t))

@@ -257,7 +257,7 @@ def _tensorrt_rows(cfg: BenchConfig, b, shown: str) -> list[dict]:
 
     m = b.manifest
     fs, window, hop = float(m["fs"]), int(m["window"]), int(m["hop"])
-    be = TensorRTBackend(b.file("trt_int8"), precision="int8", max_batch=cfg.batch)
+    be = TensorRTBackend(b.file("trt_int8"), precision="int8", max_batch=cfg.batch, streaming=False, window=window)
     rows = []
     c = len(m["inputs"])
     for batch in (1, cfg.batch):
