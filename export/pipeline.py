@@ -16,8 +16,8 @@ import torch
 import edgebp
 from edgebp.jsonsafe import json_default
 from edgebp.evaluation import ModelGeometry, records_score, score_report
-from edgebp.export import onnx_export, quantize
-from edgebp.runtime.backends import OrtBackend, tensorrt_available
+from edgebp.export import onnx_export, quantize, tensorrt_form
+from edgebp.runtime.backends import OrtBackend
 from edgebp.runtime.bundle import SCHEMA, Bundle, bundle_load, bundle_write_manifest, file_sha256
 from edgebp.train.data import data_source_path, dataset_prepare, windows_index
 from edgebp.train.predict import RunDir
@@ -380,7 +380,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     # 5. TensorRT artefacts (engines only where tensorrt and a GPU exist)
     trt_info = None
     if "tensorrt" in targets:
-        trt_info = _tensorrt_artefacts(out, calib, files, int8)
+        trt_info = tensorrt_form.tensorrt_artefacts(out, calib, files, int8, streaming=streaming, prepared_train=train_p,
+                                                    stream_calib_records=stream_calib_records, window=int(W if geo.causal else geo.window))
         report["tensorrt"] = trt_info
 
     # 6. the manifest as it will be written (the deployed-path validation runs the runtime on it)
@@ -453,10 +454,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
         report["int8_delta_mae"] = delta
 
     # 8. the deployed path: streaming model through the runtime, in device-sized packets
-    deployed = None
+    deployed = deployed_scored = raw = None
     if streaming and held_out:
         raw = _raw_records(src, held_out, cfg.max_minutes)
-        deployed, _ = _stream_validation(Bundle(out, manifest), held_out, raw, scored["fp32"], run.norm, stream_packet_s)
+        deployed, deployed_scored = _stream_validation(Bundle(out, manifest), held_out, raw, scored["fp32"], run.norm, stream_packet_s)
         report["deployed"] = deployed
         for name, row in deployed["table"].items():
             log.info("%s on %d held-out records (%.0f ms packets): SBP MAE %s, DBP MAE %s mmHg", name, len(held_out), stream_packet_s * 1e3,
@@ -476,6 +477,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
             gates.append(_mae_gate("stream_int8_delta_mae", "stream-int8 MAE - stream-fp32 MAE", deployed["delta"]["stream-int8 - stream-fp32"], max_delta_mae))
             gates.append(_gate("stream_int8_p99_abs_diff", "p99 of |stream-int8 - stream-fp32|",
                                deployed["pointwise"]["stream-int8 vs stream-fp32"]["p99_abs_mmHg"], max_p99_diff))
+    if manifest.get("tensorrt") is not None:
+        # the TensorRT forms under ONNX Runtime, by the same gates (fail closed)
+        gates += tensorrt_form.tensorrt_validate(out, manifest, report, held_out, scored, (deployed_scored or {}).get("stream-fp32"),
+                                                 raw, vgeo, stream_packet_s, max_delta_mae, max_p99_diff)
     failed = [g for g in gates if not g["passed"]]
     report["gates"] = gates
     report["accepted"] = not failed
@@ -512,37 +517,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
 
 def _fmt(x, spec: str = ".2f") -> str:
     return format(x, spec) if _finite(x) else "n/a"
-
-
-def _tensorrt_artefacts(out: Path, calib: np.ndarray, files: dict, int8: bool) -> dict:
-    info: dict = {}
-    if int8:
-        quantize.quantize_int8_tensorrt(out / "model_fp32.onnx", out / "model_trt_int8.onnx", calib)
-        files["trt_int8"] = "model_trt_int8.onnx"
-        info["rule_check"] = quantize.tensorrt_rule_check(out / "model_trt_int8.onnx")
-        info["polygraphy_lint"] = quantize.polygraphy_lint(out / "model_trt_int8.onnx")
-    info["fp16_source"] = "model_fp32.onnx"
-    info["build_commands"] = [
-        "trtexec --onnx=model_trt_int8.onnx --int8 --saveEngine=model_int8.plan",
-        "trtexec --onnx=model_fp32.onnx --fp16 --saveEngine=model_fp16.plan",
-    ]
-    ok, why = tensorrt_available()
-    info["engines_built"] = False
-    if not ok:
-        info["engine_note"] = f"TensorRT engines not built here: {why}; the ONNX files and the build commands above are in the bundle"
-        log.warning(info["engine_note"])
-        return info
-    from edgebp.runtime.backends import TensorRTBackend
-
-    ref = _ort_runner(out / "model_fp32.onnx")(calib[:8])
-    for prec, f in (("int8", "model_trt_int8.onnx"), ("fp16", "model_fp32.onnx")):
-        if not (out / f).exists():
-            continue
-        be = TensorRTBackend(out / f, precision=prec)
-        got = be.run({be.input_names[0]: calib[:8]})[0]
-        info[f"{prec}_vs_ort_fp32_max_abs"] = float(np.max(np.abs(got - ref)))
-    info["engines_built"] = True
-    return info
 
 
 def _train_command(cfg) -> str:
@@ -638,9 +612,6 @@ def export_report_markdown(report: dict) -> str:
         p = report["pruning"]
         lines += ["", f"Pruning: ratio {p['ratio']}, parameters {p['params_before']} -> {p['params_after']}, MACs/window {p['macs_before']} -> {p['macs_after']}",
                   "Left alone: " + ("; ".join(p["left_alone"]) or "none")]
-    if "tensorrt" in report:
-        t = report["tensorrt"]
-        lines += ["", "TensorRT: " + (t.get("engine_note") or "engines built and compared with ORT fp32"), "Build commands:"] + [f"    {c}" for c in t["build_commands"]]
-        if "rule_check" in t:
-            lines.append(f"TensorRT rule check: {'ok' if t['rule_check']['ok'] else 'problems: ' + '; '.join(t['rule_check']['problems'])}")
+    if report.get("tensorrt"):
+        lines += tensorrt_form.report_lines(report["tensorrt"], report.get("gates") or [])
     return "\n".join(lines) + "\n"
