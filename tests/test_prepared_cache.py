@@ -21,10 +21,10 @@ def test_cached_source_opens_from_another_directory(tmp_path: Path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     p = PreparedRecord("r1", "r1", np.zeros((1, 10), np.float32), np.zeros(10, np.float32), np.ones(10, bool), 125.0,
                        source="data/r1", sha256="0" * 64)
-    _cache_save(tmp_path / "c.npz", [p], [])
+    _cache_save(tmp_path / "c.shards", [p], [])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    (q,), _ = _cache_load(tmp_path / "c.npz")
+    (q,), _ = _cache_load(tmp_path / "c.shards")
     assert os.path.isabs(q.source)
     assert Path(q.source + ".hea").is_file()

@@ -13,6 +13,7 @@ import json
 import time
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,8 +143,8 @@ def record_prepare(record: Record, inputs: tuple[str, ...], fs: float = 125.0, c
     )
 
 
-# bump when what the cache holds changes (2: each record's samples sha256)
-CACHE_FORMAT = 2
+# bump when what the cache holds changes (2: each record's samples sha256; 3: memory-mapped shards)
+CACHE_FORMAT = 3
 
 
 def _cache_key(path: Path, inputs: tuple[str, ...], fs: float, max_minutes: float, chain_overrides: dict | None = None) -> str:
@@ -189,34 +190,54 @@ def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_
     """Read and prepare every record under ``path``; returns (prepared, skipped with reasons).
     ``chain_overrides``: per channel, ChainConfig overrides of the presets (``TrainConfig.chain_overrides``).
 
-    Prepared arrays are cached under :func:`cache_dir` keyed by the data, inputs, rate and the
-    preprocessing presets, so repeated runs skip the work.
+    Prepared records are written once into memory-mapped shards (:mod:`edgebp.train.shards`)
+    under ``<cache>/prepared/<key>.shards/``, the key covering the data, inputs, rate and the
+    preprocessing presets, so repeated runs skip the work; the records returned are views of
+    those files, so a cohort far larger than memory can be trained on. Records are prepared
+    and written one at a time: memory holds one record and one shard, whatever the cohort's
+    size. ``use_cache=False`` keeps everything in memory and writes nothing.
     """
     from edgebp.io import read_records
+    from edgebp.train.shards import ShardWriter, shards_open
 
     key = _cache_key(Path(path), tuple(inputs), fs, max_minutes, chain_overrides)
-    cfile = cache_dir() / "prepared" / f"{key}.npz"
-    if use_cache and cfile.exists():
+    sdir = cache_dir() / "prepared" / f"{key}.shards"
+    if use_cache and sdir.is_dir():
         try:
-            return _cache_load(cfile)
+            return shards_open(sdir)
         except Exception as exc:  # noqa: BLE001 - a broken cache is rebuilt, not fatal
-            log.warning("prepared-data cache %s unreadable (%s); rebuilding", cfile, exc)
+            log.warning("prepared-data shards %s unreadable (%s); rebuilding", sdir, exc)
+            shutil.rmtree(sdir, ignore_errors=True)
     prepared, skipped = [], []
-    for k, rec in enumerate(read_records(path)):
-        digest = samples_sha256(rec)  # of the record as read: cropping must not change who it is
-        if max_minutes > 0:
-            rec = _record_crop(rec, max_minutes * 60.0)
-        p, why = record_prepare(rec, tuple(inputs), fs, chain_overrides)
-        if p is None:
-            skipped.append((rec.record_id, why))
-        else:
-            p.sha256 = digest
-            prepared.append(p)
-        if progress is not None:
-            progress(k + 1, rec.record_id, why or "ok")
-    if use_cache and prepared:
-        _cache_save(cfile, prepared, skipped)
-    return prepared, skipped
+    writer = ShardWriter(sdir) if use_cache else None
+    n_ok = 0
+    try:
+        for k, rec in enumerate(read_records(path)):
+            digest = samples_sha256(rec)  # of the record as read: cropping must not change who it is
+            if max_minutes > 0:
+                rec = _record_crop(rec, max_minutes * 60.0)
+            p, why = record_prepare(rec, tuple(inputs), fs, chain_overrides)
+            if p is None:
+                skipped.append((rec.record_id, why))
+            else:
+                p.sha256 = digest
+                n_ok += 1
+                if writer is not None:
+                    writer.add(p)  # to disk now: memory does not grow with the cohort
+                else:
+                    prepared.append(p)
+            if progress is not None:
+                progress(k + 1, rec.record_id, why or "ok")
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is None:
+        return prepared, skipped
+    if n_ok == 0:  # nothing worth caching; the caller reports it
+        writer.abort()
+        return [], skipped
+    return shards_open(writer.close(skipped))
 
 
 def _record_crop(rec: Record, seconds: float) -> Record:
@@ -226,31 +247,19 @@ def _record_crop(rec: Record, seconds: float) -> Record:
     return Record(rec.record_id, chans, rec.subject_id, rec.source)
 
 
-def _cache_save(cfile: Path, prepared: list[PreparedRecord], skipped: list[tuple[str, str]]) -> None:
-    cfile.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    meta = []
-    for i, p in enumerate(prepared):
-        arrays[f"X{i}"], arrays[f"abp{i}"], arrays[f"u{i}"] = p.X, p.abp, p.usable
-        meta.append({"record_id": p.record_id, "subject_id": p.subject_id, "fs": p.fs, "median_map": p.median_map,
-                     # absolute: the cache key is cwd-independent, so a relative source written from
-                     # the repo root would not open when the cache is read from another directory
-                     "source": os.path.abspath(p.source) if p.source else "", "sha256": p.sha256})
-    arrays["meta"] = np.frombuffer(json.dumps({"records": meta, "skipped": skipped}).encode(), dtype=np.uint8)
-    tmp = cfile.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, cfile)
+def _cache_save(sdir: Path, prepared: list[PreparedRecord], skipped: list[tuple[str, str]]) -> None:
+    """Write ``prepared`` as the shard set ``sdir`` (:func:`edgebp.train.shards.shards_write`)."""
+    from edgebp.train.shards import shards_write
+
+    Path(sdir).parent.mkdir(parents=True, exist_ok=True)
+    shards_write(Path(sdir), prepared, skipped)
 
 
-def _cache_load(cfile: Path) -> tuple[list[PreparedRecord], list[tuple[str, str]]]:
-    with np.load(cfile, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        out = [
-            PreparedRecord(m["record_id"], m["subject_id"], z[f"X{i}"], z[f"abp{i}"], z[f"u{i}"], m["fs"], m["median_map"], m["source"],
-                           sha256=m["sha256"])  # KeyError for an older cache: rebuilt by the caller
-            for i, m in enumerate(meta["records"])
-        ]
-    return out, [tuple(s) for s in meta["skipped"]]
+def _cache_load(sdir: Path) -> tuple[list[PreparedRecord], list[tuple[str, str]]]:
+    """The records of the shard set ``sdir``, memory-mapped (:func:`edgebp.train.shards.shards_open`)."""
+    from edgebp.train.shards import shards_open
+
+    return shards_open(Path(sdir))
 
 
 def windows_index(prepared: list[PreparedRecord], window: int, stride: int, max_per_record: int, seed: int, min_usable: float = 1.0) -> np.ndarray:
@@ -258,7 +267,7 @@ def windows_index(prepared: list[PreparedRecord], window: int, stride: int, max_
 
     ``min_usable`` is the share of usable samples a window needs (1.0: all of them).
     At most ``max_per_record`` windows per record (a deterministic random subset), so long
-    records do not outweigh short ones.
+    records do not outweigh short ones; ``max_per_record <= 0`` keeps every window.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -270,7 +279,7 @@ def windows_index(prepared: list[PreparedRecord], window: int, stride: int, max_
         c = np.concatenate([[0], np.cumsum(p.usable)])
         share = (c[starts + window] - c[starts]) / window
         starts = starts[share >= min_usable - 1e-9]
-        if len(starts) > max_per_record:
+        if 0 < max_per_record < len(starts):
             starts = np.sort(rng.choice(starts, max_per_record, replace=False))
         rows.extend((r, int(s)) for s in starts)
     return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
@@ -302,3 +311,30 @@ def norm_stats_fit(prepared: list[PreparedRecord]) -> dict[str, float]:
         "map_std": float(np.std(map_a)) if len(map_a) else float("nan"),
         "n_train_beats": int(len(sbp_a)),
     }
+
+
+def minmax_fit(prepared: list[PreparedRecord]) -> tuple[list[float], list[float]]:
+    """Per input channel, the smallest and largest usable, finite sample of the TRAINING
+    records (the paper recipes' min-max scaling; the seeds took the extremes of every record,
+    test records included).
+
+    Examples
+    --------
+    >>> p = PreparedRecord("r", "r", np.array([[0.0, 5.0, -2.0, 9.0]], np.float32), np.zeros(4, np.float32),
+    ...                    np.array([True, True, True, False]), 125.0)
+    >>> minmax_fit([p])
+    ([-2.0], [5.0])
+    """
+    if not prepared:
+        raise ValueError("minmax_fit: no training records")
+    C = prepared[0].X.shape[0]
+    lo, hi = np.full(C, np.inf), np.full(C, -np.inf)
+    for p in prepared:  # record by record: memory-mapped shards are read once, not gathered
+        x = np.asarray(p.X)[:, np.asarray(p.usable, bool)]
+        for c in range(C):
+            v = x[c][np.isfinite(x[c])]
+            if len(v):
+                lo[c], hi[c] = min(lo[c], float(v.min())), max(hi[c], float(v.max()))
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("minmax_fit: a channel has no usable finite sample in the training records")
+    return [float(v) for v in lo], [float(v) for v in hi]

@@ -191,6 +191,8 @@ def evaluation_run(src, data: str | None, split: str, calibrate: float, hop: int
 
     chosen, data_info = records_choose(src, data, split, include_training)
     geo = src.geometry()
+    if hop is None and hasattr(src, "default_hop"):
+        hop = src.default_hop()  # a run trained on the window's last sample is scored point-wise (hop 1)
 
     def _prog(k, rid):
         if progress:

@@ -152,6 +152,8 @@ class INNPAR(nn.Module):
         Bound of the coupling log-scale (paper: 0.8).
     window : int
         Default window (paper: 625 samples = 5 s); the network runs on any length.
+    input_scale : str
+        Input scaling inside the network (:class:`edgebp.train.input_scale.InputScale`).
 
     Examples
     --------
@@ -162,9 +164,12 @@ class INNPAR(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, blocks: int = 4, feats: int = 16, kernel_size: int = 5, clamp: float = 0.8, window: int = 625
+        self, in_channels: int = 1, blocks: int = 4, feats: int = 16, kernel_size: int = 5, clamp: float = 0.8, window: int = 625,
+        input_scale: str = "none",
     ):
         super().__init__()
+        from edgebp.train.input_scale import input_scale_build
+
         if in_channels != 1:
             raise ValueError(f"INNPAR: input is PPG alone (in_channels=1; the gradient is made inside), got in_channels={in_channels}")
         if blocks < 1 or feats < 1 or kernel_size % 2 == 0:
@@ -178,6 +183,9 @@ class INNPAR(nn.Module):
             if isinstance(m, nn.Conv1d):
                 nn.init.xavier_normal_(m.weight)
                 nn.init.zeros_(m.bias)
+        scale = input_scale_build(input_scale, 1)
+        if scale is not None:  # only then: checkpoints without input scaling keep their keys
+            self.input_scale = scale
 
     def _run(self, z: torch.Tensor) -> torch.Tensor:
         for b in self.blocks:
@@ -192,6 +200,8 @@ class INNPAR(nn.Module):
         if x.dim() != 3 or x.shape[1] != 1:
             raise ValueError(f"INNPAR: expected input (B, 1, T) PPG, got {tuple(x.shape)}")
         t = x.shape[-1]
+        if hasattr(self, "input_scale"):
+            x = self.input_scale(x)
         z = torch.cat([x, signal_gradient(x)], dim=1)
         pad = (-t) % 4
         if pad:

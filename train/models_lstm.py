@@ -3,7 +3,7 @@
 Written from the public notebook of ``kaleem126/pulse2pressure``: LSTM (1 -> 512, 3 layers,
 dropout 0.2 between layers), the mean of the hidden states over time, then an MLP
 256-128-64 with ReLU and dropout 0.2/0.15/0.1. The seed predicted SBP only; here the head has
-two outputs, SBP and DBP, in that order, in whatever (normalised) units the trainer's targets use.
+two outputs by default (``outputs=2``), SBP and DBP, in that order, in whatever (normalised) units the trainer's targets use.
 
 ONNX note: the network itself runs on any length, but a dynamo export of an LSTM bakes the traced
 length into the graph, so an exported model is tied to the window it was exported at.
@@ -39,6 +39,11 @@ class Pulse2Pressure(nn.Module):
         0.75x and 0.5x of it (the paper's 0.2 / 0.15 / 0.1).
     window : int
         Default window in samples (paper: 1250 = 10 s at 125 Hz).
+    outputs : int
+        2: (SBP, DBP), what edgebp trains and scores; 1: SBP alone, the public notebook's head
+        (64 x 1 + 1 = 65 parameters fewer), for comparing with it.
+    input_scale : str
+        Input scaling inside the network (:class:`edgebp.train.input_scale.InputScale`).
 
     Examples
     --------
@@ -56,8 +61,12 @@ class Pulse2Pressure(nn.Module):
         mlp: tuple[int, ...] = (256, 128, 64),
         dropout: float = 0.2,
         window: int = 1250,
+        outputs: int = 2,
+        input_scale: str = "none",
     ):
         super().__init__()
+        from edgebp.train.input_scale import input_scale_build
+
         if in_channels < 1 or hidden < 1 or layers < 1:
             raise ValueError(f"Pulse2Pressure: in_channels, hidden, layers must be >= 1, got {in_channels}, {hidden}, {layers}")
         self.in_channels = int(in_channels)
@@ -70,12 +79,19 @@ class Pulse2Pressure(nn.Module):
         for k, w in enumerate(mlp):
             seq += [nn.Linear(width, int(w)), nn.ReLU(), nn.Dropout(drops[min(k, 2)])]
             width = int(w)
-        seq.append(nn.Linear(width, 2))
+        if outputs not in (1, 2):
+            raise ValueError(f"Pulse2Pressure: outputs must be 1 (SBP, the public notebook) or 2 (SBP, DBP), got {outputs}")
+        seq.append(nn.Linear(width, int(outputs)))
         self.head = nn.Sequential(*seq)
+        scale = input_scale_build(input_scale, in_channels)
+        if scale is not None:  # only then: checkpoints without input scaling keep their keys
+            self.input_scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T) -> (B, 2)``: (SBP, DBP) for the window."""
         if x.dim() != 3 or x.shape[1] != self.in_channels:
             raise ValueError(f"Pulse2Pressure: expected input (B, {self.in_channels}, T), got {tuple(x.shape)}")
+        if hasattr(self, "input_scale"):
+            x = self.input_scale(x)
         h, _ = self.lstm(x.transpose(1, 2))
         return self.head(h.mean(dim=1))

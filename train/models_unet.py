@@ -10,6 +10,14 @@ channels). The public code's defects are fixed here:
   size of its target level (a fixed interpolation matrix built for the level lengths) instead of
   hard-coded scale factors such as 2.2 or 17.6.
 
+``pool="floor"`` builds the public network's own geometry instead (floor pooling: the deepest
+level of an 88-sample window has 5 samples, not 6); the exact-size upsampling then equals the
+public scale factors (5 -> 11 is x2.2, 5 -> 88 is x17.6), so at 88 samples it computes what the
+public network computes (docs/models.md). The ceil form stays the default.
+
+``input_scale`` puts the paper recipes' input scaling inside the network, so that evaluation
+and export see exactly what training saw (:class:`edgebp.train.input_scale.InputScale`).
+
 Window rule: the cross-attention embeds each channel's time series, so its embedding size is the
 time length at that level; the network is therefore built for one window length ``window``
 (level ``i`` has ``ceil(window / 2**i)`` samples) and ``forward`` rejects other lengths. Any
@@ -32,17 +40,28 @@ log = logging.getLogger(__name__)
 __all__ = ["MSCACSSCUNet", "ChannelCrossAttention", "level_lengths"]
 
 
-def level_lengths(window: int, depth: int) -> list[int]:
-    """Time length of each UNet level for ``window`` input samples (ceil-mode pooling by 2).
+POOL_CHOICES = ("ceil", "floor")
+
+
+def level_lengths(window: int, depth: int, pool: str = "ceil") -> list[int]:
+    """Time length of each UNet level for ``window`` input samples (pooling by 2).
+
+    ``pool="ceil"`` (the default, length-robust form) keeps the trailing odd sample, which at
+    the top level is the sample the model is asked about; ``"floor"`` drops it as the public
+    code's ``nn.MaxPool1d(2, 2)`` does.
 
     Examples
     --------
     >>> level_lengths(88, 5)
     [88, 44, 22, 11, 6]
+    >>> level_lengths(88, 5, pool="floor")
+    [88, 44, 22, 11, 5]
     """
+    if pool not in POOL_CHOICES:
+        raise ValueError(f"pool: choose one of {', '.join(POOL_CHOICES)}, got {pool!r}")
     out = [int(window)]
     for _ in range(depth - 1):
-        out.append(-(-out[-1] // 2))
+        out.append(-(-out[-1] // 2) if pool == "ceil" else out[-1] // 2)
     return out
 
 
@@ -166,6 +185,10 @@ class MSCACSSCUNet(nn.Module):
         Attention heads requested per unit.
     attn_dim : int or None
         None for the paper's full attention projections; an int for the light form.
+    pool : {"ceil", "floor"}
+        Pooling rounding (see the module docstring): ``"floor"`` is the public network's.
+    input_scale : str
+        Input scaling inside the network (``"none"``, ``"minmax"``, ``"window-zscore"``).
 
     Notes
     -----
@@ -190,8 +213,12 @@ class MSCACSSCUNet(nn.Module):
         window: int = 88,
         heads: int = 4,
         attn_dim: int | None = None,
+        pool: str = "ceil",
+        input_scale: str = "none",
     ):
         super().__init__()
+        from edgebp.train.input_scale import input_scale_build
+
         widths = tuple(int(w) for w in widths)
         depth = len(widths)
         if depth < 2:
@@ -203,7 +230,13 @@ class MSCACSSCUNet(nn.Module):
         self.depth = depth
         self.window = int(window)
         self.delay = 0
-        self.lengths = level_lengths(window, depth)
+        self.pool = pool
+        self.lengths = level_lengths(window, depth, pool)
+        if min(self.lengths) < 2:
+            raise ValueError(f"MSCACSSCUNet: window {window} leaves {min(self.lengths)} sample(s) at the deepest level with {pool} pooling; need >= 2")
+        scale = input_scale_build(input_scale, in_channels)
+        if scale is not None:  # only then: checkpoints without input scaling keep their keys
+            self.input_scale = scale
         self.encoder = nn.ModuleList(
             _ConvBlock(in_channels if i == 0 else widths[i - 1], widths[i]) for i in range(depth)
         )
@@ -235,9 +268,12 @@ class MSCACSSCUNet(nn.Module):
                 f"MSCACSSCUNet: expected input (B, {self.in_channels}, {self.window}), got {tuple(x.shape)}; "
                 "the attention is built for one window length (build another model for another window)"
             )
+        if hasattr(self, "input_scale"):
+            x = self.input_scale(x)
         nodes: dict[tuple[int, int], torch.Tensor] = {(0, 0): self.encoder[0](x)}
+        ceil = self.pool == "ceil"
         for s in range(1, self.depth):
-            nodes[(s, 0)] = self.encoder[s](F.max_pool1d(nodes[(s - 1, 0)], 2, 2, ceil_mode=True))
+            nodes[(s, 0)] = self.encoder[s](F.max_pool1d(nodes[(s - 1, 0)], 2, 2, ceil_mode=ceil))
             for j in range(1, s + 1):
                 i = s - j
                 key = f"{i}_{j}"

@@ -28,7 +28,10 @@ class RunDir:
         self.norm = ck["norm"]
         self.split = ck["split"]
         self.inputs = tuple(self.meta["inputs"])
-        self.model = model_build(self.config.model, self.config.preset, in_channels=len(self.inputs))
+        from edgebp.train.recipes import run_model_kwargs
+
+        # pooling and input scaling as trained (the min-max statistics come with the state dict)
+        self.model = model_build(self.config.model, self.config.preset, in_channels=len(self.inputs), **run_model_kwargs(self.config))
         self.model.load_state_dict(ck["state_dict"])
         self.model.eval()
         self.spec = model_spec(self.config.model)
@@ -44,12 +47,17 @@ class RunDir:
             norm=self.norm,
         )
 
+    def default_hop(self) -> int | None:
+        """1 for a run trained on the window's last sample (``loss=mse-last``: only that output
+        is trained, so it is scored point-wise as the seeds do), else None (the scorer's default)."""
+        return 1 if self.meta.get("target_index") == -1 else None
+
     @torch.no_grad()
     def runner(self, x: np.ndarray) -> np.ndarray:
         return self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
     def describe(self) -> dict:
-        return {"kind": "run", "path": str(self.path), "model": self.config.model, "preset": self.config.preset,
+        return {"kind": "run", "path": str(self.path), "model": self.config.model, "preset": self.config.preset, "recipe": self.config.recipe,
                 "inputs": list(self.inputs), "params": int(sum(p.numel() for p in self.model.parameters()))}
 
 
