@@ -425,18 +425,36 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     }
     manifest = json.loads(json.dumps(manifest, default=json_default))
 
+    vgeo = ModelGeometry(output=geo.output, window=W if geo.causal else geo.window, fs=geo.fs, delay=geo.delay, causal=geo.causal, receptive_field=geo.receptive_field, norm=run.norm)
+    return bundle_validate_write(out, manifest, report, held_out, held_split, src, run.norm, vgeo, max_delta_mae=max_delta_mae,
+                                 max_p99_diff=max_p99_diff, stream_packet_s=stream_packet_s, max_minutes=cfg.max_minutes)
+
+
+def bundle_validate_write(out: Path, manifest: dict, report: dict, held_out: list, held_split: str, src: Path, norm: dict,
+                          vgeo: ModelGeometry, max_delta_mae: float = MAX_DELTA_MAE_MMHG, max_p99_diff: float = MAX_P99_DIFF_MMHG,
+                          stream_packet_s: float = STREAM_PACKET_S, max_minutes: float = 0.0) -> dict:
+    """Validate the models in ``out`` (named by ``manifest["files"]``) on ``held_out`` (prepared
+    records; their raw samples are read again from ``src`` for the deployed path), apply the
+    gates, and write report.json/report.md and, only when every gate passed, the manifest.
+
+    The one validation of :func:`export_run` and of re-quantizing a bundle
+    (:mod:`edgebp.export.requantize`): window fp32 vs pruned vs int8 offline, then the streaming
+    models through the runtime in ``stream_packet_s`` packets. Raises :class:`ExportGateError`
+    when a gate fails (``manifest.rejected.json`` written instead)."""
+    out = Path(out)
+    files = manifest["files"]
+    streaming = manifest.get("streaming")
     # 7. validation against fp32 on the held-out records: window variants offline
     variants = {"fp32": _ort_runner(out / "model_fp32.onnx")}
     if "pruned" in files:
         variants["pruned"] = _ort_runner(out / "model_pruned.onnx")
     if "int8" in files:
         variants["int8"] = _ort_runner(out / "model_int8.onnx")
-    vgeo = ModelGeometry(output=geo.output, window=W if geo.causal else geo.window, fs=geo.fs, delay=geo.delay, causal=geo.causal, receptive_field=geo.receptive_field, norm=run.norm)
     scored = {}
     table = {}
     for name, fn in variants.items():
         scored[name] = records_score(fn, held_out, vgeo, keep_waves=len(held_out))
-        rep = score_report(scored[name], run.norm)
+        rep = score_report(scored[name], norm)
         table[name] = _summary(rep)
         if name != "fp32":
             table[name]["vs_fp32"] = _wave_diffs(scored["fp32"], scored[name])
@@ -456,8 +474,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     # 8. the deployed path: streaming model through the runtime, in device-sized packets
     deployed = deployed_scored = raw = None
     if streaming and held_out:
-        raw = _raw_records(src, held_out, cfg.max_minutes)
-        deployed, deployed_scored = _stream_validation(Bundle(out, manifest), held_out, raw, scored["fp32"], run.norm, stream_packet_s)
+        raw = _raw_records(src, held_out, max_minutes)
+        deployed, deployed_scored = _stream_validation(Bundle(out, manifest), held_out, raw, scored["fp32"], norm, stream_packet_s)
         report["deployed"] = deployed
         for name, row in deployed["table"].items():
             log.info("%s on %d held-out records (%.0f ms packets): SBP MAE %s, DBP MAE %s mmHg", name, len(held_out), stream_packet_s * 1e3,
