@@ -12,8 +12,8 @@ import click
 from edgebp.cli import CliError
 from edgebp.cli_types import int_range
 
-# keys a resumed run may change: how long it goes on, not what it trains
-RESUME_MAY_CHANGE = ("epochs", "time_budget_s", "patience", "device")
+# keys a resumed run may change: how long it goes on and where, not what it trains
+RESUME_MAY_CHANGE = ("epochs", "time_budget_s", "patience", "device", "ddp_split")
 
 
 @click.command(name="train")
