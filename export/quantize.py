@@ -69,7 +69,7 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
-#: Weights in 7 bits ([-64, 63]) for the CPU form. Without it, ONNX Runtime's u8s8 Conv kernels on
+#: Weights in 7 bits (|w| <= 64, ORT's symmetric reduced range) for the CPU form. Without it, ONNX Runtime's u8s8 Conv kernels on
 #: x86 CPUs without VNNI (AVX2 only, like this project's machines) add pairs of u8 x s8 products
 #: in int16 (``vpmaddubsw``) and saturate: on the default bundle's streaming int8 model
 #: ``ORT_ENABLE_ALL`` (what ``edgebp run`` uses) differed from the QDQ graph itself
