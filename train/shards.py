@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -49,9 +50,8 @@ class ShardWriter:
 
     def __init__(self, final: Path, shard_samples: int = SHARD_SAMPLES):
         self.final = Path(final)
-        self.tmp = self.final.with_name(self.final.name + f".tmp{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
+        # unique per writer: two processes (or two writers in one) never share a folder
+        self.tmp = self.final.with_name(self.final.name + f".tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self.tmp.mkdir(parents=True)
         self.shard_samples = int(shard_samples)
         self.records: list[dict] = []
