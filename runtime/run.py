@@ -456,9 +456,13 @@ def stream_process(chunks: Iterable[bytes], bundle: Bundle, decoder, backend: st
     try:
         while True:
             if signals is not None:
-                if signals.signum is not None:
-                    break
+                # waiting first, then the check: a signal that came just before the flag was
+                # set returned without raising, and the read below could then block for ever
+                # on a FIFO whose writer stays silent (seen under load with SIGINT)
                 signals.waiting = True  # a signal now may interrupt the read
+                if signals.signum is not None:
+                    signals.waiting = False
+                    break
             try:
                 data = next(it)
             except StopIteration:
