@@ -211,6 +211,7 @@ def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_
     prepared, skipped = [], []
     writer = ShardWriter(sdir) if use_cache else None
     n_ok = 0
+    t_last = time.monotonic()
     try:
         for k, rec in enumerate(read_records(path)):
             digest = samples_sha256(rec)  # of the record as read: cropping must not change who it is
@@ -228,6 +229,9 @@ def dataset_prepare(path: Path, inputs: tuple[str, ...], fs: float = 125.0, max_
                     prepared.append(p)
             if progress is not None:
                 progress(k + 1, rec.record_id, why or "ok")
+            elif time.monotonic() - t_last > 30.0:  # no terminal to redraw: a log line every 30 s
+                t_last = time.monotonic()
+                log.info("preparing records: %d done (%d usable), last %s", k + 1, n_ok, rec.record_id)
     except BaseException:
         if writer is not None:
             writer.abort()
