@@ -35,6 +35,8 @@ VARIANTS: dict[str, str] = {
     "stream-int8": "the bundle's streaming model, int8, stepped by the streaming runtime (what edgebp run deploys)",
     "stream-fp32": "the bundle's streaming model, fp32, stepped by the streaming runtime",
     "stream-fp16": "the bundle's streaming model, TensorRT fp16 form (--backend tensorrt)",
+    "stream-pruned": "the bundle's pruned streaming model (export --prune), fp32, stepped by the streaming runtime",
+    "stream-pruned-int8": "the bundle's pruned streaming model (export --prune), int8, stepped by the streaming runtime",
     "int8": "the bundle's window model, int8, under ONNX Runtime",
     "fp32": "the bundle's window model, fp32, under ONNX Runtime",
     "fp16": "the bundle's window model, TensorRT fp16 form (--backend tensorrt)",
@@ -53,10 +55,12 @@ DEPRECATED: dict[str, str] = {
     "pruned_int8": "pruned-int8",
 }
 
-# the runtime's subset (edgebp run, serve): a streaming bundle runs stream-*, a window bundle int8/fp32
-RUNTIME_VARIANTS = ("stream-int8", "stream-fp32", "stream-fp16", "int8", "fp32", "fp16")
-EVALUATE_VARIANTS = ("stream-int8", "stream-fp32", "int8", "fp32", "pruned")
-BENCH_VARIANTS = ("stream-int8", "stream-fp32", "torch-fp32", "fp32", "int8", "pruned", "tensorrt")
+# the runtime's subset (edgebp run, serve): a streaming bundle runs stream-*, a window bundle
+# int8/fp32/pruned*; the pruned ones exist in bundles exported with --prune (no TensorRT form)
+RUNTIME_VARIANTS = ("stream-int8", "stream-fp32", "stream-fp16", "int8", "fp32", "fp16",
+                    "stream-pruned", "stream-pruned-int8", "pruned", "pruned-int8")
+EVALUATE_VARIANTS = ("stream-int8", "stream-fp32", "int8", "fp32", "pruned", "pruned-int8", "stream-pruned", "stream-pruned-int8")
+BENCH_VARIANTS = ("stream-int8", "stream-fp32", "torch-fp32", "fp32", "int8", "pruned", "pruned-int8", "tensorrt")
 BUDGET_VARIANTS = ("stream-int8", "stream-fp32", "int8", "fp32", "pruned", "pruned-int8")
 
 

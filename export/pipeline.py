@@ -76,8 +76,11 @@ def _ort_runner(path: Path):
     return lambda x: be.run({name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def _finetune(model, run: RunDir, prepared_train, prepared_val, epochs: int) -> list[dict]:
-    """A short fine-tune of the pruned model on the run's own training split."""
+def _finetune(model, run: RunDir, prepared_train, prepared_val, epochs: int, label: str = "pruned") -> dict:
+    """A short fine-tune on the run's own training split that keeps the best weights on the
+    validation split: the model is scored before the first epoch (epoch 0) and after each; the
+    weights of the lowest validation loss are loaded back at the end (so a fine-tune that only
+    worsens the model leaves it as it came in). Returns the per-epoch losses and the chosen epoch."""
     from torch.utils.data import DataLoader
 
     from edgebp.train.loop import WindowDataset, evaluate_loss, loss_compute, model_geometry
@@ -90,23 +93,116 @@ def _finetune(model, run: RunDir, prepared_train, prepared_val, epochs: int) -> 
     va = windows_index(prepared_val, window + delay, stride, max(50, cfg.max_windows_per_record // 4), cfg.seed + 1)
     tr[:, 1] += delay
     va[:, 1] += delay
+    # the same seed for the pruned model and the unpruned one it is compared with: same batches
     dl = DataLoader(WindowDataset(prepared_train, tr, window, spec.output, run.norm, delay, warmup), batch_size=cfg.batch_size, shuffle=True,
                     generator=torch.Generator().manual_seed(cfg.seed))
     vl = DataLoader(WindowDataset(prepared_val, va, window, spec.output, run.norm, delay, warmup), batch_size=64)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr * 0.3, weight_decay=cfg.weight_decay)
-    hist = []
+    clip = float(getattr(cfg, "clip_norm", 0) or 0)
+    model.eval()
+    hist = [{"epoch": 0, "val_loss": evaluate_loss(model, vl, "cpu", cfg.model)}]
+    best = (hist[0]["val_loss"], 0, copy.deepcopy(model.state_dict()))
     for ep in range(epochs):
         model.train()
         for x, y, m in dl:
             loss = loss_compute(model, x, y, m, cfg.model)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
+        model.eval()
         hist.append({"epoch": ep + 1, "val_loss": evaluate_loss(model, vl, "cpu", cfg.model)})
-        log.info("pruned fine-tune epoch %d/%d: validation loss %.4f", ep + 1, epochs, hist[-1]["val_loss"])
+        log.info("%s fine-tune epoch %d/%d: validation loss %.4f", label, ep + 1, epochs, hist[-1]["val_loss"])
+        if np.isfinite(hist[-1]["val_loss"]) and not hist[-1]["val_loss"] >= best[0]:
+            best = (hist[-1]["val_loss"], ep + 1, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
     model.eval()
-    return hist
+    log.info("%s fine-tune: kept epoch %d (validation loss %.4f)", label, best[1], best[0])
+    return {"epochs": hist, "best_epoch": int(best[1]), "best_val_loss": float(best[0]), "windows": {"train": int(len(tr)), "val": int(len(va))}}
+
+
+def _torch_runner(model):
+    """A numpy -> numpy runner of a torch model (the pruning comparison scores torch models)."""
+    def run(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
+    return run
+
+
+def _prune_step(model, run: RunDir, out: Path, C: int, W: int, dynamic: bool, calib: np.ndarray, check: np.ndarray, scale: float,
+                train_p: list, val_p: list, held_out: list, vgeo: ModelGeometry, ratio: float, epochs: int) -> tuple:
+    """Prune a copy of ``model``, fine-tune it (best validation epoch kept) and fine-tune an
+    unpruned copy for the same epochs on the same batches, so that the report judges pruning on
+    its own; write model_pruned.onnx (checked against the pruned torch model). Returns
+    (pruned torch model, report section)."""
+    from edgebp.export.prune import model_prune
+
+    pruned_model = copy.deepcopy(model)
+    # prune on a few real windows (the example fixes the traced shapes only)
+    preport = model_prune(pruned_model, torch.from_numpy(calib[:2]), ratio)
+    preport["finetune"] = _finetune(pruned_model, run, train_p, val_p, epochs, label="pruned")
+    reference = copy.deepcopy(model)
+    preport["finetune_unpruned"] = _finetune(reference, run, train_p, val_p, epochs, label="unpruned")
+    info = onnx_export.onnx_export_model(pruned_model, out / "model_pruned.onnx", C, W, dynamic_length=dynamic)
+    lengths = [W]
+    info["check"] = onnx_export.onnx_check_against_torch(pruned_model, out / "model_pruned.onnx", check if len(check) else calib[:4], scale, lengths)
+    preport["onnx"] = info
+    log.info("pruned fp32 ONNX written; max |ORT - torch| %.2e mmHg", info["check"]["max_abs_diff_mmHg"])
+    # pruning judged on its own: the three torch models on the held-out records
+    table = {}
+    for name, m in (("as trained", model), (f"unpruned, fine-tuned {epochs} epochs", reference), (f"pruned {ratio:g}, fine-tuned {epochs} epochs", pruned_model)):
+        rep = score_report(records_score(_torch_runner(m), held_out, vgeo, keep_waves=0), run.norm)
+        table[name] = {"params": int(sum(p.numel() for p in m.parameters())),
+                       **{k: {f: rep[k].get(f) for f in ("me", "sd", "mae")} for k in ("sbp", "dbp")}, "n_pairs": rep.get("n_pairs")}
+    preport["comparison"] = table
+    return pruned_model, preport
+
+
+def _pruned_validate(out: Path, manifest: dict, report: dict, held_out: list, scored: dict, raw: dict | None, src: Path, norm: dict,
+                     vgeo: ModelGeometry, packet_s: float, max_delta_mae: float, max_p99_diff: float, max_minutes: float) -> list[dict]:
+    """The pruned models through the gates the other int8 models pass: window pruned-int8 vs
+    window pruned (fp32), and stream-pruned-int8 vs stream-pruned through the runtime in
+    ``packet_s`` packets. Adds the rows to ``report`` (validation, pruning.deployed); returns the gates."""
+    files = manifest["files"]
+    gates: list[dict] = []
+    if "pruned_int8" in files and "pruned" in scored:
+        sc = records_score(_ort_runner(out / files["pruned_int8"]), held_out, vgeo, keep_waves=len(held_out))
+        row = _summary(score_report(sc, norm))
+        row["vs_fp32"] = _wave_diffs(scored["fp32"], sc)
+        row["delta_vs_fp32"] = _delta(row, report["validation"]["fp32"])
+        row["vs_pruned"] = _wave_diffs(scored["pruned"], sc)
+        row["delta_vs_pruned"] = _delta(row, report["validation"]["pruned"])
+        report["validation"]["pruned-int8"] = row
+        gates.append(_mae_gate("pruned_int8_delta_mae", "window pruned-int8 MAE - window pruned MAE", row["delta_vs_pruned"], max_delta_mae))
+        gates.append(_gate("pruned_int8_p99_abs_diff", "p99 of |window pruned-int8 - window pruned|", row["vs_pruned"]["p99_abs_mmHg"], max_p99_diff))
+    streaming = manifest.get("streaming") or {}
+    keys = [k for k in ("pruned", "pruned-int8") if k in streaming.get("file_keys", {})]
+    if keys and held_out:
+        from edgebp.runtime.stream_score import stream_score_records
+
+        raw = raw if raw is not None else _raw_records(src, held_out, max_minutes)
+        bundle = Bundle(out, manifest)
+        sc = {}
+        for k in keys:
+            sc[f"stream-{k}"], _ = stream_score_records(bundle, ((raw[p.record_id], p) for p in held_out), variant=k, packet_s=packet_s)
+        table = {n: _summary(score_report(v, norm)) for n, v in sc.items()}
+        sec = {"packet_s": float(packet_s), "table": table, "delta": {}, "pointwise": {},
+               "files": {n: {"file": files[streaming["file_keys"][n.split("-", 1)[1]]],
+                             "sha256": file_sha256(out / files[streaming["file_keys"][n.split("-", 1)[1]]])} for n in sc}}
+        if "stream-pruned" in sc and "pruned" in scored:
+            sec["pointwise"]["stream-pruned vs window pruned"] = _wave_diffs(sc["stream-pruned"], scored["pruned"])
+        if len(sc) == 2:
+            sec["delta"]["stream-pruned-int8 - stream-pruned"] = _delta(table["stream-pruned-int8"], table["stream-pruned"])
+            sec["pointwise"]["stream-pruned-int8 vs stream-pruned"] = _wave_diffs(sc["stream-pruned-int8"], sc["stream-pruned"])
+            gates.append(_mae_gate("stream_pruned_int8_delta_mae", "stream-pruned-int8 MAE - stream-pruned MAE",
+                                   sec["delta"]["stream-pruned-int8 - stream-pruned"], max_delta_mae))
+            gates.append(_gate("stream_pruned_int8_p99_abs_diff", "p99 of |stream-pruned-int8 - stream-pruned|",
+                               sec["pointwise"]["stream-pruned-int8 vs stream-pruned"]["p99_abs_mmHg"], max_p99_diff))
+        report.setdefault("pruning", {})["deployed"] = sec
+    elif keys:
+        gates.append(_gate("stream_pruned_int8_validated", "stream-pruned-int8 through the runtime", None, 0, "no held-out records to stream"))
+    return gates
 
 
 def _abs_diff_summary(d: np.ndarray) -> dict:
@@ -331,13 +427,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
     report["fp32"] = info
     log.info("fp32 ONNX written (%s exporter); max |ORT - torch| %.2e mmHg at lengths %s", info["exporter"], info["check"]["max_abs_diff_mmHg"], info["check"]["lengths_checked"])
 
-    # 2. structured pruning + fine-tune
+    # 2. structured pruning + fine-tune (best validation epoch), beside the unpruned model
+    #    fine-tuned for the same epochs
     pruned_model = None
-    if prune > 0:
-        pruned_model = copy.deepcopy(model)
-        preport = __import__("edgebp.export.prune", fromlist=["model_prune"]).model_prune(pruned_model, torch.from_numpy(calib[:2]), prune)
-        preport["finetune"] = _finetune(pruned_model, run, train_p, val_p, finetune_epochs)
-        onnx_export.onnx_export_model(pruned_model, out / "model_pruned.onnx", C, W, dynamic_length=dynamic)
+    if prune:
+        from edgebp.export.prune import prune_ratio_check
+
+        prune_ratio_check(prune)
+        pgeo = ModelGeometry(output=geo.output, window=W if geo.causal else geo.window, fs=geo.fs, delay=geo.delay, causal=geo.causal,
+                             receptive_field=geo.receptive_field, norm=run.norm)
+        pruned_model, preport = _prune_step(model, run, out, C, W, dynamic, calib, check, scale, train_p, val_p, held_out, pgeo,
+                                            prune, finetune_epochs)
         files["pruned"] = "model_pruned.onnx"
         report["pruning"] = preport
 
@@ -376,6 +476,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path, int8: bool = True, prun
             stream_calib = {"steps": sq["calibration_steps"], "records": sq["records"], "description": sq["mode"], "sha256": sq["calibration_sha256"]}
         streaming = {"chunk": chunk, "states": sinfo["states"], "file_keys": file_keys}
         report["streaming"] = sinfo
+        if pruned_model is not None:
+            # the pruned streaming model: the same states by name, fewer channels each
+            pinfo = onnx_export.onnx_export_streaming(EdgeTCNStreaming(pruned_model), out / "model_stream_pruned_fp32.onnx", C, chunk,
+                                                      pruned_model.stream_init(1))
+            files["stream_pruned_fp32"] = "model_stream_pruned_fp32.onnx"
+            file_keys["pruned"] = "stream_pruned_fp32"
+            streaming["pruned_states"] = pinfo["states"]
+            if int8:
+                pinfo["int8"] = quantize.stream_int8_quantize(out / "model_stream_pruned_fp32.onnx", out / "model_stream_pruned_int8.onnx", train_p, chunk,
+                                                              [st["shape"] for st in pinfo["states"]], max_records=stream_calib_records)
+                files["stream_pruned_int8"] = "model_stream_pruned_int8.onnx"
+                file_keys["pruned-int8"] = "stream_pruned_int8"
+            report["pruning"]["streaming"] = pinfo
 
     # 5. TensorRT artefacts (engines only where tensorrt and a GPU exist)
     trt_info = None
@@ -499,6 +612,10 @@ def bundle_validate_write(out: Path, manifest: dict, report: dict, held_out: lis
         # the TensorRT forms under ONNX Runtime, by the same gates (fail closed)
         gates += tensorrt_form.tensorrt_validate(out, manifest, report, held_out, scored, (deployed_scored or {}).get("stream-fp32"),
                                                  raw, vgeo, stream_packet_s, max_delta_mae, max_p99_diff)
+    if "pruned" in files:
+        # the pruned models by the same gates (pruned int8 vs pruned fp32, window and stream)
+        gates += _pruned_validate(out, manifest, report, held_out, scored, raw, src, norm, vgeo, stream_packet_s,
+                                  max_delta_mae, max_p99_diff, max_minutes)
     failed = [g for g in gates if not g["passed"]]
     report["gates"] = gates
     report["accepted"] = not failed
@@ -627,9 +744,40 @@ def export_report_markdown(report: dict) -> str:
     if report.get("streaming", {}).get("int8"):
         lines += ["", f"stream int8: {report['streaming']['int8']['mode']}"]
     if "pruning" in report:
-        p = report["pruning"]
-        lines += ["", f"Pruning: ratio {p['ratio']}, parameters {p['params_before']} -> {p['params_after']}, MACs/window {p['macs_before']} -> {p['macs_after']}",
-                  "Left alone: " + ("; ".join(p["left_alone"]) or "none")]
+        lines += _pruning_lines(report["pruning"])
     if report.get("tensorrt"):
         lines += tensorrt_form.report_lines(report["tensorrt"], report.get("gates") or [])
     return "\n".join(lines) + "\n"
+
+
+def _pruning_lines(p: dict) -> list[str]:
+    """The report's pruning section: what was removed, the fine-tunes (best epoch kept), the
+    pruned model beside the unpruned one fine-tuned for the same epochs, the pruned streaming path."""
+    lines = ["", "## Pruning", "",
+             f"Ratio {p['ratio']:g} of every prunable group's channels ({p.get('method', 'torch-pruning')}): parameters "
+             f"{p['params_before']} -> {p['params_after']} ({1 - p['params_after'] / max(p['params_before'], 1):.1%} fewer), "
+             f"MACs/window {p['macs_before']} -> {p['macs_after']}. Left alone: " + ("; ".join(p.get("left_alone") or []) or "none") + "."]
+    for key, name in (("finetune", "pruned"), ("finetune_unpruned", "unpruned")):
+        ft = p.get(key)
+        if isinstance(ft, dict):
+            losses = ", ".join(f"{e['epoch']}: {_fmt(e['val_loss'], '.4f')}" for e in ft["epochs"])
+            lines.append(f"Fine-tune of the {name} model, validation loss per epoch (0 = before): {losses}; kept epoch {ft['best_epoch']}.")
+    cmp_ = p.get("comparison")
+    if cmp_:
+        names = list(cmp_)
+        lines += ["", "Pruning judged on its own (torch models, same held-out records, same fine-tune epochs and batches):", "",
+                  "| model | parameters | SBP MAE | DBP MAE | SBP ME / SD | DBP ME / SD |", "|---|---|---|---|---|---|"]
+        for n in names:
+            r = cmp_[n]
+            lines.append(f"| {n} | {r['params']} | {_fmt(r['sbp']['mae'])} | {_fmt(r['dbp']['mae'])} | "
+                         f"{_fmt(r['sbp']['me'])} / {_fmt(r['sbp']['sd'])} | {_fmt(r['dbp']['me'])} / {_fmt(r['dbp']['sd'])} |")
+    d = p.get("deployed")
+    if d:
+        lines += ["", f"Pruned streaming models through the runtime ({d['packet_s'] * 1e3:.0f} ms packets): "
+                  + ", ".join(f"{n}: {f['file']} (sha256 {f['sha256'][:12]})" for n, f in d["files"].items()), "",
+                  "| variant | SBP MAE | DBP MAE | paired beats |", "|---|---|---|---|"]
+        for n, r in d["table"].items():
+            lines.append(f"| {n} | {_fmt(r['sbp'].get('mae'))} | {_fmt(r['dbp'].get('mae'))} | {r.get('n_pairs', 'n/a')} |")
+        for n, w in d["pointwise"].items():
+            lines.append(f"| {n}: abs diff p50 / p99 / max (mmHg) | " + " / ".join(_fmt(w[f"{q}_abs_mmHg"], ".3f") for q in ("p50", "p99", "max")) + f" | | {w['n']} points |")
+    return lines

@@ -69,7 +69,9 @@ MAX_INPUTS = 16
 #: file keys -> kind of file
 #: trt_*: the TensorRT forms (export/tensorrt_form.py): window int8 (symmetric Q/DQ) and fp16;
 #: stream_trt_*: the same for the streaming model (a "stream" prefix: checked as a streaming graph)
-ONNX_KEYS = ("fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "stream_trt_int8", "stream_trt_fp16")
+#: stream_pruned_*: the pruned streaming model (export --prune), its states in streaming.pruned_states
+ONNX_KEYS = ("fp32", "int8", "pruned", "pruned_int8", "stream_fp32", "stream_int8", "trt_int8", "trt_fp16", "stream_trt_int8", "stream_trt_fp16",
+             "stream_pruned_fp32", "stream_pruned_int8")
 FILE_KINDS: dict[str, str] = {**{k: "onnx" for k in ONNX_KEYS}, "report_json": "json", "report_md": "text",
                               # calibration: calibration data kept for provenance (any format)
                               "calibration": "data",
@@ -82,7 +84,12 @@ NORM_KEYS = {"abp_mean", "abp_std", "sbp_mean", "sbp_std", "dbp_mean", "dbp_std"
 NORM_REQUIRED = ("abp_mean", "abp_std", "sbp_mean", "sbp_std", "dbp_mean", "dbp_std")
 REFERENCE_KEYS = {"sbp_mean", "sbp_sd", "dbp_mean", "dbp_sd", "n_beats"}
 STREAMING_KEYS = {"chunk", "states", "file_keys"}
-STREAM_VARIANTS = ("fp32", "int8", "fp16")
+#: optional: the pruned streaming model's states (same names, fewer channels), for the
+#: "pruned"/"pruned-int8" entries of streaming.file_keys
+STREAMING_OPTIONAL = ("pruned_states",)
+STREAM_VARIANTS = ("fp32", "int8", "fp16", "pruned", "pruned-int8")
+#: the streaming variants whose states are streaming.pruned_states
+STREAM_PRUNED_VARIANTS = ("pruned", "pruned-int8")
 #: train/val/test: record names; identity (optional, absent in older bundles): [{"record", "sha256"}]
 #: with edgebp.record_identity.samples_sha256 of each, so evaluation knows them under any path
 SPLIT_KEYS = {"train", "val", "test", "identity"}
@@ -93,6 +100,13 @@ PRESSURE_RANGE = (0.0, 300.0)
 
 _HEX = re.compile(r"[0-9a-f]+")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def stream_states(manifest: dict, variant: str) -> list[dict]:
+    """The state list (``name``, ``shape``) a streaming ``variant`` (a key of
+    ``streaming.file_keys``) is fed: ``streaming.pruned_states`` for the pruned ones."""
+    s = manifest["streaming"]
+    return s["pruned_states"] if variant in STREAM_PRUNED_VARIANTS and "pruned_states" in s else s["states"]
 
 
 class BundleError(ValueError):
@@ -430,27 +444,36 @@ def manifest_validate(m: Any, where: str) -> None:
 
     streaming = m.get("streaming")
     if streaming is not None:
-        s = c.obj(streaming, "streaming", tuple(STREAMING_KEYS), ())
+        s = c.obj(streaming, "streaming", tuple(STREAMING_KEYS), STREAMING_OPTIONAL)
         c.int(s["chunk"], "streaming.chunk", 1, window)
-        names = []
-        for i, st in enumerate(c.list(s["states"], "streaming.states", 1024)):
-            fld = f"streaming.states[{i}]"
-            c.obj(st, fld, ("name", "shape"), ())
-            names.append(c.str(st["name"], f"{fld}.name", 256))
-            shape = c.list(st["shape"], f"{fld}.shape", 8, 1)
-            n = 1
-            for j, d in enumerate(shape):
-                n *= c.int(d, f"{fld}.shape[{j}]", 1, MAX_STATE_ELEMENTS)
-            if n > MAX_STATE_ELEMENTS:
-                c.fail(f"{fld}.shape", f"must hold at most {MAX_STATE_ELEMENTS} elements", shape)
-        if len(set(names)) != len(names):
-            c.fail("streaming.states", "state names must be unique")
+
+        def states_check(states: Any, where: str) -> list:
+            names = []
+            for i, st in enumerate(c.list(states, where, 1024)):
+                fld = f"{where}[{i}]"
+                c.obj(st, fld, ("name", "shape"), ())
+                names.append(c.str(st["name"], f"{fld}.name", 256))
+                shape = c.list(st["shape"], f"{fld}.shape", 8, 1)
+                n = 1
+                for j, d in enumerate(shape):
+                    n *= c.int(d, f"{fld}.shape[{j}]", 1, MAX_STATE_ELEMENTS)
+                if n > MAX_STATE_ELEMENTS:
+                    c.fail(f"{fld}.shape", f"must hold at most {MAX_STATE_ELEMENTS} elements", shape)
+            if len(set(names)) != len(names):
+                c.fail(where, "state names must be unique")
+            return names
+
+        names = states_check(s["states"], "streaming.states")
+        if "pruned_states" in s and states_check(s["pruned_states"], "streaming.pruned_states") != names:
+            c.fail("streaming.pruned_states", "must name the same states as streaming.states, in the same order")
         fk = c.obj(s["file_keys"], "streaming.file_keys", (), STREAM_VARIANTS)
         if not fk:
             c.fail("streaming.file_keys", "must name at least one streaming model")
         for variant, key in fk.items():
             if not isinstance(key, str) or key not in files or FILE_KINDS.get(key) != "onnx":
                 c.fail(f"streaming.file_keys.{variant}", "must be the key of an ONNX model in files", key)
+            if variant in STREAM_PRUNED_VARIANTS and "pruned_states" not in s:
+                c.fail(f"streaming.file_keys.{variant}", "a pruned streaming model needs streaming.pruned_states")
 
     c.opt_obj(m.get("calibration"), "calibration")
     c.opt_obj(m.get("tensorrt"), "tensorrt")

@@ -178,6 +178,15 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
             raise CliError(f"{opt} {path}: is a directory")
     m = b.manifest
     variant = runtime_precision(variant, bool(m.get("streaming")), str(b.path))
+    if backend != "tensorrt":  # (TensorRT picks each precision's own form and says when one is missing)
+        from edgebp.variants import bundle_file_key
+
+        streams = (m.get("streaming") or {}).get("file_keys", {}) if m.get("streaming") and m.get("causal") else None
+        have = list(streams) if streams is not None else [k for k in ("int8", "fp32", "pruned", "pruned-int8") if bundle_file_key(k) in m["files"]]
+        if variant not in have:
+            hint = " (pruned models come from `edgebp export --prune R`)" if "pruned" in variant else ""
+            raise CliError(f"Invalid value for '--variant': {b.path} has no {variant} {'streaming ' if streams is not None else ''}model{hint}; "
+                           f"it has: {', '.join(('stream-' + v) if streams is not None else v for v in have)}")
     if hop is not None and not (bool(m.get("streaming")) and m.get("causal")) and not 1 <= hop <= int(m["window"]):
         raise CliError(f"--hop {hop}: must be within 1..{int(m['window'])} (the model window)")
     if hop is not None and bool(m.get("streaming")) and m.get("causal"):

@@ -66,7 +66,7 @@ from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
 from edgebp.runtime.calibrated import (METHODS, CalibratedEstimator, EstimatorParams, cuff_csv_read, estimator_params_hold,
                                        estimator_params_offset)
-from edgebp.runtime.bundle import Bundle
+from edgebp.runtime.bundle import Bundle, stream_states
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,9 @@ class StreamRuntime:
             else:
                 self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(key), threads=threads, precision=variant)
             self.chunk = int(m["streaming"]["chunk"])
-            self.state_names = [s["name"] for s in m["streaming"]["states"]]
-            self.state_shapes = [tuple(s["shape"]) for s in m["streaming"]["states"]]
+            states = stream_states(m, variant)  # a pruned streaming model has narrower states
+            self.state_names = [s["name"] for s in states]
+            self.state_shapes = [tuple(s["shape"]) for s in states]
         else:
             if backend == "tensorrt":
                 from edgebp.runtime.tensorrt_backend import bundle_backend
@@ -199,7 +200,10 @@ class StreamRuntime:
 
                 self.backend = bundle_backend(bundle, tensorrt_file_key(variant, streaming=False))
             else:
-                self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(variant), threads=threads, precision=variant)
+                from edgebp.variants import bundle_file_key
+
+                # "pruned-int8" is the file key "pruned_int8"
+                self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(bundle_file_key(variant)), threads=threads, precision=variant)
             self.chunk = self.hop
         self.in_name = self.backend.input_names[0]
         # preprocessing per input

@@ -20,7 +20,7 @@ Examples
 --------
 >>> from edgebp.runtime.stream_score import STREAM_VARIANTS
 >>> STREAM_VARIANTS
-('stream-int8', 'stream-fp32')
+('stream-int8', 'stream-fp32', 'stream-pruned', 'stream-pruned-int8')
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from edgebp.runtime.bundle import Bundle, BundleError
 
 log = logging.getLogger(__name__)
 
-STREAM_VARIANTS = ("stream-int8", "stream-fp32")
+STREAM_VARIANTS = ("stream-int8", "stream-fp32", "stream-pruned", "stream-pruned-int8")
 DEFAULT_PACKET_S = 0.02
 
 
