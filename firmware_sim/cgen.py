@@ -819,6 +819,9 @@ typedef struct {
     int hold_started;
     /* running normaliser */
     float mean, var, cnt;
+    /* the channel's first valid sample, taken off every input where the filter's DC gain is 0 */
+    float dc;
+    int dc_set;
 } chan_state;
 
 static chan_state chans[EDGEBP_N_IN];
@@ -835,6 +838,7 @@ static int32_t floordiv(int32_t a, int32_t b)
     }
     return q;
 }
+#endif
 
 static void pre_reset(void)
 {
@@ -847,6 +851,8 @@ static void pre_reset(void)
         }
         s->started = 0;
         s->held = 0.0f;
+        s->dc = 0.0f;
+        s->dc_set = 0;
         for (j = 0; j < EDGEBP_MAX_SEC; j++) {
             s->zi[j][0] = 0.0f;
             s->zi[j][1] = 0.0f;
@@ -918,6 +924,25 @@ static float running_norm(chan_state *s, float v)
     return (v - s->mean) / sqrtf(den);
 }
 
+/* Why: an 18-bit PPG in counts sits near 2^17; float32 carries 24 bits, so a resampler and
+   biquads run on it round at ~0.01 count where the pulse is a few hundred counts. Where the
+   filter's DC gain is exactly 0 (a high-pass section), taking a constant off the input
+   changes nothing in exact arithmetic (the resampler's taps sum to 1, the warm start and the
+   edge hold move with it, the filter removes it) and keeps the float32 values small. The
+   subtraction is exact for integer codes (both below 2^24). */
+static float dc_off(chan_state *s, int c, float v)
+{
+    if (!dc_remove[c]) {
+        return v;
+    }
+    if (isfinite(v) && !s->dc_set) {
+        s->dc = v;
+        s->dc_set = 1;
+    }
+    return v - s->dc;
+}
+
+#if !EDGEBP_RS_IDENTITY
 static void rs_push(chan_state *s, float v)
 {
     int j;
@@ -972,13 +997,13 @@ int edgebp_preprocess(const float *frame, float *x_out)
 #if EDGEBP_RS_IDENTITY
     int c;
     for (c = 0; c < EDGEBP_N_IN; c++) {
-        x_out[c] = running_norm(&chans[c], biquads(&chans[c], &bq_cfg[c], frame[c]));
+        x_out[c] = running_norm(&chans[c], biquads(&chans[c], &bq_cfg[c], dc_off(&chans[c], c, frame[c])));
     }
     return 1;
 #else
     int c, n = 0;
     for (c = 0; c < EDGEBP_N_IN; c++) {
-        rs_push(&chans[c], frame[c]);
+        rs_push(&chans[c], dc_off(&chans[c], c, frame[c]));
     }
     /* at most one output per input when down >= up; up outputs at most otherwise */
     while (rs_q_minus_n <= 0) {
@@ -1123,6 +1148,12 @@ def preprocessor_tables(bundle: Any, device_fs: float) -> dict[str, Any]:
     return {"pre": chans, "rs": rs, "alpha": alpha, "var_floor": floor, "count_cap": cap}
 
 
+def _dc_gain_zero(sos: np.ndarray) -> bool:
+    """Whether a biquad cascade's gain at DC is exactly 0: a section whose numerator sums to
+    0 (a high-pass), so a constant added to the input leaves the output unchanged."""
+    return any(float(np.sum(np.asarray(s, np.float64)[:3])) == 0.0 for s in np.atleast_2d(sos))
+
+
 def emit_firmware(bundle: Any, device_fs: float | None = None, out_cap: int | None = None) -> dict[str, str]:
     """Every generated file (name -> text) for a loaded bundle; see :func:`firmware_generate`."""
     m = bundle.manifest
@@ -1194,15 +1225,24 @@ int edgebp_preprocess(const float *frame, float *x_out);
     ])
     c = c.replace("typedef struct biquad_cfg_s biquad_cfg_unused;", "")
     rs_tab = "" if rs.identity else _farr("rs_table", rs.taps)
+    # the input offset is taken off only where the cascade's DC gain is exactly zero (see dc_off)
+    dc0 = ", ".join("1" if _dc_gain_zero(p.filter.sos) else "0" for p in tabs["pre"])
     pre_src = C_PRE.replace("static chan_state chans[EDGEBP_N_IN];",
-                            f"static chan_state chans[EDGEBP_N_IN];\nstatic const biquad_cfg bq_cfg[EDGEBP_N_IN] = {{{cfgs}}};\n{rs_tab}")
+                            f"static chan_state chans[EDGEBP_N_IN];\nstatic const biquad_cfg bq_cfg[EDGEBP_N_IN] = {{{cfgs}}};\n"
+                            f"static const uint8_t dc_remove[EDGEBP_N_IN] = {{{dc0}}};\n{rs_tab}")
     c = c + pre_src + C_API
     lens = ", ".join(str(s["c"] * s["t"]) for s in prog.states)
     harness = (C_HARNESS_MODEL.replace('#include "edgebp_model.h"', '#include "edgebp_model.h"\n#include "edgebp.h"')
                .replace("{EDGEBP_STATE_LENS}", "{" + lens + "}") + C_HARNESS_STREAM)
     sizes.update({"out_cap": out_cap, "rs_taps": k})
+    # what a host of the firmware (edgebp sim --firmware) must know to feed it and place its
+    # outputs in time: output k estimates the ABP lag model samples before it
+    info = {"model": m["model"]["name"], "inputs": list(m["inputs"]),
+            "device_fs": fs_dev, "model_fs": float(m["fs"]), "delay": int(m["delay"]),
+            "resampler_delay": int(rs.delay_out), "lag": int(m["delay"]) + int(rs.delay_out),
+            "chunk": int(prog.chunk), "out_cap": out_cap}
     return {"edgebp_model.h": mh, "edgebp_model.c": mc, "edgebp.h": h, "edgebp.c": c, "edgebp_harness.c": harness,
-            "Makefile": C_MAKEFILE, "startup_cm4.c": C_STARTUP, "mps2_an386.ld": C_LINKER, "_sizes": json_dumps(sizes)}
+            "Makefile": C_MAKEFILE, "startup_cm4.c": C_STARTUP, "mps2_an386.ld": C_LINKER, "firmware.json": json_dumps(info), "_sizes": json_dumps(sizes)}
 
 
 def json_dumps(obj: Any) -> str:
@@ -1257,6 +1297,29 @@ static int run_calib(long n)
 }
 #endif
 
+/* edgebp_harness frames IN OUT: as a device's sample interrupt does, one frame pushed at a
+   time and every output popped after it; OUT gets one (uint32 frame index, float32 ABP) pair
+   per output, the index of the frame whose push produced it (edgebp sim --firmware). */
+static int run_frames(FILE *in, FILE *out)
+{
+    float frame[EDGEBP_N_IN];
+    uint32_t i = 0;
+    int k, j;
+    edgebp_init();
+    while (fread(frame, sizeof(float), EDGEBP_N_IN, in) == (size_t)EDGEBP_N_IN) {
+        edgebp_push(frame, 1);
+        while ((k = edgebp_pop(outs, EDGEBP_OUT_CAP)) > 0) {
+            for (j = 0; j < k; j++) {
+                if (fwrite(&i, sizeof i, 1, out) != 1 || fwrite(&outs[j], sizeof(float), 1, out) != 1) {
+                    return 1;
+                }
+            }
+        }
+        i++;
+    }
+    return edgebp_dropped() == 0 ? 0 : 3;
+}
+
 static int run_pre(FILE *in, FILE *out)
 {
     float frame[EDGEBP_N_IN];
@@ -1281,7 +1344,7 @@ int main(int argc, char **argv)
     }
 #endif
     if (argc < 4) {
-        fprintf(stderr, "usage: %s model|model_tf|stream|pre IN OUT [PACKET]\n", argv[0]);
+        fprintf(stderr, "usage: %s model|model_tf|stream|pre|frames IN OUT [PACKET]\n", argv[0]);
         return 2;
     }
     if (argc > 4) {
@@ -1305,6 +1368,8 @@ int main(int argc, char **argv)
         rc = run_stream(in, out, packet);
     } else if (strcmp(argv[1], "pre") == 0) {
         rc = run_pre(in, out);
+    } else if (strcmp(argv[1], "frames") == 0) {
+        rc = run_frames(in, out);
     }
     fclose(in);
     if (fclose(out) != 0) {

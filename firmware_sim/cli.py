@@ -15,7 +15,7 @@ from edgebp.cli_types import Finite, deprecated_alias, int_range, non_negative, 
 from edgebp.firmware_sim.cuff import DEFAULT_WINDOW_S, CuffSpec, cuff_times_parse, cuff_write
 from edgebp.firmware_sim.device import DeviceConfig
 from edgebp.firmware_sim.faults import FAULT_NAMES, FRAME_FAULTS, faults_parse
-from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_source_load, sim_truth_write
+from edgebp.firmware_sim.simulate import FORMATS, device_simulate, sim_device_bp_path, sim_source_load, sim_truth_write
 from edgebp.firmware_sim.uart import PtyPort, paced_write, stream_write_file
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ Examples:
         --faults drop=0.01,reset@120s --baud 115200 --out serial.bin --truth truth.csv
     edgebp sim --source synth:1 --pty --faults motion=0.02 --truth truth.csv
     edgebp sim --source synth:3 --out serial.log --truth truth.csv --cuff-every 60 --cuff-csv cuff.csv
+    edgebp firmware generate default --out fw --device-fs 250
+    edgebp sim --source synth:3 --minutes 1 --firmware fw --out serial.log --truth truth.csv
 """
 
 
@@ -114,12 +116,16 @@ Examples:
               help="Gaussian noise SD added to cuff SBP and DBP (mmHg), seeded by --seed.")
 @click.option("--cuff-csv", type=click.Path(dir_okay=False), default=None,
               help="Also write the cuff readings as CSV time,sbp,dbp.")
+@click.option("--firmware", "firmware_dir", type=click.Path(), default=None, metavar="DIR",
+              help="Generated firmware (edgebp firmware generate BUNDLE --out DIR --device-fs RATE): the device "
+                   "computes its own BP with its host build (built with $CC/gcc if missing) and sends it in the "
+                   "stream (#BP lines / 'P' frames); text or binary format.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @deprecated_alias("--fs", "--frame-rate", "fs", type=positive(max=100_000))
 def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed, source_seed, source_fs, fs, channels, ppg_fs,
                 ecg_bits, ecg_range_mv, ppg_bits, ppg_polarity, leadoff_mode, clock_ppm, jitter_us, out, truth,
                 truth_beats, summary, realtime, speed, use_pty, pty_wait, pty_linger, cuff_every, cuff_at, cuff_window,
-                cuff_noise, cuff_csv, quiet):
+                cuff_noise, cuff_csv, firmware_dir, quiet):
     """Simulate a wearable streaming over a serial line."""
     def say(msg: str) -> None:
         if not quiet:
@@ -172,6 +178,18 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
         )
     except ValueError as exc:
         raise CliError(f"device option: {exc}") from None
+    if firmware_dir is not None and fmt == "max3010x":
+        raise CliError("--firmware needs --format text or binary: MAX3010x lines have no place for the device's BP")
+    firmware = None
+    if firmware_dir is not None:
+        from edgebp.firmware_sim.device_bp import FirmwareError, firmware_host_open
+
+        try:
+            firmware = firmware_host_open(firmware_dir, cfg.fs, cfg.channels)
+        except FirmwareError as exc:
+            raise CliError(str(exc)) from None
+        say(f"firmware: {'built' if firmware.built else 'using'} {firmware.exe}"
+            + (f" ({firmware.compiler})" if firmware.built else ""))
     for p in (truth, truth_beats, summary, cuff_csv, None if out in (None, "-") else out):
         if p is not None and not Path(p).resolve().parent.is_dir():
             raise CliError(f"{p}: the directory does not exist")
@@ -182,7 +200,7 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
     try:
         res = device_simulate(record, cfg, spec, fmt=fmt, baud=baud, buffer_bytes=buffer_bytes,
                               minutes=minutes if minutes is not None or not source.startswith("synth:") else 5.0,
-                              start_s=start_s, seed=seed, cuff=cuff if cuff.active else None)
+                              start_s=start_s, seed=seed, cuff=cuff if cuff.active else None, firmware=firmware)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     s = res.summary
@@ -193,6 +211,10 @@ def sim_command(source, minutes, start_s, fmt, faults, baud, buffer_bytes, seed,
 
     _, beats_path, summary_path = sim_truth_write(res, truth, truth_beats, summary)
     say(f"truth: {truth}, {beats_path}, {summary_path}")
+    if res.device_bp is not None:
+        d = s["device_bp"]
+        say(f"device BP: {d['values']} outputs ({d['values_claimed']} claimed) in {d['records']} records, "
+            f"{d['records_emitted']} complete on the wire; truth in {sim_device_bp_path(truth)}")
     if res.cuff is not None:
         c = s["cuff"]
         say(f"cuff: {c['readings']} reading(s) ({c['readings_emitted']} complete on the wire, {c['skipped']} skipped)"

@@ -57,7 +57,8 @@ def _columns_check(cols: dict, need: tuple[str, ...], path: Path, what: str) -> 
 
 
 def score_files(bp: str, truth: str, fs: float | None = None, beats_truth: str | None = None,
-                tolerance: float = 0.3, recover: float = 2.0, include_invalid: bool = False) -> dict:
+                tolerance: float = 0.3, recover: float = 2.0, include_invalid: bool = False,
+                device_bp: str | None = None, device_bp_truth: str | None = None) -> dict:
     """Read an ``edgebp run`` output and an ``edgebp sim`` truth and score one against the other.
 
     Parameters
@@ -78,11 +79,18 @@ def score_files(bp: str, truth: str, fs: float | None = None, beats_truth: str |
         Recovery window after a fault (s), see :func:`runtime_truth_compare`.
     include_invalid : bool
         Also score runtime beats marked invalid.
+    device_bp : str, optional
+        The stream ``edgebp sim --firmware`` wrote (the one ``bp`` was computed from): its
+        device-BP records are scored against the truth and against ``bp``
+        (:mod:`edgebp.firmware_sim.device_bp_score`).
+    device_bp_truth : str, optional
+        What the device computed; default ``TRUTH_device_bp.csv`` beside ``truth``.
 
     Returns
     -------
     dict
-        ``files``, ``fs``, ``pointwise`` (None for a beats file alone) and ``beats``.
+        ``files``, ``fs``, ``pointwise`` (None for a beats file alone), ``beats`` and, with
+        ``device_bp``, ``device_bp``.
 
     Raises
     ------
@@ -125,9 +133,38 @@ def score_files(bp: str, truth: str, fs: float | None = None, beats_truth: str |
         raise CliError(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from None
     pointwise = runtime_truth_compare(out, t, fs, recover_window_s=recover) if out is not None else None
     beats = beats_truth_compare(rb, tb, t, fs, max_dt_s=tolerance, include_invalid=include_invalid)
-    return {"files": {"bp": str(bp_path), "bp_beats": str(run_beats), "truth": str(truth_path),
-                      "truth_beats": str(beats_path)},
-            "fs": fs, "pointwise": pointwise, "beats": beats}
+    res = {"files": {"bp": str(bp_path), "bp_beats": str(run_beats), "truth": str(truth_path),
+                     "truth_beats": str(beats_path)},
+           "fs": fs, "pointwise": pointwise, "beats": beats}
+    if device_bp is not None:
+        res["device_bp"] = _device_bp_score(device_bp, device_bp_truth, truth_path, t, fs, out)
+        res["files"]["device_bp"] = device_bp
+    return res
+
+
+def _device_bp_score(stream: str, dev_truth: str | None, truth_path: Path, truth: dict, fs: float,
+                     out: RuntimeOutput | None) -> dict:
+    from edgebp.firmware_sim.device_bp_score import device_bp_compare, device_bp_stream_read
+    from edgebp.firmware_sim.simulate import sim_device_bp_path
+
+    stream_path = _file(stream, "the stream edgebp sim --firmware wrote")
+    dt_path = Path(dev_truth) if dev_truth else sim_device_bp_path(truth_path)
+    if not dt_path.exists():
+        raise CliError(f"{truth_path}: its device-BP truth {dt_path} not found (edgebp sim --firmware writes it beside "
+                       "the truth; or give --device-bp-truth FILE)")
+    try:
+        dt = truth_read(dt_path)
+        _columns_check(dt, ("boot", "k", "abp_mmHg", "status"), dt_path, "an edgebp sim device-BP truth file")
+        records, counts = device_bp_stream_read(stream_path)
+        if not records:
+            raise ValueError(f"{stream}: no device-BP record in the stream (was it written by edgebp sim --firmware?)")
+        res = device_bp_compare(records, dt, truth, fs, gateway=out)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    res["decoder"] = {k: counts[k] for k in ("samples_parsed", "samples_rejected", "samples_missing",
+                                             "device_bp_records", "device_bp_values", "device_bp_rejected",
+                                             "device_bp_rejected_reasons")}
+    return res
 
 
 @click.command("score")
@@ -145,8 +182,13 @@ def score_files(bp: str, truth: str, fs: float | None = None, beats_truth: str |
               help="Also score runtime beats marked valid=0 (by default they are only counted).")
 @click.option("--summary", "json_out", default=None, metavar="FILE",
               help="Also write the results as JSON to FILE (- : print only the JSON, on stdout).")
+@click.option("--device-bp", "device_bp", default=None, metavar="STREAM",
+              help="The stream edgebp sim --firmware wrote: score the device's own BP in it against the truth "
+                   "and against BP.csv (p50/p99/max |device - gateway|).")
+@click.option("--device-bp-truth", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="What the device computed [default: TRUTH_device_bp.csv beside TRUTH.csv].")
 @deprecated_alias("--json", "--summary", "json_out", metavar="OUT")
-def score_command(bp, truth, fs, beats_truth, tolerance, recover, include_invalid, json_out):
+def score_command(bp, truth, fs, beats_truth, tolerance, recover, include_invalid, device_bp, device_bp_truth, json_out):
     """Score `edgebp run` output against the `edgebp sim` truth it was fed.
 
     BP.csv is `edgebp run --out bp.csv` (its beats read from bp.beats.csv beside it), a
@@ -164,7 +206,9 @@ def score_command(bp, truth, fs, beats_truth, tolerance, recover, include_invali
       - heart rate: the runtime's mean (its hr column, else 60 / beat interval) against
         the truth's (60 / interval of consecutive valid truth beats < 2 s apart);
       - per-beat SBP/DBP/MAP error of the paired valid beats;
-      - the fault table (claims during faults, time to resume).
+      - the fault table (claims during faults, time to resume);
+      - with --device-bp STREAM: the device's own BP (edgebp sim --firmware) against the
+        truth and against BP.csv.
     Only valid runtime beats are scored unless --include-invalid.
 
     \b
@@ -179,14 +223,20 @@ def score_command(bp, truth, fs, beats_truth, tolerance, recover, include_invali
         raise CliError(f"--recover must be >= 0, got {recover:g}")
     if fs is not None and fs <= 0:
         raise CliError(f"--fs must be positive, got {fs:g}")
+    if device_bp_truth is not None and device_bp is None:
+        raise CliError("--device-bp-truth needs --device-bp STREAM")
     res = score_files(bp, truth, fs=fs, beats_truth=beats_truth, tolerance=tolerance, recover=recover,
-                      include_invalid=include_invalid)
+                      include_invalid=include_invalid, device_bp=device_bp, device_bp_truth=device_bp_truth)
     text = json.dumps(res, indent=2, default=json_default) + "\n"
     if json_out == "-":
         click.echo(text, nl=False)
         return
     click.echo(f"{bp} vs {truth} (device {res['fs']:g} Hz)")
     click.echo(compare_report_text(res["pointwise"], res["beats"]))
+    if "device_bp" in res:
+        from edgebp.firmware_sim.device_bp_score import device_bp_report_lines
+
+        click.echo("\n".join(device_bp_report_lines(res["device_bp"])))
     if json_out:
         try:
             Path(json_out).write_text(text)

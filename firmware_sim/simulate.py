@@ -46,6 +46,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -74,11 +75,14 @@ from edgebp.firmware_sim.truth import beats_truth, fault_names, summary_write, t
 from edgebp.firmware_sim.uart import uart_schedule
 from edgebp.record import Record
 
+if TYPE_CHECKING:
+    from edgebp.firmware_sim.device_bp import FirmwareHost
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("text", "binary", "max3010x")
 SEQ_MOD = 1 << 16
-_ITEM_HEADER, _ITEM_FRAME, _ITEM_DUP, _ITEM_CUFF = 0, 1, 2, 3
+_ITEM_HEADER, _ITEM_FRAME, _ITEM_DUP, _ITEM_CUFF, _ITEM_BP = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -97,6 +101,9 @@ class SimResult:
     #: (mmHg), ``n_beats`` (beats averaged), ``tick`` (the sample it precedes), ``status``
     #: (``emitted``, ``truncated``, ``overflow``, ``reset_lost``).
     cuff: dict | None = None
+    #: With ``firmware``: what the device's firmware computed (per output: ``boot``, ``k``,
+    #: ``tick``, ``abp_mmHg``, ``record``, ``status`` of its record on the wire).
+    device_bp: dict | None = None
 
     @property
     def stream(self) -> bytes:
@@ -214,6 +221,7 @@ def device_simulate(
     cuff: CuffSpec | None = None,
     seq_start: int = 0,
     send_header: bool = True,
+    firmware: "FirmwareHost | None" = None,
 ) -> SimResult:
     """Simulate the wearable recording ``record`` and streaming it over a UART.
 
@@ -247,6 +255,11 @@ def device_simulate(
     send_header : bool
         Send the header at the first boot (False: the segment continues a stream whose
         header was sent already; headers after a reset are sent either way).
+    firmware : FirmwareHost, optional
+        The generated firmware's host build (:func:`edgebp.firmware_sim.device_bp.firmware_host_open`):
+        the device computes its own BP with it and sends it as device-BP records after the
+        frame whose push produced them (text or binary format; see
+        :mod:`edgebp.firmware_sim.device_bp`). Without it nothing changes.
 
     Returns
     -------
@@ -269,6 +282,8 @@ def device_simulate(
     if cuff is not None and cuff.active and fmt == "max3010x":
         raise ValueError("cuff readings (--cuff-every/--cuff-at) need --format text or binary: "
                          "MAX3010x lines have no place for them")
+    if firmware is not None and fmt == "max3010x":
+        raise ValueError("--firmware needs --format text or binary: MAX3010x lines have no place for the device's BP")
     if baud < 0 or buffer_bytes <= 0:
         raise ValueError(f"baud must be >= 0 and buffer_bytes > 0 (got {baud}, {buffer_bytes})")
     chans = adc_channels(cfg)
@@ -351,6 +366,14 @@ def device_simulate(
     for b in np.unique(boot[sampled]):
         idx = np.flatnonzero(sampled & (boot == b))
         seq[idx] = (np.arange(len(idx)) + (int(seq_start) if b == 0 else 0)) % SEQ_MOD
+    dev_bp = None
+    bp_at: dict[int, list[int]] = {}
+    if firmware is not None:
+        from edgebp.firmware_sim.device_bp import device_bp_compute
+
+        dev_bp = device_bp_compute(firmware, codes, chans, sampled, boot)
+        for r, k in enumerate(dev_bp.records["tick"].tolist()):
+            bp_at.setdefault(int(k), []).append(r)
     send = np.flatnonzero(sampled & ~drop)
     log.info("encoding %d frames", len(send))
     frames = _encode_frames(fmt, seq[send], codes[send])
@@ -368,6 +391,16 @@ def device_simulate(
             f"--buffer {buffer_bytes} bytes cannot hold one frame ({frame_len} bytes) after the header "
             f"({len(header_bytes)} bytes)"
         )
+    bp_bytes: list[bytes] = []
+    if dev_bp is not None:
+        from edgebp.firmware_sim.device_bp import device_bp_encode
+
+        bp_bytes = [device_bp_encode(dev_bp, r, fmt, int(seq[int(k)])) for r, k in enumerate(dev_bp.records["tick"].tolist())]
+        bp_len = max((len(b) for b in bp_bytes), default=0)
+        if bp_len + frame_len + len(header_bytes) > buffer_bytes and baud > 0:
+            raise ValueError(f"--buffer {buffer_bytes} bytes cannot hold a device-BP record ({bp_len} bytes) with a frame "
+                             f"and the header ({frame_len} + {len(header_bytes)} bytes); give a larger --buffer")
+    bp_item = np.zeros(len(bp_bytes), dtype=np.int64)
 
     # --- wire items in offer order: [header at each boot], frame, [its duplicate] ---
     trunc_rng = fault_rng(seed, "truncate_len")
@@ -405,20 +438,27 @@ def device_simulate(
                               else protocol.cuff_encode_binary(sbp, dbp, last_seq))
             item_ready.append(td[k])
         j = send_pos.get(k)
-        if j is None:
-            continue
-        last_seq = int(seq[k])
-        fb = frames[j]
-        if trunc[k]:
-            fb = fb[: int(trunc_rng.integers(1, len(fb)))] if len(fb) > 1 else b""
-        item_kind.append(_ITEM_FRAME)
-        item_tick.append(k)
-        item_bytes.append(fb)
-        item_ready.append(td[k])
-        if dup[k]:
-            item_kind.append(_ITEM_DUP)
+        if j is not None:
+            last_seq = int(seq[k])
+            fb = frames[j]
+            if trunc[k]:
+                fb = fb[: int(trunc_rng.integers(1, len(fb)))] if len(fb) > 1 else b""
+            item_kind.append(_ITEM_FRAME)
             item_tick.append(k)
             item_bytes.append(fb)
+            item_ready.append(td[k])
+            if dup[k]:
+                item_kind.append(_ITEM_DUP)
+                item_tick.append(k)
+                item_bytes.append(fb)
+                item_ready.append(td[k])
+        # the firmware's outputs of this sample's push follow its frame (also when the frame
+        # itself was dropped: the device computed them all the same)
+        for r in bp_at.get(k, ()):
+            bp_item[r] = len(item_kind)
+            item_kind.append(_ITEM_BP)
+            item_tick.append(k)
+            item_bytes.append(bp_bytes[r])
             item_ready.append(td[k])
     kind = np.array(item_kind, dtype=np.int64)
     tick = np.array(item_tick, dtype=np.int64)
@@ -430,7 +470,7 @@ def device_simulate(
     corrupt_rng = fault_rng(seed, "corrupt_byte")
     p_corrupt_dup = schedule.frame_rates.get("corrupt", 0.0)
     # one draw per non-cuff item, so that cuff readings do not move the draws of the frames
-    not_cuff = kind != _ITEM_CUFF
+    not_cuff = (kind != _ITEM_CUFF) & (kind != _ITEM_BP)  # device-BP records: the same
     dup_corrupt_draw = np.zeros(len(kind), dtype=bool)
     dup_corrupt_draw[not_cuff] = fault_rng(seed, "corrupt_dup").random(int(not_cuff.sum())) < p_corrupt_dup
     chunks: list[bytes] = []
@@ -550,7 +590,23 @@ def device_simulate(
             **{f"readings_{st}": int(np.sum(readings["status"] == st))
                for st in ("emitted", "truncated", "overflow", "reset_lost")},
         }
-    summary["data_rate_bytes_per_s"] = float(sum(len(f) for f in frames) / duration) if duration else 0.0
+    if dev_bp is not None:
+        bi = bp_item
+        st = np.where(~sch.accepted[bi], "overflow",
+                      np.where(sch.sent[bi] == 0, "reset_lost",
+                               np.where(sch.sent[bi] < sizes[bi], "truncated", "emitted"))).astype(object)
+        dev_bp.records["status"] = st
+        o = dev_bp.outputs
+        o["status"] = st[o["record"]] if len(st) else np.zeros(0, dtype=object)
+        summary["device_bp"] = {
+            **dev_bp.host.to_dict(),
+            "records": int(len(bi)), "values": int(len(o["k"])), "values_claimed": int(np.isfinite(o["abp_mmHg"]).sum()),
+            **{f"records_{x}": int(np.sum(st == x)) for x in ("emitted", "truncated", "overflow", "reset_lost")},
+            "values_emitted": int(np.sum(o["status"] == "emitted")),
+            "bytes_offered": int(sum(len(b) for b in bp_bytes)),
+        }
+    wire = sum(len(f) for f in frames) + sum(len(b) for b in bp_bytes)
+    summary["data_rate_bytes_per_s"] = float(wire / duration) if duration else 0.0
     if baud > 0 and summary["data_rate_bytes_per_s"] > baud / 10.0:
         log.warning("data rate %.0f B/s exceeds the UART's %.0f B/s at %d baud: frames will overflow",
                     summary["data_rate_bytes_per_s"], baud / 10.0, baud)
@@ -558,7 +614,7 @@ def device_simulate(
              summary["frames_generated"], summary["frames_emitted"], summary["frames_dropped_fault"],
              summary["frames_dropped_overflow"], summary["frames_corrupted"], summary["frames_truncated"])
     return SimResult(chunks, np.array(chunk_times, dtype=np.float64), truth, beats, summary, chans, header, fmt,
-                     readings)
+                     readings, None if dev_bp is None else dev_bp.outputs)
 
 
 @dataclass
@@ -693,4 +749,18 @@ def sim_truth_write(res: "SimResult", truth: str | Path, beats: str | Path | Non
     truth_write(truth, res.truth)
     truth_write(beats_path, res.beats)
     summary_write(summary_path, res.summary)
+    if res.device_bp is not None:
+        truth_write(sim_device_bp_path(truth), res.device_bp)
     return Path(truth), beats_path, summary_path
+
+
+def sim_device_bp_path(truth: str | Path) -> Path:
+    """The device-BP truth beside a truth CSV (``edgebp sim --firmware``): ``X_device_bp.csv``.
+
+    Examples
+    --------
+    >>> sim_device_bp_path("out/truth.csv").name
+    'truth_device_bp.csv'
+    """
+    p = Path(truth)
+    return p.with_name(f"{p.stem if p.suffix else p.name}_device_bp.csv")

@@ -46,9 +46,10 @@ import numpy as np
 
 from edgebp.runtime.crc import crc16_ccitt_false
 from edgebp.runtime.protocol_binary import (
-    SYNC, BinaryParser, cuff_encode_binary, frame_size, header_encode_binary, samples_encode_binary,
+    SYNC, BinaryParser, cuff_encode_binary, device_bp_encode_binary, frame_size, header_encode_binary,
+    samples_encode_binary,
 )
-from edgebp.runtime.protocol_common import CUFF_REASONS, MAX_LINE_BYTES, OK, REASONS
+from edgebp.runtime.protocol_common import CUFF_REASONS, DEVICE_BP_REASONS, MAX_LINE_BYTES, OK, REASONS
 from edgebp.runtime.protocol_header import (
     HeaderError, StreamHeader, header_apply_channel_map, header_fields_decode, header_fields_encode,
 )
@@ -56,7 +57,7 @@ from edgebp.runtime.protocol_logs import (
     CsvParser, Max3010xParser, csv_delimiter, csv_header_candidate, csv_row_confirms, samples_encode_max3010x,
 )
 from edgebp.runtime.protocol_text import (
-    TEXT_MAGIC, TextParser, cuff_encode_text, header_encode_text, samples_encode_text,
+    TEXT_MAGIC, TextParser, cuff_encode_text, device_bp_encode_text, header_encode_text, samples_encode_text,
 )
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ CUFF_RANGE_MMHG = (40.0, 300.0)
 __all__ = [
     "StreamHeader", "HeaderError", "GapEvent", "ResetEvent", "HeaderEvent", "CuffEvent", "Event", "DecodedBlock",
     "StreamDecoder", "FORMATS", "REASONS", "CUFF_REASONS", "CUFF_RANGE_MMHG", "header_encode_text",
-    "samples_encode_text", "cuff_encode_text", "cuff_encode_binary",
+    "samples_encode_text", "cuff_encode_text", "cuff_encode_binary", "DeviceBPEvent", "DEVICE_BP_REASONS",
+    "device_bp_encode_text", "device_bp_encode_binary",
     "header_encode_binary", "samples_encode_binary", "samples_encode_max3010x",
     "header_fields_encode", "header_fields_decode", "crc16_ccitt_false", "frame_size", "SYNC",
     "decode_bytes", "decode_stream", "stream_detect_format", "decoder_throughput",
@@ -181,7 +183,37 @@ class CuffEvent:
     where: str = ""
 
 
-Event = GapEvent | ResetEvent | HeaderEvent | CuffEvent
+@dataclass
+class DeviceBPEvent:
+    """The device's own ABP (a ``#BP`` line or ``'P'`` frame, docs/serial-protocol.md section
+    11), reported only by a decoder made with ``device_bp=True``.
+
+    Attributes
+    ----------
+    at_index : int
+        Position in the block of the first sample after the record (as :class:`CuffEvent`).
+    first : int
+        The output number (since the device booted, at the model rate) of ``abp[0]``.
+    fs : float
+        The model rate (Hz).
+    lag : int
+        Model samples between an output and the signal it estimates: ``abp[i]`` is the ABP at
+        ``(first + i - lag) / fs`` s after the boot's first device sample.
+    abp : np.ndarray
+        float64 mmHg, 0.01 mmHg resolution, NaN where the device claims no value.
+    where : str
+        Where it was read (``"line 1234"``, ``"byte 5678"``).
+    """
+
+    at_index: int
+    first: int
+    fs: float
+    lag: int
+    abp: np.ndarray
+    where: str = ""
+
+
+Event = GapEvent | ResetEvent | HeaderEvent | CuffEvent | DeviceBPEvent
 
 
 @dataclass
@@ -380,7 +412,8 @@ class StreamDecoder:
     ((0, 1), {'truncated': 1})
     """
 
-    def __init__(self, fmt: str = "auto", fs: float | None = None, channel_map: dict[str, str] | None = None) -> None:
+    def __init__(self, fmt: str = "auto", fs: float | None = None, channel_map: dict[str, str] | None = None,
+                 device_bp: bool = False) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown stream format {fmt!r}; valid formats: {', '.join(FORMATS)}")
         if fs is not None:
@@ -395,11 +428,15 @@ class StreamDecoder:
         self.fmt = fmt
         self.fs = fs
         self.channel_map = channel_map
+        # off: #BP lines are comments and 'P' frames an unknown type, exactly as for readers
+        # that predate them (their consumers never see a DeviceBPEvent)
+        self.device_bp = bool(device_bp)
         self._counts: dict = {
             "format": None, "bytes_in": 0, "samples_parsed": 0, "samples_rejected": 0,
             "rejected_reasons": {}, "samples_missing": 0, "duplicates_dropped": 0, "resets": 0,
             "gaps": 0, "headers": 0, "headers_rejected": 0, "lines_ignored": 0, "bytes_skipped": 0,
             "cuff_readings": 0, "cuff_rejected": 0, "cuff_rejected_reasons": {},
+            "device_bp_records": 0, "device_bp_values": 0, "device_bp_rejected": 0, "device_bp_rejected_reasons": {},
         }
         self._parser = None
         self._pre = bytearray()  # bytes held until the format is known
@@ -413,7 +450,7 @@ class StreamDecoder:
         self._held: tuple[int, np.ndarray] | None = None
         self._pending_rejects = 0
         self._held_rejects = 0
-        self._held_events: list[CuffEvent] = []  # cuff readings after the held record
+        self._held_events: list = []  # cuff readings and device-BP records after the held record
         self._segments: list[_Segment] = [_Segment(None)]
         self._logged: dict[str, int] = {}
         if fmt != "auto":
@@ -438,10 +475,14 @@ class StreamDecoder:
         ``cuff_readings`` (cuff readings accepted), ``cuff_rejected`` and
         ``cuff_rejected_reasons`` (reasons ``malformed, crc, truncated, range, order,
         no_header``). Cuff readings are events, not records: they never count as samples.
+        With ``device_bp=True`` also ``device_bp_records``, ``device_bp_values``,
+        ``device_bp_rejected`` and ``device_bp_rejected_reasons`` (``malformed, crc,
+        truncated, no_header``); zero otherwise. They are events too.
         """
         out = dict(self._counts)
         out["rejected_reasons"] = dict(self._counts["rejected_reasons"])
         out["cuff_rejected_reasons"] = dict(self._counts["cuff_rejected_reasons"])
+        out["device_bp_rejected_reasons"] = dict(self._counts["device_bp_rejected_reasons"])
         return out
 
     @property
@@ -515,9 +556,11 @@ class StreamDecoder:
         log.debug("stream format: %s", kind)
         if kind == "text":
             self._parser = TextParser(self)
+            self._parser.device_bp = self.device_bp
             self._confirm_all = True
         elif kind == "binary":
             self._parser = BinaryParser(self)
+            self._parser.device_bp = self.device_bp
         elif kind == "max3010x":
             if not self.channel_map:
                 raise ValueError(
@@ -603,7 +646,29 @@ class StreamDecoder:
         else:
             log.debug("%s: cuff reading rejected: %s", where, message)
 
-    def _place(self, ev: CuffEvent) -> None:
+    def on_device_bp(self, first: int, fs: float, lag: int, abp: np.ndarray, where: str) -> None:
+        if self._header is None:
+            self.on_device_bp_rejected("no_header", "before any stream header", where)
+            return
+        self._counts["device_bp_records"] += 1
+        self._counts["device_bp_values"] += int(abp.size)
+        ev = DeviceBPEvent(at_index=0, first=int(first), fs=float(fs), lag=int(lag), abp=abp, where=where)
+        if self._held is not None:
+            # as a cuff reading: it came after the held record, placed once that is decided
+            self._held_events.append(ev)
+        else:
+            self._place(ev)
+
+    def on_device_bp_rejected(self, reason: str, message: str, where: str) -> None:
+        c = self._counts
+        c["device_bp_rejected"] += 1
+        c["device_bp_rejected_reasons"][reason] = c["device_bp_rejected_reasons"].get(reason, 0) + 1
+        key = f"device_bp:{reason}"
+        k = self._logged.get(key, 0)
+        self._logged[key] = k + 1
+        (log.warning if k < _LOG_LIMIT else log.debug)("%s: device BP record rejected: %s", where, message)
+
+    def _place(self, ev: "CuffEvent | DeviceBPEvent") -> None:
         seg = self._segments[-1]
         ev.at_index = seg.n
         seg.events.append(ev)

@@ -9,7 +9,8 @@ Every frame (see ``docs/serial-protocol.md`` for the byte tables)::
     4       2     seq, uint16 little-endian (0 in header frames)
     6       LEN   body: sample = one int24 little-endian two's complement per channel;
                   header = the ASCII header fields string;
-                  cuff = SBP, DBP as uint16 little-endian in 0.1 mmHg (LEN 4)
+                  cuff = SBP, DBP as uint16 little-endian in 0.1 mmHg (LEN 4);
+                  0x50 'P' device BP = K u32, FS f32, LAG u16, int16 values in 0.01 mmHg
     6+LEN   2     CRC-16/CCITT-FALSE over bytes 2 .. 5+LEN (type, LEN, seq, body), MSB first
 
 A 2-channel sample frame is 14 bytes (text: about 20). The decoder finds frames by their
@@ -34,7 +35,7 @@ import logging
 import numpy as np
 
 from edgebp.runtime.crc import crc16_ccitt_false, crc16_ccitt_false_rows
-from edgebp.runtime.protocol_common import Sink, one_record, status_range
+from edgebp.runtime.protocol_common import Sink, device_bp_check, device_bp_codes, one_record, status_range
 from edgebp.runtime.protocol_header import HeaderError, StreamHeader, header_fields_decode, header_fields_encode
 from edgebp.runtime.protocol_text import check_samples
 
@@ -45,6 +46,11 @@ TYPE_HEADER = 0x48  # 'H'
 TYPE_SAMPLE = 0x53  # 'S'
 TYPE_CUFF = 0x43  # 'C'
 CUFF_LEN = 4
+#: The device's own ABP (docs/serial-protocol.md, section 11): read only when the decoder
+#: asks (``StreamDecoder(device_bp=True)``); other readers skip it as an unknown type.
+TYPE_DEVICE_BP = 0x50  # 'P'
+DEVICE_BP_FIXED = 10  # K uint32, FS float32, LAG uint16
+DEVICE_BP_MAX_VALUES = (255 - DEVICE_BP_FIXED) // 2
 FRAME_OVERHEAD = 8  # sync 2 + type 1 + LEN 1 + seq 2 + CRC 2
 INT24_MIN, INT24_MAX = -(2**23), 2**23 - 1
 MAX_CHANNELS = 255 // 3
@@ -152,6 +158,43 @@ def cuff_encode_binary(sbp: float, dbp: float, seq: int) -> bytes:
     return _frame(TYPE_CUFF, int(seq), body)
 
 
+def device_bp_encode_binary(first: int, fs: float, lag: int, abp: np.ndarray, seq: int) -> bytes:
+    """A device-BP frame: TYPE 0x50 ``'P'``, body ``K`` uint32 LE (the first value's output
+    number since boot), ``FS`` float32 LE (the model rate, Hz), ``LAG`` uint16 LE (model
+    samples), then one int16 LE per value in 0.01 mmHg (half up), -32768 for no value.
+
+    ``seq`` is the sequence number of the last sample the device had pushed when it had
+    the values (informational). At most :data:`DEVICE_BP_MAX_VALUES` values per frame.
+
+    Examples
+    --------
+    >>> device_bp_encode_binary(250, 125.0, 41, np.array([101.234, np.nan]), seq=7).hex(" ")
+    'a5 5a 50 0e 07 00 fa 00 00 00 00 00 fa 42 29 00 8b 27 00 80 b6 b5'
+    """
+    first, lag, fs = device_bp_check(first, fs, lag)
+    code = device_bp_codes(abp)
+    if code.size > DEVICE_BP_MAX_VALUES:
+        raise ValueError(f"device_bp_encode_binary: {code.size} values; a frame holds at most {DEVICE_BP_MAX_VALUES}")
+    body = (first.to_bytes(4, "little") + np.float32(fs).astype("<f4").tobytes() + lag.to_bytes(2, "little")
+            + code.astype("<i2").tobytes())
+    return _frame(TYPE_DEVICE_BP, int(seq), body)
+
+
+def device_bp_body_decode(body: bytes) -> tuple[int, float, int, np.ndarray]:
+    """``(first, fs, lag, abp)`` from a ``'P'`` frame's body; ``ValueError`` when malformed."""
+    n = len(body) - DEVICE_BP_FIXED
+    if n < 2 or n % 2:
+        raise ValueError(f"LEN {len(body)}: expected {DEVICE_BP_FIXED} + 2 per value, at least one value")
+    first = int.from_bytes(body[0:4], "little")
+    fs = float(np.frombuffer(body, "<f4", 1, 4)[0])
+    lag = int.from_bytes(body[8:10], "little")
+    if not (np.isfinite(fs) and fs > 0):
+        raise ValueError(f"FS {fs!r} is not a positive rate")
+    code = np.frombuffer(body, "<i2", n // 2, DEVICE_BP_FIXED).astype(np.int64)
+    abp = np.where(code == -32768, np.nan, code / 100.0)
+    return first, fs, lag, abp
+
+
 def decode_sample_rows(rows: np.ndarray, n_ch: int) -> tuple[np.ndarray, np.ndarray]:
     """``(seq int64 (k,), raw int64 (k, n_ch))`` from sample frames stacked as rows of bytes."""
     r = rows.astype(np.int64)
@@ -246,6 +289,8 @@ class BinaryParser:
         self.buf = bytearray()
         self.offset = 0  # stream offset of buf[0], for error messages
         self.header: StreamHeader | None = None
+        # 'P' frames are read only when the decoder asks (else: an unknown type, as before)
+        self.device_bp = False
 
     @property
     def n_channels(self) -> int:
@@ -317,6 +362,9 @@ class BinaryParser:
                 elif ftype == TYPE_CUFF:
                     self.sink.on_cuff_rejected(reason, "cuff frame failed its CRC check" if reason == "crc" else
                                                "cuff frame cut short (a frame sync lies inside it)", where)
+                elif ftype == TYPE_DEVICE_BP and self.device_bp:
+                    self.sink.on_device_bp_rejected(reason, "device BP frame failed its CRC check" if reason == "crc"
+                                                    else "device BP frame cut short (a frame sync lies inside it)", where)
                 else:
                     one_record(self.sink, reason, self.n_channels, where)
                 skipped += 2
@@ -347,6 +395,13 @@ class BinaryParser:
                     sbp = int.from_bytes(b[0:2], "little") / 10.0
                     dbp = int.from_bytes(b[2:4], "little") / 10.0
                     self.sink.on_cuff(sbp, dbp, where)
+            elif ftype == TYPE_DEVICE_BP and self.device_bp:
+                try:
+                    first, fs, lag, abp = device_bp_body_decode(data[p + 6:p + 6 + length])
+                except ValueError as err:
+                    self.sink.on_device_bp_rejected("malformed", f"malformed device BP frame ({err})", where)
+                else:
+                    self.sink.on_device_bp(first, fs, lag, abp, where)
             else:
                 self.sink.on_ignored(f"frame of unknown type 0x{ftype:02X}")
             p = nxt
@@ -387,6 +442,9 @@ class BinaryParser:
             return
         if len(data) > p + 2 and data[p + 2] == TYPE_CUFF:
             self.sink.on_cuff_rejected("truncated", "truncated cuff frame", where)
+            return
+        if len(data) > p + 2 and data[p + 2] == TYPE_DEVICE_BP and self.device_bp:
+            self.sink.on_device_bp_rejected("truncated", "truncated device BP frame", where)
             return
         one_record(self.sink, "truncated", self.n_channels, where)
 

@@ -32,6 +32,15 @@ OK = 0
 #: not records: they never count as samples.
 CUFF_REASONS = ("malformed", "crc", "truncated", "range", "order", "no_header")
 
+#: Why a device-BP record (the device's own ABP, ``#BP`` line or ``'P'`` frame) can be
+#: rejected (``device_bp_rejected_reasons``). Like cuff readings they are events, not records;
+#: a decoder reads them only when asked (``StreamDecoder(device_bp=True)``).
+DEVICE_BP_REASONS = ("malformed", "crc", "truncated", "no_header")
+#: Device-BP values travel in 0.01 mmHg as int16 (binary) and with two decimals (text), so
+#: both encodings carry the same numbers; -32768 (binary) / ``nan`` (text) is "no value".
+DEVICE_BP_SCALE = 100
+DEVICE_BP_MAX_CODE = 32767
+
 #: The longest line (without its terminator) a line-based parser accepts. Longer lines are
 #: rejected as "overlong" and skipped up to the next newline, so garbage without newlines
 #: cannot make the decoder buffer without bound.
@@ -72,6 +81,35 @@ def status_range(raw: np.ndarray, status: np.ndarray, header: StreamHeader) -> n
     return status
 
 
+def device_bp_codes(abp: np.ndarray) -> np.ndarray:
+    """ABP (mmHg, NaN = no value) as int codes of 0.01 mmHg (half up), -32768 for NaN.
+
+    Raises ``ValueError`` for an infinite value or one beyond +-327.67 mmHg.
+    """
+    a = np.asarray(abp, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError("device BP record: no values")
+    nan = np.isnan(a)
+    bad = ~nan & ~(np.abs(a) * DEVICE_BP_SCALE <= DEVICE_BP_MAX_CODE)  # infinities included
+    if bad.any():
+        raise ValueError(f"device BP record: {a[bad][0]!r} mmHg is not a finite value within +-327.67 mmHg")
+    code = np.full(a.size, -DEVICE_BP_MAX_CODE - 1, dtype=np.int64)
+    code[~nan] = np.clip(np.floor(a[~nan] * DEVICE_BP_SCALE + 0.5), -DEVICE_BP_MAX_CODE, DEVICE_BP_MAX_CODE)
+    return code
+
+
+def device_bp_check(first: int, fs: float, lag: int) -> tuple[int, int, float]:
+    """``(first, lag, fs)`` as int, int, float, checked for the device-BP record fields."""
+    first, lag, fs = int(first), int(lag), float(fs)
+    if not 0 <= first < 2**32:
+        raise ValueError(f"device BP record: k={first} is outside 0..2^32-1")
+    if not 0 <= lag < 2**16:
+        raise ValueError(f"device BP record: lag={lag} is outside 0..65535")
+    if not (np.isfinite(fs) and fs > 0):
+        raise ValueError(f"device BP record: fs={fs!r} must be a positive rate in Hz")
+    return first, lag, fs
+
+
 class Sink(Protocol):
     """What a parser reports to (implemented by the stream decoder)."""
 
@@ -89,6 +127,10 @@ class Sink(Protocol):
     def on_cuff(self, sbp: float, dbp: float, where: str) -> None: ...
 
     def on_cuff_rejected(self, reason: str, message: str, where: str) -> None: ...
+
+    def on_device_bp(self, first: int, fs: float, lag: int, abp: np.ndarray, where: str) -> None: ...
+
+    def on_device_bp_rejected(self, reason: str, message: str, where: str) -> None: ...
 
 
 class LineParser:

@@ -36,7 +36,8 @@ import warnings
 import numpy as np
 
 from edgebp.runtime.protocol_common import (
-    MAX_LINE_BYTES, OK, SEQ_MODULO, STATUS, LineParser, Sink, one_record, raw_limits, status_range,
+    DEVICE_BP_MAX_CODE, DEVICE_BP_SCALE, MAX_LINE_BYTES, OK, SEQ_MODULO, STATUS, LineParser, Sink, device_bp_check,
+    device_bp_codes, one_record, raw_limits, status_range,
 )
 from edgebp.runtime.protocol_header import (
     HeaderError, StreamHeader, _fmt_num, header_fields_decode, header_fields_encode,
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 TEXT_MAGIC = b"#EDGEBP"
 CUFF_MAGIC = b"#CUFF"
+#: A device-BP record: the device's own ABP (docs/serial-protocol.md, section 11).
+DEVICE_BP_MAGIC = b"#BP"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 _LINE_RE = re.compile(rb"-?[0-9]+(?:,-?[0-9]+)*\Z")
@@ -110,6 +113,67 @@ def cuff_fields_decode(body: bytes) -> tuple[float, float]:
             raise ValueError(f"{k}={kv[k]!r} is not a decimal number")
         out.append(float(kv[k]))
     return out[0], out[1]
+
+
+def device_bp_encode_text(first: int, fs: float, lag: int, abp: np.ndarray) -> bytes:
+    """A device-BP line, ``#BP k=<first> fs=<Hz> lag=<samples> abp=<v1>,<v2>,...\\n``.
+
+    ``abp[i]`` is the device's output number ``first + i`` since it booted, at the model rate
+    ``fs``; it estimates the ABP ``lag`` model samples before it, i.e. at ``(first + i - lag) /
+    fs`` seconds after the boot's first device sample. Values with two decimals (0.01 mmHg,
+    half up, as the binary frame), ``nan`` for no value.
+
+    Examples
+    --------
+    >>> device_bp_encode_text(250, 125, 41, np.array([101.234, np.nan, 99.5]))
+    b'#BP k=250 fs=125 lag=41 abp=101.23,nan,99.50\\n'
+    """
+    first, lag, fs = device_bp_check(first, fs, lag)
+    code = device_bp_codes(abp)
+    vals = ",".join("nan" if c == -DEVICE_BP_MAX_CODE - 1 else f"{c / DEVICE_BP_SCALE:.2f}" for c in code.tolist())
+    return DEVICE_BP_MAGIC + f" k={first} fs={_fmt_num(fs)} lag={lag} abp={vals}\n".encode("ascii")
+
+
+def device_bp_fields_decode(body: bytes) -> tuple[int, float, int, np.ndarray]:
+    """``(first, fs, lag, abp)`` from the fields of a ``#BP`` line (the part after ``#BP``).
+
+    Keys in any order; unknown keys are ignored (as in headers and cuff lines).
+
+    Examples
+    --------
+    >>> k, fs, lag, abp = device_bp_fields_decode(b" abp=1.5,nan lag=3 k=7 fs=125 src=arm")
+    >>> k, fs, lag, abp.tolist()
+    (7, 125.0, 3, [1.5, nan])
+    """
+    try:
+        text = bytes(body).decode("ascii")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"device BP line is not ASCII (byte {err.start})") from None
+    kv: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise ValueError(f"device BP token {token!r} is not key=value")
+        if key in kv:
+            raise ValueError(f"device BP field {key!r} appears twice")
+        kv[key] = value
+    missing = [k for k in ("k", "fs", "lag", "abp") if k not in kv]
+    if missing:
+        raise ValueError("missing " + " and ".join(f"{k}=" for k in missing))
+    for key, top in (("k", 2**32), ("lag", 2**16)):
+        if not kv[key].isdigit() or int(kv[key]) >= top:
+            raise ValueError(f"{key}={kv[key]!r} is not an integer 0..{top - 1}")
+    if not _DECIMAL_RE.match(kv["fs"]) or not float(kv["fs"]) > 0:
+        raise ValueError(f"fs={kv['fs']!r} is not a positive decimal number")
+    vals = []
+    for v in kv["abp"].split(","):
+        if v == "nan":
+            vals.append(np.nan)
+        elif _DECIMAL_RE.match(v) and abs(float(v)) * DEVICE_BP_SCALE <= DEVICE_BP_MAX_CODE + 0.5:
+            vals.append(float(v))
+        else:
+            raise ValueError(f"abp value {v[:20]!r} is not a decimal number within +-327.67 mmHg or nan")
+    return int(kv["k"]), float(kv["fs"]), int(kv["lag"]), np.array(vals, dtype=np.float64)
 
 
 def header_encode_text(h: StreamHeader) -> bytes:
@@ -279,6 +343,10 @@ def _fast_region(c: bytes, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
     return seq.copy(), vals[:, 1:]
 
 
+def _is_device_bp(line: bytes) -> bool:
+    return line.startswith(DEVICE_BP_MAGIC) and (len(line) == len(DEVICE_BP_MAGIC) or line[len(DEVICE_BP_MAGIC)] in b" \t")
+
+
 class TextParser(LineParser):
     """Incremental parser of the edgebp text encoding (see module docstring)."""
 
@@ -286,6 +354,9 @@ class TextParser(LineParser):
         super().__init__(sink)
         self.header: StreamHeader | None = None
         self._limits: tuple | None = None  # (header, lowest, highest raw value per channel) as ints
+        # device-BP lines are read only when the decoder asks (else they stay comments, as
+        # for every reader before them)
+        self.device_bp = False
 
     @property
     def n_channels(self) -> int:
@@ -411,6 +482,16 @@ class TextParser(LineParser):
                 self.sink.on_cuff_rejected("malformed", f"malformed cuff line ({err})", where)
                 return
             self.sink.on_cuff(sbp, dbp, where)
+        elif self.device_bp and _is_device_bp(line):
+            if len(line) > MAX_LINE_BYTES:
+                self.sink.on_device_bp_rejected("malformed", f"device BP line longer than {MAX_LINE_BYTES} bytes", where)
+                return
+            try:
+                first, fs, lag, abp = device_bp_fields_decode(line[len(DEVICE_BP_MAGIC):])
+            except ValueError as err:
+                self.sink.on_device_bp_rejected("malformed", f"malformed device BP line ({err})", where)
+                return
+            self.sink.on_device_bp(first, fs, lag, abp, where)
         else:
             self.sink.on_ignored("comment line")
 
@@ -429,6 +510,9 @@ class TextParser(LineParser):
                                                      or content[len(CUFF_MAGIC)] in b" \t"):
                 self.sink.on_cuff_rejected("truncated", "truncated cuff line (no newline at the end of the stream)",
                                            f"line {line_no}")
+            elif self.device_bp and _is_device_bp(content):
+                self.sink.on_device_bp_rejected("truncated", "truncated device BP line (no newline at the end of the "
+                                                "stream)", f"line {line_no}")
             else:
                 self.sink.on_ignored("comment line")
         elif self.header is None and not _LINE_RE.match(content):
