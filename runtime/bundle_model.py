@@ -12,7 +12,8 @@ from edgebp.runtime.backends import OrtBackend
 from edgebp.runtime.bundle import Bundle, BundleError, bundle_load
 from edgebp.synth.cohort import DEFAULT_MINUTES, DEFAULT_SUBJECTS
 
-VARIANT_FILES = {"fp32": "fp32", "int8": "int8", "pruned": "pruned"}
+# the pruned int8 model under its variant name and its file key (bench passes the key)
+VARIANT_FILES = {"fp32": "fp32", "int8": "int8", "pruned": "pruned", "pruned-int8": "pruned_int8", "pruned_int8": "pruned_int8"}
 
 
 class BundleModel:

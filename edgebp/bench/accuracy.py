@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: bench variant -> bundle model key (``None``: not a bundle file)
 VARIANT_KEYS = {"stream-int8": "stream_int8", "stream-fp32": "stream_fp32", "torch-fp32": None, "ort-fp32": "fp32", "ort-int8": "int8",
-                "pruned": "pruned", "tensorrt": "trt_int8"}
+                "pruned": "pruned", "pruned-int8": "pruned_int8", "tensorrt": "trt_int8"}
 VARIANTS = tuple(VARIANT_KEYS)
 
 

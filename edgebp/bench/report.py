@@ -155,7 +155,7 @@ def summary_rows(bench: dict) -> list[list]:
     """The short table: one row per bundle variant, then the anchors."""
     t = int(bench["settings"]["threads"])
     key_of = {"stream-int8": "stream_int8", "stream-fp32": "stream_fp32", "ort-fp32": "fp32", "ort-int8": "int8", "pruned": "pruned",
-              "torch-fp32": "fp32", "tensorrt": "trt_int8"}
+              "pruned-int8": "pruned_int8", "torch-fp32": "fp32", "tensorrt": "trt_int8"}
     # a stream variant's cost is its window variant's streaming step and `edgebp run` itself
     stream_alias = {"stream-int8": "ort-int8", "stream-fp32": "ort-fp32"}
     rows = [["model / variant", "size", "p50 ms", "p99 ms", "RTF model", "RTF edgebp run", "SBP MAE", "DBP MAE",
