@@ -32,7 +32,7 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 # Coverage-guided fuzzing of the stream decoder (atheris) for FUZZ_SECONDS; inputs that crash
 # or hang are written to tests/fuzz_corpus/, which tests/test_fuzz_corpus.py replays.

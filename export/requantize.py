@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 #: Files a re-quantized copy does not carry over: they describe or derive from the old int8
 #: models (the report and manifest are rewritten; the estimator was fitted on int8 outputs).
-_REPLACED = ("int8", "pruned_int8", "stream_int8", "report_json", "report_md", "estimator")
+_REPLACED = ("int8", "pruned_int8", "stream_int8", "stream_pruned_int8", "report_json", "report_md", "estimator")
 
 
 def bundle_requantize(bundle: str | Path, out_dir: str | Path, data: str | None = None, force: bool = False,
@@ -97,6 +97,11 @@ def bundle_requantize(bundle: str | Path, out_dir: str | Path, data: str | None 
                     "refit it: edgebp train --model beat-delta --bundle %s --out DIR", b.path, out)
     files = dict(keep)
     report: dict = {"run_dir": f"{b.path} (re-quantized)", "model": m["model"]["name"], "preset": m["model"]["preset"], "steps": []}
+    if "report_json" in m["files"]:
+        # what the export measured of its pruning (ratio, counts, fine-tune) stays true
+        old = json.loads((b.path / m["files"]["report_json"]).read_text())
+        if old.get("pruning"):
+            report["pruning"] = {k: v for k, v in old["pruning"].items() if k != "deployed"}
 
     # the window int8 model: the windows edgebp export draws (same records, length and seed)
     W = int(m["window"])
@@ -123,6 +128,12 @@ def bundle_requantize(bundle: str | Path, out_dir: str | Path, data: str | None 
         files["stream_int8"] = "model_stream_int8.onnx"
         report["streaming"] = {"int8": sq}
         calibration["stream"] = {"steps": sq["calibration_steps"], "records": sq["records"], "description": sq["mode"], "sha256": sq["calibration_sha256"]}
+    if streaming and "stream_pruned_fp32" in files and "pruned-int8" in streaming.get("file_keys", {}):
+        pshapes = [tuple(s["shape"]) for s in streaming["pruned_states"]]
+        pq = quantize.stream_int8_quantize(out / files["stream_pruned_fp32"], out / "model_stream_pruned_int8.onnx", train_p,
+                                           int(streaming["chunk"]), pshapes, reduce_range=reduce_range)
+        files["stream_pruned_int8"] = "model_stream_pruned_int8.onnx"
+        report.setdefault("streaming", {})["pruned_int8"] = pq
 
     files["report_json"] = "report.json"
     files["report_md"] = "report.md"

@@ -207,3 +207,26 @@ def test_pruned_edge_tcn_bundle(pruned_bundle, tiny_cohort, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     sm = json.loads(summ.read_text())
     assert sm["variant"] == "pruned-int8" and sm["outputs"] > 0
+
+
+def test_requantize_covers_the_pruned_models(pruned_bundle, tmp_path):
+    """``python -m edgebp.export.requantize`` on a pruned bundle re-quantizes the pruned window
+    and streaming int8 models too (7-bit weights) and validates them by the pruned gates."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgebp.export.requantize import bundle_requantize
+    from edgebp.runtime.bundle import bundle_load
+
+    src, _ = pruned_bundle
+    rep = bundle_requantize(src, tmp_path / "rq")
+    names = {g["name"] for g in rep["gates"]}
+    assert rep["accepted"] and {"pruned_int8_p99_abs_diff", "stream_pruned_int8_p99_abs_diff"} <= names
+    b = bundle_load(tmp_path / "rq")
+    for k in ("pruned_int8", "stream_pruned_int8"):
+        m = onnx.load(str(b.file(k)))
+        init = {t.name: t for t in m.graph.initializer}
+        w = [numpy_helper.to_array(init[n.input[0]]) for n in m.graph.node
+             if n.op_type == "DequantizeLinear" and n.input[0] in init and init[n.input[0]].data_type == onnx.TensorProto.INT8]
+        w = [a for a in w if a.size > 1]
+        assert w and max(int(abs(a).max()) for a in w) <= 64, k
