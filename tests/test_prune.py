@@ -230,3 +230,16 @@ def test_requantize_covers_the_pruned_models(pruned_bundle, tmp_path):
              if n.op_type == "DequantizeLinear" and n.input[0] in init and init[n.input[0]].data_type == onnx.TensorProto.INT8]
         w = [a for a in w if a.size > 1]
         assert w and max(int(abs(a).max()) for a in w) <= 64, k
+
+
+def test_evaluate_scores_the_window_pruned_int8_model(pruned_bundle, tiny_cohort):
+    """``edgebp evaluate BUNDLE --variant pruned-int8`` scores model_pruned_int8.onnx (the report
+    names the file); it used to end in a KeyError for that variant."""
+    from click.testing import CliRunner
+
+    from edgebp.cli import cli
+
+    out, _ = pruned_bundle
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--variant", "pruned-int8", "--data", str(tiny_cohort), "--split", "test"])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert "model_pruned_int8.onnx" in r.output

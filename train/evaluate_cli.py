@@ -156,7 +156,9 @@ def scored_file(src, stream_variant: str | None, packet_ms: float) -> dict:
         key = bundle.manifest["streaming"]["file_keys"][stream_variant.split("-", 1)[1]]
         how = f"streaming runtime (StreamRuntime, as edgebp run), {packet_ms:g} ms packets"
     else:
-        key, how = {"fp32": "fp32", "int8": "int8", "pruned": "pruned"}[src.variant], "window model, whole-record offline"
+        from edgebp.variants import bundle_file_key
+
+        key, how = bundle_file_key(src.variant), "window model, whole-record offline"
     f = bundle.file(key)
     return {"kind": how, "file": f.name, "path": str(f), "sha256": file_sha256(f), "variant": stream_variant or src.variant}
 
