@@ -609,14 +609,19 @@ def bundle_validate_write(out: Path, manifest: dict, report: dict, held_out: lis
             gates.append(_gate("stream_int8_p99_abs_diff", "p99 of |stream-int8 - stream-fp32|",
                                deployed["pointwise"]["stream-int8 vs stream-fp32"]["p99_abs_mmHg"], max_p99_diff))
     if manifest.get("tensorrt") is not None:
-        # the TensorRT forms under ONNX Runtime, by the same gates (fail closed)
-        gates += tensorrt_form.tensorrt_validate(out, manifest, report, held_out, scored, (deployed_scored or {}).get("stream-fp32"),
-                                                 raw, vgeo, stream_packet_s, max_delta_mae, max_p99_diff)
+        # the TensorRT forms under ONNX Runtime, by the same gates. Fail closed per form: a form
+        # that fails is not shipped (its file is removed and the manifest says why), but it does
+        # not reject the ONNX Runtime models that passed theirs; a CPU or Jetson user of the
+        # bundle gets what was validated, and --backend tensorrt names the missing form
+        trt_gates = tensorrt_form.tensorrt_validate(out, manifest, report, held_out, scored, (deployed_scored or {}).get("stream-fp32"),
+                                                    raw, vgeo, stream_packet_s, max_delta_mae, max_p99_diff)
+        _tensorrt_drop_failed(out, manifest, report, trt_gates)
+        gates += trt_gates
     if "pruned" in files:
         # the pruned models by the same gates (pruned int8 vs pruned fp32, window and stream)
         gates += _pruned_validate(out, manifest, report, held_out, scored, raw, src, norm, vgeo, stream_packet_s,
                                   max_delta_mae, max_p99_diff, max_minutes)
-    failed = [g for g in gates if not g["passed"]]
+    failed = [g for g in gates if not g["passed"] and g.get("blocking", True)]
     report["gates"] = gates
     report["accepted"] = not failed
     manifest["validation"] = json.loads(json.dumps({
@@ -648,6 +653,31 @@ def bundle_validate_write(out: Path, manifest: dict, report: dict, held_out: lis
     bundle_write_manifest(out, manifest)
     bundle_load(out)  # prove it verifies
     return report
+
+
+def _tensorrt_drop_failed(out: Path, manifest: dict, report: dict, trt_gates: list[dict]) -> list[str]:
+    """Remove the TensorRT forms whose gates failed from the bundle (file and manifest entry);
+    mark those gates non-blocking and record why in ``manifest["tensorrt"]["not_shipped"]``.
+    Returns the keys dropped."""
+    forms = (manifest.get("tensorrt") or {}).get("forms") or {}
+    dropped = []
+    for g in trt_gates:
+        g["blocking"] = False
+    for key in forms:
+        bad = [g for g in trt_gates if not g["passed"] and (g["name"].startswith(f"{key}_") or g["name"] == "trt_form_rule_check"
+                                                             and forms[key].get("rule_check", {}).get("n_problems", 0))]
+        if not bad:
+            continue
+        rel = manifest["files"].pop(key, None)
+        if rel is not None:
+            (out / rel).unlink(missing_ok=True)
+        dropped.append(key)
+        why = "; ".join(gate_message(g) for g in bad)
+        manifest["tensorrt"].setdefault("not_shipped", {})[key] = why
+        log.warning("TensorRT form %s not shipped: %s", key, why)
+    if dropped and report.get("tensorrt") is not None:
+        report["tensorrt"]["not_shipped"] = dict(manifest["tensorrt"]["not_shipped"])
+    return dropped
 
 
 def _fmt(x, spec: str = ".2f") -> str:
@@ -702,7 +732,10 @@ def export_report_markdown(report: dict) -> str:
     split = report.get("validation_split", "test")
     lines = [f"# Export report: {report['model']} ({report['preset']})", ""]
     if "accepted" in report:
-        lines += ["**Accepted**: every gate passed; manifest.json written." if report["accepted"] else
+        soft = [g["name"] for g in report.get("gates", []) if not g["passed"] and not g.get("blocking", True)]
+        lines += [("**Accepted**: every gate passed; manifest.json written." if not soft else
+                   "**Accepted**: every blocking gate passed; manifest.json written. The TensorRT forms that failed theirs ("
+                   + ", ".join(soft) + ") are not shipped (see TensorRT forms).") if report["accepted"] else
                   "**REJECTED**: a gate failed (see Gates); no manifest.json was written, bundle_load refuses this directory.", ""]
     lines += [f"Validation on {len(report['validation_records'])} held-out records of the run's split ({split}; per beat; records treated as subjects; calibration-free).", "",
               "## Window models (offline)", ""]
@@ -731,7 +764,8 @@ def export_report_markdown(report: dict) -> str:
         for g in report["gates"]:
             val = _fmt(g["value"]) + (f" ({g['detail']})" if g.get("detail") else "")
             fig = g["figure"].replace("|", "\\|")
-            lines.append(f"| {g['name']} | {fig} | {val} | {g['limit']:g} | {'pass' if g['passed'] else '**FAIL**'} |")
+            res = "pass" if g["passed"] else "**FAIL**" if g.get("blocking", True) else "**FAIL** (form not shipped)"
+            lines.append(f"| {g['name']} | {fig} | {val} | {g['limit']:g} | {res} |")
     lines.append("")
     lines.append("| file | bytes |")
     lines.append("|---|---|")

@@ -452,6 +452,8 @@ def report_lines(t: dict, gates: list[dict]) -> list[str]:
         gtxt = ", ".join(("pass" if g["passed"] else "**FAIL**") + f" {g['name']}" for g in gs) or "none"
         cells = [name, f.get("file", ""), status_text(f.get("written")), status_text(f.get("rule_check")), status_text(f.get("polygraphy_lint")), mae, p99, gtxt]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    for key, why in (t.get("not_shipped") or {}).items():
+        lines += ["", f"**Not shipped: {key.replace('_', '-')}** (its file was removed from the bundle): {why}."]
     lines += ["", f"TensorRT engines: {status_text(t.get('engines'))}", "Build by hand (the runtime builds and caches them itself):"]
     lines += [f"    {c}" for c in t.get("build_commands", [])]
     return lines

@@ -94,7 +94,9 @@ STREAM_PRUNED_VARIANTS = ("pruned", "pruned-int8")
 #: with edgebp.record_identity.samples_sha256 of each, so evaluation knows them under any path
 SPLIT_KEYS = {"train", "val", "test", "identity"}
 VALIDATION_KEYS = {"accepted", "gates", "records", "split", "int8_delta_mae", "deployed"}
-GATE_KEYS = {"name", "figure", "value", "limit", "unit", "passed", "detail"}
+# blocking: False for a gate whose failure removed an optional artefact (a TensorRT form) instead of
+# rejecting the bundle
+GATE_KEYS = {"name", "figure", "value", "limit", "unit", "passed", "detail", "blocking"}
 #: mmHg: arterial pressure means and spreads outside this are not a trained model's
 PRESSURE_RANGE = (0.0, 300.0)
 
@@ -498,6 +500,8 @@ def manifest_validate(m: Any, where: str) -> None:
             c.obj(g, fld, ("name", "passed"), GATE_KEYS - {"name", "passed"})
             c.str(g["name"], f"{fld}.name", 256)
             c.bool(g["passed"], f"{fld}.passed")
+            if "blocking" in g:
+                c.bool(g["blocking"], f"{fld}.blocking")
             for k in ("value", "limit"):
                 c.opt_num(g.get(k), f"{fld}.{k}")
             for k in ("figure", "unit", "detail"):
@@ -751,7 +755,16 @@ def _refuse_rejected(m: dict, path: Path) -> None:
     ``manifest.rejected.json`` to ``manifest.json``. Manifests written before the gates
     existed (no ``accepted``) load as before."""
     val = m.get("validation") or {}
-    failed = [g for g in (val.get("gates") or []) if isinstance(g, dict) and g.get("passed") is False]
+    # a failed gate of a TensorRT form that the export then removed (listed as not shipped and
+    # absent from files) is not a rejection; "blocking": false alone proves nothing
+    dropped = [k for k in ((m.get("tensorrt") or {}).get("not_shipped") or {}) if k not in (m.get("files") or {})]
+
+    def _dropped(g: dict) -> bool:
+        n = str(g.get("name", ""))
+        return g.get("blocking") is False and any(n.startswith(f"{k}_") for k in dropped) or (
+            g.get("blocking") is False and n == "trt_form_rule_check" and bool(dropped))
+
+    failed = [g for g in (val.get("gates") or []) if isinstance(g, dict) and g.get("passed") is False and not _dropped(g)]
     if val.get("accepted") is False or failed:
         what = "; ".join(f"gate {g.get('name')} failed ({g.get('value')} > {g.get('limit')})" for g in failed) or "validation.accepted is false"
         raise BundleError(f"{path}: export rejected this bundle: {what}; re-export it, or loosen the limit explicitly at export")

@@ -23,13 +23,22 @@ class BundleModel:
     ``geometry()``, ``inputs``, ``norm``, ``split``, ``config`` and ``describe()``.
     """
 
-    def __init__(self, bundle: Bundle, variant: str = "int8", threads: int = 1):
+    def __init__(self, bundle: Bundle, variant: str = "int8", threads: int = 1, backend: str = "ort"):
         if variant not in VARIANT_FILES:
             raise ValueError(f"variant {variant!r} is not valid; choose one of: {', '.join(VARIANT_FILES)}")
         self.bundle = bundle
         self.variant = variant
+        self.backend_kind = backend
         m = bundle.manifest
-        self.backend = OrtBackend(bundle.file(VARIANT_FILES[variant]), threads=threads)
+        if backend == "tensorrt":  # the variant's TensorRT form, as edgebp run --backend tensorrt picks it
+            from edgebp.runtime.tensorrt_backend import bundle_backend
+            from edgebp.variants import tensorrt_file_key
+
+            self.file_key = tensorrt_file_key(variant, streaming=False)
+            self.backend = bundle_backend(bundle, self.file_key)
+        else:
+            self.file_key = VARIANT_FILES[variant]
+            self.backend = OrtBackend(bundle.file(self.file_key), threads=threads)
         self.inputs = tuple(m["inputs"])
         self.norm = m["normalisation"]
         self.split = m.get("split") or {"train": [], "val": [], "test": []}
@@ -42,8 +51,8 @@ class BundleModel:
         self.config = SimpleNamespace(**rc)
 
     @classmethod
-    def open(cls, path: str | Path, variant: str = "int8", threads: int = 1) -> "BundleModel":
-        return cls(bundle_load(path), variant=variant, threads=threads)
+    def open(cls, path: str | Path, variant: str = "int8", threads: int = 1, backend: str = "ort") -> "BundleModel":
+        return cls(bundle_load(path), variant=variant, threads=threads, backend=backend)
 
     def geometry(self) -> ModelGeometry:
         m = self.bundle.manifest

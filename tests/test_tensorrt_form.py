@@ -302,7 +302,8 @@ def test_without_tensorrt_one_line_saying_what_to_install(tmp_path):
         pytest.skip("TensorRT is usable here: the missing-package path is not reachable")
     log = tmp_path / "s.log"
     log.write_text("")
-    for argv in (["run", "--stream", str(log), "--backend", "tensorrt"], ["serve", "--source", f"file:{log}", "--out", str(tmp_path / "o"), "--backend", "tensorrt"]):
+    for argv in (["run", "--stream", str(log), "--backend", "tensorrt"], ["serve", "--source", f"file:{log}", "--out", str(tmp_path / "o"), "--backend", "tensorrt"],
+                 ["evaluate", "default", "--backend", "tensorrt"]):
         r = subprocess.run([sys.executable, "-m", "edgebp", *argv], capture_output=True, text=True, timeout=120)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode != 0 and len(lines) == 1, (argv, r.stderr)
@@ -325,3 +326,70 @@ def test_lint_status_is_honest(tmp_path, monkeypatch):
     else:
         assert st["detail"]
     assert tensorrt_form.status_text({"status": "not run", "detail": "why"}) == "not run: why"
+
+
+def test_evaluate_backend_tensorrt_scores_the_tensorrt_forms(tiny_bundle_factory):
+    """``edgebp evaluate --backend tensorrt`` names (and would run) each variant's TensorRT form,
+    the file ``edgebp run --backend tensorrt`` picks; the ORT default still scores the ORT file.
+    The TensorRT session itself needs a GPU; what is checked here is the selection."""
+    from edgebp.train.evaluate_cli import model_open, scored_file
+
+    b = tiny_bundle_factory("edge-tcn")
+    src = model_open(str(b), "stream-int8", "ort")
+    assert scored_file(src, "stream-int8", 20.0)["file"] == "model_stream_int8.onnx"
+    src.stream_backend = "tensorrt"  # as model_open(..., "tensorrt") sets it
+    f = scored_file(src, "stream-int8", 20.0)
+    assert f["file"] == "model_stream_trt_int8.onnx" and "backend tensorrt" in f["kind"]
+    assert scored_file(src, "stream-fp16", 20.0)["file"] == "model_stream_trt_fp16.onnx"
+
+
+def test_evaluate_backend_tensorrt_refuses_a_run_directory(tiny_run_factory):
+    from edgebp.cli import CliError
+    from edgebp.train.evaluate_cli import model_open
+
+    with pytest.raises(CliError, match="a run directory holds the torch model; export a bundle"):
+        model_open(str(tiny_run_factory("edge-tcn")), None, "tensorrt")
+
+
+def test_a_tensorrt_form_that_fails_its_gates_is_not_shipped(tiny_bundle_factory, tmp_path):
+    """Fail closed per form: the export's step that follows a failed TensorRT gate removes that
+    form's file and manifest entry, marks the gate non-blocking, says why in the manifest and
+    the report, and the bundle (its ONNX Runtime models passed) still verifies; the gates of
+    the forms that passed stay blocking-free and shipped."""
+    import shutil
+
+    from edgebp.export.pipeline import _tensorrt_drop_failed, export_report_markdown
+    from edgebp.runtime.bundle import bundle_load, bundle_write_manifest
+
+    src = tiny_bundle_factory("edge-tcn")
+    out = tmp_path / "b"
+    shutil.copytree(src, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m.pop("sha256", None)
+    report = json.loads((out / "report.json").read_text())
+    gates = [g for g in report["gates"] if g["name"].startswith(("trt_", "stream_trt_"))]
+    assert gates and all(g["passed"] for g in gates)  # the tiny model's forms pass as exported
+    failing = next(g for g in gates if g["name"] == "trt_int8_p99_abs_diff")
+    failing.update(passed=False, value=10.2)
+    dropped = _tensorrt_drop_failed(out, m, report, gates)
+    assert dropped == ["trt_int8"] and "trt_int8" not in m["files"] and not (out / "model_trt_int8.onnx").exists()
+    assert "stream_trt_int8" in m["files"] and all(g["blocking"] is False for g in gates)
+    assert "trt_int8_p99_abs_diff failed: 10.20" in m["tensorrt"]["not_shipped"]["trt_int8"]
+    # the manifest's validation carries the failed (non-blocking) gate, as the export writes it
+    m["validation"]["gates"] = [g for g in m["validation"]["gates"] if not g["name"].startswith(("trt_", "stream_trt_"))] + gates
+    bundle_write_manifest(out, m)
+    b = bundle_load(out)
+    assert not b.has("trt_int8") and b.has("stream_trt_int8")
+    # "blocking": false on a gate whose form is still in the bundle (or on an ORT gate) is refused
+    from edgebp.runtime.bundle import BundleError
+
+    for name in ("stream_trt_int8_p99_abs_diff", "stream_int8_p99_abs_diff"):
+        m2 = json.loads(json.dumps(m))
+        g = next(g for g in m2["validation"]["gates"] if g["name"] == name)
+        g.update(passed=False, blocking=False)
+        bundle_write_manifest(out, m2)
+        with pytest.raises(BundleError, match=f"gate {name} failed"):
+            bundle_load(out)
+    report["gates"] = [g for g in report["gates"] if not g["name"].startswith(("trt_", "stream_trt_"))] + gates
+    md = export_report_markdown(report)
+    assert "**FAIL** (form not shipped)" in md and "Not shipped: trt-int8" in md and "every blocking gate passed" in md

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 VARIANTS = EVALUATE_VARIANTS  # the subset of edgebp.variants that evaluate scores
 
 
-def model_open(path: str, variant: str | None):
+def model_open(path: str, variant: str | None, backend: str = "ort"):
     """A run directory (torch) or an exported bundle (ONNX Runtime): both give the same
     ``runner``, ``geometry()``, ``inputs``, ``norm``, ``split``, ``config`` and ``describe()``.
 
@@ -36,6 +36,8 @@ def model_open(path: str, variant: str | None):
         from edgebp.train.predict import RunDir
 
         variant = variant or "fp32"
+        if backend != "ort":
+            raise CliError(f"--backend {backend}: a run directory holds the torch model; export a bundle to score its {backend} form")
         if variant != "fp32":
             raise CliError(f"--variant {variant}: a run directory holds the fp32 torch model only; export a bundle for {variant}")
         from edgebp.train.loop import checkpoint_load
@@ -56,10 +58,15 @@ def model_open(path: str, variant: str | None):
                 if not src.bundle.manifest.get("streaming"):
                     raise CliError(f"{path}: this bundle has no streaming model, so --variant {variant} cannot be scored; use --variant int8 or fp32")
                 src.stream_variant = variant
+                src.stream_backend = backend
                 return src
-            return BundleModel.open(path, variant=variant)
+            return BundleModel.open(path, variant=variant, backend=backend)
         except BundleError as exc:
             raise CliError(str(exc)) from exc
+        except ValueError as exc:  # a variant without a TensorRT form: one line naming the valid ones
+            if backend == "ort":
+                raise
+            raise CliError(f"--backend {backend} --variant {variant}: {exc}") from None
     raise CliError(f"{path}: neither a run directory (best.pt) nor a bundle (manifest.json)")
 
 
@@ -152,13 +159,20 @@ def scored_file(src, stream_variant: str | None, packet_ms: float) -> dict:
     bundle = getattr(src, "bundle", None)
     if bundle is None:
         return {"kind": "run directory (torch fp32, window model)", "path": str(getattr(src, "path", ""))}
+    backend = getattr(src, "stream_backend", None) or getattr(src, "backend_kind", "ort")
     if stream_variant:
-        key = bundle.manifest["streaming"]["file_keys"][stream_variant.split("-", 1)[1]]
+        precision = stream_variant.split("-", 1)[1]
+        if backend == "tensorrt":
+            from edgebp.variants import tensorrt_file_key
+
+            key = tensorrt_file_key(precision, streaming=True)
+        else:
+            key = bundle.manifest["streaming"]["file_keys"][precision]
         how = f"streaming runtime (StreamRuntime, as edgebp run), {packet_ms:g} ms packets"
     else:
-        from edgebp.variants import bundle_file_key
-
-        key, how = bundle_file_key(src.variant), "window model, whole-record offline"
+        key, how = src.file_key, "window model, whole-record offline"
+    if backend != "ort":
+        how += f", backend {backend}"
     f = bundle.file(key)
     return {"kind": how, "file": f.name, "path": str(f), "sha256": file_sha256(f), "variant": stream_variant or src.variant}
 
@@ -174,7 +188,7 @@ def _stream_score(src, chosen: list, variant: str, packet_ms: float, progress, s
         raise CliError(f"{missing[0]}: the prepared record does not say where its samples came from; cannot stream it")
     items = ((read_record(p.source), p) for p in chosen)
     scored, counts = stream_score_records(src.bundle, items, stream_variant_key(variant), packet_ms / 1000.0, keep_waves=3, progress=progress,
-                                          features=streamed is not None, streamed=streamed)
+                                          features=streamed is not None, streamed=streamed, backend=getattr(src, "stream_backend", "ort"))
     totals = {key: sum(int(c[key]) for c in counts) for key in counts[0] if key not in ("record", "packet_samples", "device_fs")} if counts else {}
     totals["packet_samples"] = counts[-1]["packet_samples"] if counts else None
     return scored, totals
@@ -313,6 +327,8 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
                    "through the streaming runtime, in device-sized packets); stream-fp32 the same in fp32; int8/fp32/pruned the "
                    "window models offline. A run directory has fp32 (torch) only.")
 @click.option("--packet-ms", type=positive(max=60_000), default=20.0, show_default=True, help="Stream variants: packet length in ms (20 ms = 5 samples at 250 Hz).")
+@click.option("--backend", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
+              help="Bundles: ONNX Runtime, or TensorRT with each variant's TensorRT form (as edgebp run --backend tensorrt; needs an NVIDIA GPU and edgebp[tensorrt]).")
 @click.option("--cuff-from-reference", "calibrate", type=non_negative(max=86_400), default=0.0, metavar="SECONDS",
               help="Calibrate each record with a cuff reading taken from its reference: the reference mean over its first SECONDS "
                    "(0: calibration-free). Stream variants: that reading "
@@ -324,7 +340,7 @@ def report_plots_write(report: dict, scored: list, info: dict, out_dir: Path, ti
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None, help="Write report.md, report.html, metrics.json and plots here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @deprecated_alias("--calibrate", "--cuff-from-reference", "calibrate", type=non_negative(max=86_400))
-def evaluate_command(model_path, data, split, include_training, variant, packet_ms, calibrate, recalibrate_min, hop, report_dir, as_json):
+def evaluate_command(model_path, data, split, include_training, variant, packet_ms, backend, calibrate, recalibrate_min, hop, report_dir, as_json):
     """Score a trained run or an exported bundle on held-out records, beside the naive baselines.
 
     By default a bundle is scored as deployed: its streaming int8 model through the streaming
@@ -346,7 +362,13 @@ def evaluate_command(model_path, data, split, include_training, variant, packet_
         raise CliError(f"--packet-ms {packet_ms:g}: the packet length must be positive")
     if recalibrate_min is not None and not (recalibrate_min > 0 and calibrate > 0):
         raise CliError("--recalibrate-every needs --cuff-from-reference SECONDS and a positive number of minutes")
-    src = model_open(model_path, variant)
+    if backend == "tensorrt":
+        from edgebp.runtime.backends import tensorrt_available
+
+        ok, why = tensorrt_available()
+        if not ok:
+            raise CliError(f"--backend tensorrt: TensorRT is not usable here: {why}; use --backend ort")
+    src = model_open(model_path, variant, backend)
     if recalibrate_min is not None and not getattr(src, "stream_variant", None):
         raise CliError("--recalibrate-every scores the deployed calibrated path: use a stream variant (stream-int8, stream-fp32)")
     report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json, include_training=include_training,
