@@ -136,7 +136,9 @@ def shards_open(final: Path) -> tuple[list, list[tuple[str, str]]]:
     maps = []
     for k in range(int(index["shards"])):
         stem = final / f"shard-{k:04d}"
-        maps.append(tuple(np.load(f"{stem}.{part}.npy", mmap_mode="r") for part in ("X", "abp", "usable")))
+        # plain ndarray views of the maps: still file-backed, but slicing a np.memmap subclass
+        # costs ~90 us more per training window (measured: 126 vs 34 us on the tiny cohort)
+        maps.append(tuple(np.load(f"{stem}.{part}.npy", mmap_mode="r").view(np.ndarray) for part in ("X", "abp", "usable")))
     out = []
     for m in index["records"]:
         X, abp, use = maps[m["shard"]]
