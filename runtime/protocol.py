@@ -633,18 +633,23 @@ class StreamDecoder:
             self._place(ev)
         log.debug("%s: cuff reading %g/%g mmHg", where, sbp, dbp)
 
-    def on_cuff_rejected(self, reason: str, message: str, where: str) -> None:
+    def _count_rejected(self, kind: str, what: str, reason: str, message: str, where: str) -> None:
+        """Count a rejected ``kind`` record (``cuff``, ``device_bp``) by reason; warn about the
+        first few of each reason, then log at debug level."""
         c = self._counts
-        c["cuff_rejected"] += 1
-        c["cuff_rejected_reasons"][reason] = c["cuff_rejected_reasons"].get(reason, 0) + 1
-        key = f"cuff:{reason}"
+        c[f"{kind}_rejected"] += 1
+        reasons = c[f"{kind}_rejected_reasons"]
+        reasons[reason] = reasons.get(reason, 0) + 1
+        key = f"{kind}:{reason}"
         k = self._logged.get(key, 0)
         self._logged[key] = k + 1
         if k < _LOG_LIMIT:
-            log.warning("%s: cuff reading rejected: %s%s", where, message,
-                        "; further ones logged at debug level" if k == _LOG_LIMIT - 1 else "")
+            log.warning("%s: %s rejected: %s%s", where, what, message, "; further ones logged at debug level" if k == _LOG_LIMIT - 1 else "")
         else:
-            log.debug("%s: cuff reading rejected: %s", where, message)
+            log.debug("%s: %s rejected: %s", where, what, message)
+
+    def on_cuff_rejected(self, reason: str, message: str, where: str) -> None:
+        self._count_rejected("cuff", "cuff reading", reason, message, where)
 
     def on_device_bp(self, first: int, fs: float, lag: int, abp: np.ndarray, where: str) -> None:
         if self._header is None:
@@ -660,13 +665,7 @@ class StreamDecoder:
             self._place(ev)
 
     def on_device_bp_rejected(self, reason: str, message: str, where: str) -> None:
-        c = self._counts
-        c["device_bp_rejected"] += 1
-        c["device_bp_rejected_reasons"][reason] = c["device_bp_rejected_reasons"].get(reason, 0) + 1
-        key = f"device_bp:{reason}"
-        k = self._logged.get(key, 0)
-        self._logged[key] = k + 1
-        (log.warning if k < _LOG_LIMIT else log.debug)("%s: device BP record rejected: %s", where, message)
+        self._count_rejected("device_bp", "device BP record", reason, message, where)
 
     def _place(self, ev: "CuffEvent | DeviceBPEvent") -> None:
         seg = self._segments[-1]

@@ -191,6 +191,36 @@ def header_fields_encode(h: StreamHeader) -> str:
     return " ".join(parts)
 
 
+def key_value_fields(text: str | bytes | bytearray, what: str, error: type[Exception] = ValueError, line: str | None = None) -> dict[str, str]:
+    """The ``key=value`` tokens of an ASCII line (a header, a cuff or a device-BP record);
+    ``error`` for a non-ASCII byte (naming ``line``, default ``what``), a token without ``=`` or
+    a repeated key (naming ``what``).
+
+    Examples
+    --------
+    >>> key_value_fields(b" sbp=120 dbp=80", "cuff", line="cuff line")
+    {'sbp': '120', 'dbp': '80'}
+    >>> key_value_fields("k=1 k=2", "device BP")
+    Traceback (most recent call last):
+    ...
+    ValueError: device BP field 'k' appears twice
+    """
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("ascii")
+        except UnicodeDecodeError as err:
+            raise error(f"{line or what} is not ASCII (byte {err.start})") from None
+    kv: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise error(f"{what} token {token!r} is not key=value")
+        if key in kv:
+            raise error(f"{what} field {key!r} appears twice")
+        kv[key] = value
+    return kv
+
+
 def header_fields_decode(text: str | bytes) -> StreamHeader:
     """Parse a header fields string back into a :class:`StreamHeader`.
 
@@ -208,19 +238,7 @@ def header_fields_decode(text: str | bytes) -> StreamHeader:
     ...
     edgebp.runtime.protocol_header.HeaderError: header is missing field(s) 'offset'
     """
-    if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("ascii")
-        except UnicodeDecodeError as err:
-            raise HeaderError(f"header is not ASCII (byte {err.start})") from None
-    kv: dict[str, str] = {}
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if not sep:
-            raise HeaderError(f"header token {token!r} is not key=value")
-        if key in kv:
-            raise HeaderError(f"header field {key!r} appears twice")
-        kv[key] = value
+    kv = key_value_fields(text, "header", HeaderError)
     missing = [k for k in REQUIRED_KEYS if k not in kv]
     if missing:
         raise HeaderError("header is missing field(s) " + ", ".join(repr(m) for m in missing))

@@ -40,7 +40,7 @@ from edgebp.runtime.protocol_common import (
     device_bp_codes, one_record, raw_limits, status_range,
 )
 from edgebp.runtime.protocol_header import (
-    HeaderError, StreamHeader, _fmt_num, header_fields_decode, header_fields_encode,
+    HeaderError, StreamHeader, _fmt_num, header_fields_decode, header_fields_encode, key_value_fields,
 )
 
 log = logging.getLogger(__name__)
@@ -92,18 +92,7 @@ def cuff_fields_decode(body: bytes) -> tuple[float, float]:
     >>> cuff_fields_decode(b" dbp=80 sbp=120.5 src=arm")
     (120.5, 80.0)
     """
-    try:
-        text = bytes(body).decode("ascii")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"cuff line is not ASCII (byte {err.start})") from None
-    kv: dict[str, str] = {}
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if not sep:
-            raise ValueError(f"cuff token {token!r} is not key=value")
-        if key in kv:
-            raise ValueError(f"cuff field {key!r} appears twice")
-        kv[key] = value
+    kv = key_value_fields(body, "cuff", line="cuff line")
     missing = [k for k in ("sbp", "dbp") if k not in kv]
     if missing:
         raise ValueError("missing " + " and ".join(f"{k}=" for k in missing))
@@ -145,18 +134,7 @@ def device_bp_fields_decode(body: bytes) -> tuple[int, float, int, np.ndarray]:
     >>> k, fs, lag, abp.tolist()
     (7, 125.0, 3, [1.5, nan])
     """
-    try:
-        text = bytes(body).decode("ascii")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"device BP line is not ASCII (byte {err.start})") from None
-    kv: dict[str, str] = {}
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if not sep:
-            raise ValueError(f"device BP token {token!r} is not key=value")
-        if key in kv:
-            raise ValueError(f"device BP field {key!r} appears twice")
-        kv[key] = value
+    kv = key_value_fields(body, "device BP", line="device BP line")
     missing = [k for k in ("k", "fs", "lag", "abp") if k not in kv]
     if missing:
         raise ValueError("missing " + " and ".join(f"{k}=" for k in missing))

@@ -65,18 +65,13 @@ def streamed(shared_data, bundle):
     written; every model call's feeds (input and carried states) and output."""
     import onnxruntime as ort
 
-    from edgebp.io import read_record
-    from edgebp.record import Channel, Record
+    from edgebp.firmware_sim.cgen_check import record_device
     from edgebp.runtime.engine import StreamRuntime
-    from edgebp.runtime.stream_score import record_device_samples
 
     path = shared_data / "challenge2015" / RECORD
     if not path.with_suffix(".hea").exists():
         pytest.skip(f"{path}.hea not found (real recordings absent)")
-    rec = read_record(path)
-    rec = Record(rec.record_id, [Channel(c.name, c.signal[: int(SECONDS * c.fs)], c.fs, c.units, c.label, c.lead)
-                                 for c in rec.channels], rec.subject_id, rec.source)
-    vals, fs = record_device_samples(rec, bundle.inputs)
+    vals, fs = record_device(RECORD, SECONDS, bundle.inputs)
     rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)})
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
