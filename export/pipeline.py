@@ -97,22 +97,24 @@ def _finetune(model, run: RunDir, prepared_train, prepared_val, epochs: int, lab
     dl = DataLoader(WindowDataset(prepared_train, tr, window, spec.output, run.norm, delay, warmup), batch_size=cfg.batch_size, shuffle=True,
                     generator=torch.Generator().manual_seed(cfg.seed))
     vl = DataLoader(WindowDataset(prepared_val, va, window, spec.output, run.norm, delay, warmup), batch_size=64)
+    # the run's own loss (a paper-recipe UNet trains on MSE of the window's last sample)
+    kind = str(getattr(cfg, "loss", "l1") or "l1")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr * 0.3, weight_decay=cfg.weight_decay)
     clip = float(getattr(cfg, "clip_norm", 0) or 0)
     model.eval()
-    hist = [{"epoch": 0, "val_loss": evaluate_loss(model, vl, "cpu", cfg.model)}]
+    hist = [{"epoch": 0, "val_loss": evaluate_loss(model, vl, "cpu", cfg.model, kind)}]
     best = (hist[0]["val_loss"], 0, copy.deepcopy(model.state_dict()))
     for ep in range(epochs):
         model.train()
         for x, y, m in dl:
-            loss = loss_compute(model, x, y, m, cfg.model)
+            loss = loss_compute(model, x, y, m, cfg.model, kind)
             opt.zero_grad()
             loss.backward()
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
         model.eval()
-        hist.append({"epoch": ep + 1, "val_loss": evaluate_loss(model, vl, "cpu", cfg.model)})
+        hist.append({"epoch": ep + 1, "val_loss": evaluate_loss(model, vl, "cpu", cfg.model, kind)})
         log.info("%s fine-tune epoch %d/%d: validation loss %.4f", label, ep + 1, epochs, hist[-1]["val_loss"])
         if np.isfinite(hist[-1]["val_loss"]) and not hist[-1]["val_loss"] >= best[0]:
             best = (hist[-1]["val_loss"], ep + 1, copy.deepcopy(model.state_dict()))
