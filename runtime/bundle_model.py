@@ -59,6 +59,12 @@ class BundleModel:
         return ModelGeometry(output=m["output"], window=m["window"], fs=float(m["fs"]), delay=m["delay"],
                              causal=bool(m["causal"]), receptive_field=m["receptive_field"], norm=self.norm)
 
+    def default_hop(self) -> int | None:
+        """1 for a model trained on the window's last sample (its run's ``loss`` is
+        ``mse-last``: only that output is trained), scored point-wise as its run directory is;
+        else None (the scorer's default)."""
+        return 1 if getattr(self.config, "loss", None) == "mse-last" else None
+
     def runner(self, x: np.ndarray) -> np.ndarray:
         name = self.backend.input_names[0]
         return self.backend.run({name: np.ascontiguousarray(x, dtype=np.float32)})[0]

@@ -189,3 +189,15 @@ def test_recipe_modules_doctests():
     for mod in (recipes, input_scale):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+def test_a_bundle_of_a_last_sample_run_is_scored_point_wise():
+    """A bundle exported from a run trained on the window's last sample (``loss=mse-last``, the
+    UNets' paper recipe) is scored at hop 1 by ``edgebp evaluate``, as its run directory is;
+    other bundles keep the scorer's default."""
+    from edgebp.runtime.bundle_model import BundleModel
+
+    src = BundleModel.open("default", variant="fp32")
+    assert src.default_hop() is None  # the default edge-tcn: L1 over the window
+    src.config.loss = "mse-last"
+    assert src.default_hop() == 1
