@@ -446,6 +446,7 @@ class StreamDecoder:
         self._header: StreamHeader | None = None
         self._columns: list[int] | None = None
         self._gain = self._offset = None
+        self._plain = False
         self._last: int | None = None
         self._held: tuple[int, np.ndarray] | None = None
         self._pending_rejects = 0
@@ -497,6 +498,10 @@ class StreamDecoder:
 
         A record whose sequence jump awaits confirmation is returned with a later block.
         """
+        if self._packet_ok and data.__class__ is bytes:
+            block = self._packet(data)
+            if block is not None:
+                return block
         if self._finished and data:
             raise ValueError("feed() after finish(): create a new StreamDecoder for a new stream")
         data = bytes(data)
@@ -517,6 +522,48 @@ class StreamDecoder:
             else:
                 self._parser.feed(data)
         return self._pop()
+
+    @property
+    def _packet_ok(self) -> bool:
+        # the decoder's own state allows the one-pass packet path (the text parser's is
+        # checked by TextParser.packet): nothing held, nothing waiting in a segment
+        return (self._parser.__class__ is TextParser and self._held is None and not self._finished
+                and len(self._segments) == 1 and not self._segments[0].n and not self._segments[0].events
+                and self._header is not None)
+
+    def _packet(self, data: bytes) -> DecodedBlock | None:
+        """A live packet of good records that each continue the one before, decoded in one
+        pass: the same block, counts and state as the general path
+        (:meth:`TextParser.feed <edgebp.runtime.protocol_text.TextParser.feed>` ->
+        :meth:`on_records` -> :meth:`_accept` -> :meth:`_pop`) gives it, without its calls
+        and small arrays; None (nothing changed) sends ``data`` there."""
+        p = self._parser
+        got = p.packet(data)
+        if got is None:
+            return None
+        vals, n = got
+        width = p.header.n_channels + 1
+        if n > 64 or width - 1 != self._source_header.n_channels:
+            return None
+        prev = vals[0] - 1 if self._last is None else self._last
+        for x in vals[::width]:
+            if (x - prev) % 65536 != 1:
+                return None
+            prev = x
+        arr = np.array(vals, dtype=np.int64).reshape(n, width)
+        # as on_records: (raw[:, columns] - offset) * gain, raw = arr[:, 1:]
+        if self._plain:
+            values = arr[:, 1:] * self._gain
+        else:
+            values = (arr[:, 1:][:, self._columns] - self._offset) * self._gain
+        c = self._counts
+        c["bytes_in"] += len(data)
+        c["samples_parsed"] += n
+        p.line_no += n
+        self._last = prev
+        self._pending_rejects = 0
+        # _pop would hand over this segment's header and start an equal empty segment
+        return DecodedBlock(seq=arr[:, 0].copy(), values=values, events=[], header=self._segments[0].header)
 
     def finish(self) -> DecodedBlock:
         """End of stream: decode what is buffered; an unterminated last line or frame is
@@ -601,6 +648,9 @@ class StreamDecoder:
         self._columns = columns
         self._gain = np.asarray(out.gain, dtype=np.float64)
         self._offset = np.asarray(out.offset, dtype=np.float64)
+        # the columns as they come and no offset (the usual layout): (raw - 0.0) * gain is
+        # raw * gain, bit for bit, without the column copy (the packet path uses this)
+        self._plain = columns == list(range(header.n_channels)) and not self._offset.any()
 
     def on_header_rejected(self, message: str, where: str) -> None:
         self._counts["headers_rejected"] += 1

@@ -232,6 +232,15 @@ _SMALL_REGION_BYTES = 2048
 _SMALL_RE: dict[int, re.Pattern] = {}
 
 
+def _small_pattern(n_ch: int) -> re.Pattern:
+    """The regular expression of one or more clean sample lines of ``n_ch`` channels."""
+    pat = _SMALL_RE.get(n_ch)
+    if pat is None:
+        field = rb"-?[0-9]{1,18}"
+        pat = _SMALL_RE[n_ch] = re.compile(rb"(?:" + field + (rb"," + field) * n_ch + rb"\n)+\Z")
+    return pat
+
+
 def _small_region(c: bytes, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`_fast_region` for a short ``c`` (at most :data:`_SMALL_REGION_BYTES`): the same
     lines accepted, the same arrays returned (and the numbers as a flat list); None sends
@@ -252,11 +261,7 @@ def _small_region(c: bytes, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
         c = c.replace(b"\r\n", b"\n")
         if b"\r" in c:
             return None
-    pat = _SMALL_RE.get(n_ch)
-    if pat is None:
-        field = rb"-?[0-9]{1,18}"
-        pat = _SMALL_RE[n_ch] = re.compile(rb"(?:" + field + (rb"," + field) * n_ch + rb"\n)+\Z")
-    if pat.match(c) is None:
+    if _small_pattern(n_ch).match(c) is None:
         return None
     width = n_ch + 1
     vals = list(map(int, c[:-1].replace(b"\n", b",").split(b",")))
@@ -340,6 +345,42 @@ class TextParser(LineParser):
     def n_channels(self) -> int:
         return self.header.n_channels if self.header is not None else 0
 
+    def _in_limits(self, vals: list[int]) -> bool:
+        """Every value of the flat ``seq, v1, v2, ...`` list ``vals`` within its channel's ADC range."""
+        if self._limits is None or self._limits[0] is not self.header:
+            lo, hi = raw_limits(self.header.adc_bits)
+            self._limits = (self.header, lo.tolist(), hi.tolist())
+        _, lo, hi = self._limits
+        width = len(lo) + 1
+        for j in range(width - 1):  # a loop, not all(genexpr): this runs for every packet
+            col = vals[j + 1::width]
+            if min(col) < lo[j] or max(col) > hi[j]:
+                return False
+        return True
+
+    def packet(self, data: bytes) -> tuple[list[int], int] | None:
+        """The usual live read, checked without changing any state: whole clean sample lines
+        (no ``#`` line, no ``\\r``), nothing buffered or skipped before them, a header in force,
+        every seq in 0..65535 and every value within its ADC range. Returns the numbers as a
+        flat list and the number of lines; None when ``data`` needs the general path
+        (:meth:`feed`), which then decodes it as it always did.
+
+        This is the path :meth:`feed` -> :meth:`lines` -> :meth:`_region` ->
+        :func:`_small_region` takes for such a read, without its calls and arrays: a 5-sample
+        packet is decoded by :meth:`StreamDecoder.feed <edgebp.runtime.protocol.StreamDecoder.feed>`
+        in one pass."""
+        if (self.skipping or self.buf or self.header is None or len(data) > _SMALL_REGION_BYTES
+                or data[-1:] != b"\n" or b"#" in data or b"\r" in data):
+            return None
+        n_ch = self.header.n_channels
+        if _small_pattern(n_ch).match(data) is None:
+            return None
+        vals = list(map(int, data[:-1].replace(b"\n", b",").split(b",")))
+        seqs = vals[::n_ch + 1]
+        if min(seqs) < 0 or max(seqs) >= SEQ_MODULO or not self._in_limits(vals):
+            return None
+        return vals, len(seqs)
+
     def lines(self, chunk: bytes, base_line: int) -> None:
         pos = search = 0
         line_no = base_line + 1  # number of the line starting at pos
@@ -365,12 +406,7 @@ class TextParser(LineParser):
             small = _small_region(c, self.n_channels) if len(c) <= _SMALL_REGION_BYTES else None
             if small is not None:
                 seq, raw, vals = small
-                if self._limits is None or self._limits[0] is not self.header:
-                    lo, hi = raw_limits(self.header.adc_bits)
-                    self._limits = (self.header, lo.tolist(), hi.tolist())
-                _, lo, hi = self._limits
-                width = len(lo) + 1
-                if all(lo[j] <= min(vals[j + 1::width]) and max(vals[j + 1::width]) <= hi[j] for j in range(len(lo))):
+                if self._in_limits(vals):
                     # every value within the ADC range: no record is rejected (status None)
                     self.sink.on_records(seq, raw, None, lambda i: f"line {first_line + i}")
                 else:
