@@ -375,7 +375,7 @@ def test_evaluate_calibrate_is_a_deprecated_alias(monkeypatch):
         got["calls"].append(calibrate)
         raise ev.CliError("stopped here by the test")
 
-    monkeypatch.setattr(ev, "model_open", lambda path, variant: object())
+    monkeypatch.setattr(ev, "model_open", lambda path, variant, backend="ort": object())
     monkeypatch.setattr(ev, "evaluation_run", fake_run)
     new = CliRunner().invoke(ev.evaluate_command, ["default", "--cuff-from-reference", "60"])
     old = CliRunner().invoke(ev.evaluate_command, ["default", "--calibrate", "60"])
