@@ -104,6 +104,35 @@ def requant_lut(src: QParams, dst: QParams) -> np.ndarray:
     return np.clip(q, dst.lo, dst.hi).astype(np.int32)
 
 
+def affine_of_table(table: np.ndarray, width: int = 8192) -> tuple[int, int, int, int, int] | None:
+    """(m, r, s, lo, hi) with ``min(max((q * m + r) >> s, lo), hi) == table[q]`` for every code
+    q (int32 arithmetic, |q * m + r| < 2^31), or None. A requantisation table Q(DQ(q)) is
+    monotone and close to affine; the form is checked on all 256 codes, so it is the table,
+    exactly, in 4 integers instead of 256 bytes of flash."""
+    tbl = np.asarray(table, np.int64)
+    q = np.arange(tbl.size, dtype=np.int64)
+    tlo, thi = int(tbl.min()), int(tbl.max())
+    if tbl.size < 2 or np.any(np.diff(tbl) < 0):
+        return None
+    inner = (tbl > tlo) & (tbl < thi)
+    if inner.sum() < 2:
+        return None
+    slope = float(np.polyfit(q[inner], tbl[inner], 1)[0])
+    for sh in range(23, 7, -1):
+        m0 = int(round(slope * 2**sh))
+        ms = np.arange(max(1, m0 - width), m0 + width + 1, dtype=np.int64)[:, None]
+        qm = q[None, :] * ms
+        # bounds on r from every code: the exact value inside the clamp, at or past it outside
+        lo = np.where(tbl == tlo, -(2**62), tbl * 2**sh - qm).max(axis=1)
+        hi = np.where(tbl == thi, 2**62, (tbl + 1) * 2**sh - 1 - qm).min(axis=1)
+        for i in np.nonzero(lo <= hi)[0]:
+            m, r = int(ms[i, 0]), int((lo[i] + hi[i]) // 2)
+            v = q * m + r
+            if np.abs(v).max() < 2**31 - 1 and np.array_equal(np.clip(v >> sh, tlo, thi), tbl):
+                return m, r, sh, tlo, thi
+    return None
+
+
 def _qparams(scale: np.ndarray, zp: np.ndarray, where: str) -> QParams:
     if np.asarray(scale).size != 1 or np.asarray(zp).size != 1:
         raise UnsupportedModel(f"per-channel activation quantisation at node {where}: only per-tensor activations are supported")
@@ -132,7 +161,7 @@ class Program:
     macs: int = 0
     weight_bytes: int = 0
     conv_tout_max: int = 0
-    xt_stride: int = 4                                                  # the conv kernels' transposed row, bytes
+    xt_stride: int = 4                                                  # the conv kernels' im2col row, bytes
     xt_rows: dict[str, int] = dataclasses.field(default_factory=dict)   # their scratch buffers -> rows
 
 
@@ -190,15 +219,26 @@ class _Lowering:
             if src.via.same(src.q) and src.q.same(dst.q):
                 prog.calls.append(f"copy_u8({src.buf} + {src_off}, {src_stride}, {dst.buf} + {dst_off}, {dst.t}, {c}, {t});")
             else:
-                name = self._table(prog, "uint8_t", requant_lut(src.q, dst.q)[first], "lut")
-                prog.calls.append(f"lut_u8({src.buf} + {src_off}, {src_stride}, {dst.buf} + {dst_off}, {dst.t}, {c}, {t}, {name});")
+                self._emit_lut(prog, requant_lut(src.q, dst.q)[first], f"{src.buf} + {src_off}, {src_stride}, "
+                               f"{dst.buf} + {dst_off}, {dst.t}, {c}, {t}")
         elif src.q.same(dst.q):
             prog.calls.append(f"copy_u8({src.buf} + {src_off}, {src_stride}, {dst.buf} + {dst_off}, {dst.t}, {c}, {t});")
         else:
             if src.q.signed or dst.q.signed:
                 raise UnsupportedModel(f"int8 activations at buffer {dst.buf}: only uint8 activations are supported")
-            name = self._table(prog, "uint8_t", requant_lut(src.q, dst.q), "lut")
-            prog.calls.append(f"lut_u8({src.buf} + {src_off}, {src_stride}, {dst.buf} + {dst_off}, {dst.t}, {c}, {t}, {name});")
+            self._emit_lut(prog, requant_lut(src.q, dst.q), f"{src.buf} + {src_off}, {src_stride}, "
+                           f"{dst.buf} + {dst_off}, {dst.t}, {c}, {t}")
+
+    def _emit_lut(self, prog: Program, table: np.ndarray, args: str) -> None:
+        """A change of scale: the exact fixed-point form of the table when one exists (no table
+        in flash), else the 256-byte table."""
+        aff = affine_of_table(table)
+        if aff is not None:
+            m, r, sh, lo, hi = aff
+            prog.calls.append(f"affine_u8({args}, {m}, {r}, {sh}, {lo}, {hi});")
+        else:
+            name = self._table(prog, "uint8_t", table, "lut")
+            prog.calls.append(f"lut_u8({args}, {name});")
 
     def _shape_of(self, name: str, node: Any) -> tuple[int, ...]:
         if name in self.fa:
@@ -427,10 +467,10 @@ class _Lowering:
         wk[:cout, :, :cin] = wq.transpose(0, 2, 1)
         # per pair of output channels: [k][cinp / 4][2 channels][4 input channels]
         wk = wk.reshape(coutp // 2, 2, k, cinp // 4, 4).transpose(0, 2, 3, 1, 4)
-        prog.xt_stride = max(prog.xt_stride, cinp)
-        # the transposed input, [tin + 1][EDGEBP_XT_STRIDE] (sized at the end): this call's scratch
-        xt = self._new_buf(prog, x.t + 1, cinp, False)
-        prog.xt_rows[xt] = x.t + 1
+        prog.xt_stride = max(prog.xt_stride, k * cinp)
+        # the im2col'd input, [tout + 1][EDGEBP_XT_STRIDE] (sized at the end): this call's scratch
+        xt = self._new_buf(prog, tout + 1, k * cinp, False)
+        prog.xt_rows[xt] = tout + 1
         wn = self._table(prog, "int8_t", wk, "w")
         bn = self._table(prog, "int32_t", b32, "bias")
         mn = self._table(prog, "int32_t", [m for m, _ in mults], "mult")
@@ -491,15 +531,45 @@ def lower_qdq(model: Any, chunk: int, state_names: list[str]) -> Program:
 C_KERNELS = r"""
 /* ---- integer kernels (CMSIS-NN semantics, portable C99) ---- */
 
+/* the hot loops are compiled at -O2 even in an -Os build (GCC's -Os spills the conv loop's
+   operands to the stack: 38 instructions for 16 MACs instead of 22, measured on QEMU) */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EDGEBP_HOT __attribute__((noinline, optimize("O2")))
+#define EDGEBP_HOT_LOOP __attribute__((noinline, optimize("O2", "no-schedule-insns")))
+#else
+#define EDGEBP_HOT
+#define EDGEBP_HOT_LOOP
+#endif
+
 /* arm_nn_requantize as CMSIS-NN builds it with CMSIS_NN_USE_SINGLE_ROUNDING (TFLite's
    TFLITE_SINGLE_ROUNDING): x * m * 2^(shift - 31) rounded once, half up. The default
    double-rounding form (a rounding doubling high multiply, then a rounding shift) rounds
    twice and gives one code more or less for about 1 value in 600 of this model; ONNX
    Runtime rounds once (half to even, in float) */
-static int32_t requantize(int32_t x, int32_t m, int32_t shift)
+#if defined(__GNUC__)
+#define EDGEBP_INLINE __inline__ __attribute__((always_inline))
+#else
+#define EDGEBP_INLINE
+#endif
+static EDGEBP_INLINE int32_t requantize(int32_t x, int32_t m, int32_t shift)
 {
     const int32_t total_shift = 31 - shift;
     const int64_t v = (int64_t)x * (int64_t)m;
+    /* the same value, (v + 2^(total_shift - 1)) >> total_shift, without a 64-bit variable
+       shift (about 12 instructions on a Cortex-M4): for total_shift 33..62 the rounding term
+       is a multiple of 2^32 and only the high word counts (floor(floor(a / b) / c) =
+       floor(a / (b c)); |high word| <= 2^30, the term <= 2^29: no overflow); for 32 it is
+       the high word plus the low word's top bit; 31 (a multiplier of 0.5 to 1) by constant
+       shifts */
+    if (total_shift > 32 && total_shift < 63) {
+        return ((int32_t)(v >> 32) + ((int32_t)1 << (total_shift - 33))) >> (total_shift - 32);
+    }
+    if (total_shift == 32) {
+        return (int32_t)(v >> 32) + (int32_t)((uint32_t)v >> 31);
+    }
+    if (total_shift == 31) { /* constant shifts: a few instructions */
+        return (int32_t)((v + ((int64_t)1 << 30)) >> 31);
+    }
     return (int32_t)(((v >> (total_shift - 1)) + 1) >> 1);
 }
 
@@ -541,38 +611,26 @@ static void quantize_input(const float *x, uint8_t *q, int n)
 
 static void copy_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_stride, int c, int t)
 {
-    int ch, k;
+    int ch;
     for (ch = 0; ch < c; ch++) {
-        for (k = 0; k < t; k++) {
-            dst[ch * dst_stride + k] = src[ch * src_stride + k];
-        }
+        memcpy(dst + ch * dst_stride, src + ch * src_stride, (size_t)t);
     }
 }
 
-/* a change of scale: a 256-entry table computed at generation from the two float scales */
-static void lut_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_stride, int c, int t, const uint8_t *lut)
-{
-    int ch, k;
-    for (ch = 0; ch < c; ch++) {
-        for (k = 0; k < t; k++) {
-            dst[ch * dst_stride + k] = lut[src[ch * src_stride + k]];
-        }
-    }
-}
-
-/* causal dilated 1-D convolution. x is [cin][tin]; it is first transposed into xt
-   [tin + 1][EDGEBP_XT_STRIDE] (the stride: the model's widest input rounded up to 4, a
-   constant, so the next time sample's row is at a fixed offset), so that the reduction for
-   one output sample is k contiguous runs of cinp bytes (cin rounded up to 4; the padding
-   lanes meet zero weights), rows t, t + dil, ... Two output channels times two time samples
-   per pass, four int32 accumulators, four input channels per step: w is, per pair of output
-   channels, [k][cinp / 4][2][4] (reordered and zero-padded at generation, an odd cout padded
-   with a zero channel); bias holds b - zp_in * sum(w). The pass for an odd tout's last
-   sample also computes one sample past it (from the spare row) and drops it, as it drops
-   the padding channel. On a core with the DSP extension (Cortex-M4) a step is four word
-   loads, eight SXTB16/UXTB16 and eight SMLAD (dual 16 x 16 multiply-accumulate: uint8 x,
-   int8 w as int16), elsewhere the same sums in plain C. Integer sums are exact in any order:
-   every path gives the same bits. */
+@@SCALE_KERNELS@@
+/* causal dilated 1-D convolution. x is [cin][tin]; it is first gathered into xt (im2col):
+   row t, [k][cinp] bytes (cinp: cin rounded up to 4; the padding lanes meet zero weights),
+   holds x[i][t + j * dil], so that one output sample's reduction is one contiguous run of
+   k * cinp bytes, and the next sample's row is EDGEBP_XT_STRIDE bytes on (a constant: the
+   model's largest k * cinp). Two output channels times two time samples per pass, four
+   int32 accumulators, four input channels per step: w is, per pair of output channels,
+   [k][cinp / 4][2][4] (reordered and zero-padded at generation, an odd cout padded with a
+   zero channel); bias holds b - zp_in * sum(w). The pass for an odd tout's last sample
+   also computes one sample past it (from a spare row) and drops it, as it drops the padding
+   channel. On a core with the DSP extension (Cortex-M4) a step is four word loads, eight
+   SXTB16/UXTB16 and eight SMLAD (dual 16 x 16 multiply-accumulate: uint8 x, int8 w as
+   int16), elsewhere the same sums in plain C. Integer sums are exact in any order: every
+   path gives the same bits. */
 #if defined(__ARM_FEATURE_DSP)
 static uint32_t rd4(const void *p)
 {
@@ -596,52 +654,54 @@ static int32_t uxtb16_ror8(uint32_t v)
 }
 #endif
 
-/* the inner loop is compiled at -O2 even in an -Os build (GCC's -Os spills its operands to the
-   stack: 38 instructions for 16 MACs instead of 22, measured on QEMU) */
-#if defined(__GNUC__) && !defined(__clang__)
-#define EDGEBP_HOT __attribute__((noinline, optimize("O2")))
-#else
-#define EDGEBP_HOT
-#endif
-
-/* acc[0..3] (channel 0 at t, at t + 1, channel 1 at t, at t + 1) += the k taps' sums;
-   xp: row t of xt, wp: the channel pair's weights; a function of its own, so that its loop
-   keeps the four accumulators, six operands and two pointers in registers */
-static EDGEBP_HOT void mac2x2(const uint8_t *xp, const int8_t *wp, int n4, int k, int dstep, int32_t *acc)
+/* acc[0..3] (channel 0 at t, at t + 1, channel 1 at t, at t + 1) += the sums over n4 steps
+   of four; xp: row t of xt, wp: the channel pair's weights. A function of its own, so that
+   its loop keeps the four accumulators, six operands and two pointers in registers */
+static void mac2x2(const uint8_t *xp, const int8_t *wp, int n4, int32_t *acc)
 {
     int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    int i, j;
-    for (j = 0; j < k; j++) {
-        const uint8_t *xq = xp + j * dstep;
-        for (i = 0; i < n4; i++, xq += 4, wp += 8) {
+    const uint8_t *const xe = xp + 4 * n4;
 #if defined(__ARM_FEATURE_DSP)
-            const uint32_t xa = rd4(xq), xb = rd4(xq + EDGEBP_XT_STRIDE);
-            const int32_t xa0 = (int32_t)__uxtb16(xa), xa1 = uxtb16_ror8(xa);
-            const int32_t xb0 = (int32_t)__uxtb16(xb), xb1 = uxtb16_ror8(xb);
-            uint32_t wv = rd4(wp);
-            int32_t w0 = __sxtb16(wv), w1 = sxtb16_ror8(wv);
-            a00 = __smlad(w0, xa0, a00);
-            a01 = __smlad(w0, xb0, a01);
-            a00 = __smlad(w1, xa1, a00);
-            a01 = __smlad(w1, xb1, a01);
-            wv = rd4(wp + 4);
-            w0 = __sxtb16(wv);
-            w1 = sxtb16_ror8(wv);
-            a10 = __smlad(w0, xa0, a10);
-            a11 = __smlad(w0, xb0, a11);
-            a10 = __smlad(w1, xa1, a10);
-            a11 = __smlad(w1, xb1, a11);
+#define MAC2X2_STEP(XP, WP)                                                                \
+    do {                                                                                   \
+        const uint32_t xa = rd4(XP), xb = rd4((XP) + EDGEBP_XT_STRIDE);                    \
+        const int32_t xa0 = (int32_t)__uxtb16(xa), xa1 = uxtb16_ror8(xa);                  \
+        const int32_t xb0 = (int32_t)__uxtb16(xb), xb1 = uxtb16_ror8(xb);                  \
+        uint32_t wv = rd4(WP);                                                             \
+        int32_t w0 = __sxtb16(wv), w1 = sxtb16_ror8(wv);                                   \
+        a00 = __smlad(w0, xa0, a00);                                                       \
+        a01 = __smlad(w0, xb0, a01);                                                       \
+        a00 = __smlad(w1, xa1, a00);                                                       \
+        a01 = __smlad(w1, xb1, a01);                                                       \
+        wv = rd4((WP) + 4);                                                                \
+        w0 = __sxtb16(wv);                                                                 \
+        w1 = sxtb16_ror8(wv);                                                              \
+        a10 = __smlad(w0, xa0, a10);                                                       \
+        a11 = __smlad(w0, xb0, a11);                                                       \
+        a10 = __smlad(w1, xa1, a10);                                                       \
+        a11 = __smlad(w1, xb1, a11);                                                       \
+    } while (0)
 #else
-            int n;
-            for (n = 0; n < 4; n++) {
-                a00 += (int32_t)wp[n] * xq[n];
-                a01 += (int32_t)wp[n] * xq[EDGEBP_XT_STRIDE + n];
-                a10 += (int32_t)wp[4 + n] * xq[n];
-                a11 += (int32_t)wp[4 + n] * xq[EDGEBP_XT_STRIDE + n];
-            }
+#define MAC2X2_STEP(XP, WP)                                                                \
+    do {                                                                                   \
+        int n;                                                                             \
+        for (n = 0; n < 4; n++) {                                                          \
+            a00 += (int32_t)(WP)[n] * (XP)[n];                                             \
+            a01 += (int32_t)(WP)[n] * (XP)[EDGEBP_XT_STRIDE + n];                          \
+            a10 += (int32_t)(WP)[4 + n] * (XP)[n];                                         \
+            a11 += (int32_t)(WP)[4 + n] * (XP)[EDGEBP_XT_STRIDE + n];                      \
+        }                                                                                  \
+    } while (0)
 #endif
-        }
+    /* two steps per iteration (half the loop overhead), one more for an odd n4 */
+    for (; xp + 8 <= xe; xp += 8, wp += 16) {
+        MAC2X2_STEP(xp, wp);
+        MAC2X2_STEP(xp + 4, wp + 8);
     }
+    if (xp < xe) {
+        MAC2X2_STEP(xp, wp);
+    }
+#undef MAC2X2_STEP
     acc[0] = a00;
     acc[1] = a01;
     acc[2] = a10;
@@ -656,7 +716,7 @@ typedef struct {
     int16_t cin, tin, cout, k, dil, out_zp;
 } conv_cfg;
 
-static void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uint8_t *y, uint8_t *xt)
+static EDGEBP_HOT_LOOP void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uint8_t *y, uint8_t *xt)
 {
     const int8_t *const w = c->w;
     const int32_t *const bias = c->bias, *const mult = c->mult;
@@ -664,30 +724,44 @@ static void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uint8_t *y, uint8_t
     const int cin = c->cin, tin = c->tin, cout = c->cout, k = c->k, dil = c->dil, out_zp = c->out_zp;
     const int tout = tin - (k - 1) * dil;
     const int cinp = (cin + 3) & ~3;
-    int o, i, t;
+    int o, i, j, t;
     int32_t acc[4];
-    for (i = 0; i < cin; i++) {
-        const uint8_t *xi = x + i * tin;
-        uint8_t *d = xt + i;
-        for (t = 0; t < tin; t++) {
-            *d = xi[t];
-            d += EDGEBP_XT_STRIDE;
+    for (j = 0; j < k; j++) {
+        for (i = 0; i + 4 <= cin; i += 4) { /* four channels at a time, one word per row */
+            const uint8_t *xi = x + i * tin + j * dil;
+            uint8_t *d = xt + j * cinp + i;
+            for (t = 0; t < tout; t++) {
+                const uint8_t b[4] = {xi[t], xi[tin + t], xi[2 * tin + t], xi[3 * tin + t]};
+                memcpy(d, b, 4);
+                d += EDGEBP_XT_STRIDE;
+            }
+        }
+        for (; i < cin; i++) {
+            const uint8_t *xi = x + i * tin + j * dil;
+            uint8_t *d = xt + j * cinp + i;
+            for (t = 0; t < tout; t++) {
+                *d = xi[t];
+                d += EDGEBP_XT_STRIDE;
+            }
         }
     }
     for (o = 0; o < cout; o += 2) {
         const int o1 = o + 1 < cout ? o + 1 : o;
+        const int32_t m0 = mult[o], m1 = mult[o1], s0 = shift[o], s1 = shift[o1];
+        uint8_t *const y0 = y + o * tout;
+        uint8_t *const y1 = y + o1 * tout;
         for (t = 0; t < tout; t += 2) {
             acc[0] = acc[1] = bias[o];
             acc[2] = acc[3] = bias[o1];
-            mac2x2(xt + t * EDGEBP_XT_STRIDE, w + o * k * cinp, cinp / 4, k, dil * EDGEBP_XT_STRIDE, acc);
-            y[o * tout + t] = clamp_u8(requantize(acc[0], mult[o], shift[o]) + out_zp);
+            mac2x2(xt + t * EDGEBP_XT_STRIDE, w + o * k * cinp, k * cinp / 4, acc);
+            y0[t] = clamp_u8(requantize(acc[0], m0, s0) + out_zp);
             if (t + 1 < tout) {
-                y[o * tout + t + 1] = clamp_u8(requantize(acc[1], mult[o], shift[o]) + out_zp);
+                y0[t + 1] = clamp_u8(requantize(acc[1], m0, s0) + out_zp);
             }
             if (o + 1 < cout) {
-                y[o1 * tout + t] = clamp_u8(requantize(acc[2], mult[o1], shift[o1]) + out_zp);
+                y1[t] = clamp_u8(requantize(acc[2], m1, s1) + out_zp);
                 if (t + 1 < tout) {
-                    y[o1 * tout + t + 1] = clamp_u8(requantize(acc[3], mult[o1], shift[o1]) + out_zp);
+                    y1[t + 1] = clamp_u8(requantize(acc[3], m1, s1) + out_zp);
                 }
             }
         }
@@ -710,6 +784,38 @@ static void add_u8(const uint8_t *a, int a_stride, int32_t a_off, int32_t a_m, i
     }
 }
 """
+
+# the change-of-scale kernels, each emitted only where a model calls it
+C_SCALE_KERNELS = {
+    "affine_u8": r"""/* a change of scale in fixed point: min(max((q * m + r) >> s, lo), hi), checked at generation
+   to equal the 256-entry table on every code (the generator falls back to lut_u8 otherwise) */
+static EDGEBP_HOT void affine_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_stride, int c, int t, int32_t m,
+                      int32_t r, int32_t s, int32_t lo, int32_t hi)
+{
+    int ch, k;
+    for (ch = 0; ch < c; ch++) {
+        for (k = 0; k < t; k++) {
+            const int32_t v = ((int32_t)src[ch * src_stride + k] * m + r) >> s;
+            dst[ch * dst_stride + k] = (uint8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+    }
+}
+
+""",
+    "lut_u8": r"""/* a change of scale: a 256-entry table computed at generation from the two float scales */
+static void lut_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_stride, int c, int t, const uint8_t *lut)
+{
+    int ch, k;
+    for (ch = 0; ch < c; ch++) {
+        for (k = 0; k < t; k++) {
+            dst[ch * dst_stride + k] = lut[src[ch * src_stride + k]];
+        }
+    }
+}
+
+""",
+}
+
 
 
 def _arena(prog: Program) -> tuple[dict[str, int], int]:
@@ -752,6 +858,13 @@ def _cfloat(v: float) -> str:
     return (text if any(ch in text for ch in ".e") else text + ".0") + "f"
 
 
+def _kernels_used(prog: Program) -> str:
+    """C_KERNELS with the change-of-scale kernels this model calls (-Werror: an unused static
+    function is a warning)."""
+    used = "".join(k for fn, k in C_SCALE_KERNELS.items() if any(c.startswith(f"{fn}(") for c in prog.calls))
+    return C_KERNELS.replace("@@SCALE_KERNELS@@\n", used)
+
+
 def emit_model_c(prog: Program, prefix: str = "edgebp") -> tuple[str, str, dict[str, int]]:
     """(header, source, sizes) of the model for one bundle; sizes in bytes."""
     offs, arena = _arena(prog)
@@ -784,13 +897,13 @@ void edgebp_model_load_state(int k, const float *v);
 #endif
 """
     lines = ["/* Generated by `edgebp firmware generate`: the streaming int8 model. Do not edit. */",
-             "#include <stdint.h>", "#if defined(__ARM_FEATURE_DSP)", "#include <string.h>", "#include <arm_acle.h>", "#endif",
+             "#include <stdint.h>", "#include <string.h>", "#if defined(__ARM_FEATURE_DSP)", "#include <arm_acle.h>", "#endif",
              f'#include "{prefix}_model.h"', "",
              f"#define EDGEBP_IN_SCALE {_cfloat(prog.in_q.scale)}", f"#define EDGEBP_IN_ZP {prog.in_q.zp}",
              f"#define EDGEBP_ADD_LEFT_SHIFT {ADD_LEFT_SHIFT}",
              f"#define EDGEBP_XT_STRIDE {prog.xt_stride}",
              "#ifndef EDGEBP_TRACE", "#define EDGEBP_TRACE(name, buf, n) ((void)0)", "#else",
-             "void edgebp_trace(const char *name, const uint8_t *buf, int n);", "#endif", C_KERNELS, "/* ---- constants ---- */", *prog.consts, "",
+             "void edgebp_trace(const char *name, const uint8_t *buf, int n);", "#endif", _kernels_used(prog), "/* ---- constants ---- */", *prog.consts, "",
              "/* ---- buffers: the carried state (persistent) and one arena for the step's temporaries ---- */"]
     for s in prog.states:
         lines.append(f"static uint8_t {s['buf']}[{s['c'] * s['t']}]; /* {s['name']}: scale {float(s['q'].scale):.9g}, zp {s['q'].zp} */")
