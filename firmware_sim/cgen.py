@@ -540,17 +540,17 @@ C_KERNELS = r"""
 #define EDGEBP_HOT
 #define EDGEBP_HOT_LOOP
 #endif
+#if defined(__GNUC__)
+#define EDGEBP_INLINE __inline__ __attribute__((always_inline))
+#else
+#define EDGEBP_INLINE
+#endif
 
 /* arm_nn_requantize as CMSIS-NN builds it with CMSIS_NN_USE_SINGLE_ROUNDING (TFLite's
    TFLITE_SINGLE_ROUNDING): x * m * 2^(shift - 31) rounded once, half up. The default
    double-rounding form (a rounding doubling high multiply, then a rounding shift) rounds
    twice and gives one code more or less for about 1 value in 600 of this model; ONNX
    Runtime rounds once (half to even, in float) */
-#if defined(__GNUC__)
-#define EDGEBP_INLINE __inline__ __attribute__((always_inline))
-#else
-#define EDGEBP_INLINE
-#endif
 static EDGEBP_INLINE int32_t requantize(int32_t x, int32_t m, int32_t shift)
 {
     const int32_t total_shift = 31 - shift;
@@ -573,9 +573,13 @@ static EDGEBP_INLINE int32_t requantize(int32_t x, int32_t m, int32_t shift)
     return (int32_t)(((v >> (total_shift - 1)) + 1) >> 1);
 }
 
-static uint8_t clamp_u8(int32_t v)
+static EDGEBP_INLINE uint8_t clamp_u8(int32_t v)
 {
+#if defined(__ARM_FEATURE_SAT)
+    return (uint8_t)__usat(v, 8); /* USAT: the same clamp to 0..255 in one instruction */
+#else
     return (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
+#endif
 }
 
 /* round half to even without libm (ORT's quantiser rounds with nearbyint) */
@@ -730,9 +734,32 @@ static EDGEBP_HOT_LOOP void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uin
         for (i = 0; i + 4 <= cin; i += 4) { /* four channels at a time, one word per row */
             const uint8_t *xi = x + i * tin + j * dil;
             uint8_t *d = xt + j * cinp + i;
-            for (t = 0; t < tout; t++) {
-                const uint8_t b[4] = {xi[t], xi[tin + t], xi[2 * tin + t], xi[3 * tin + t]};
-                memcpy(d, b, 4);
+            for (t = 0; t + 4 <= tout; t += 4) {
+                /* a 4 x 4 byte transpose: four channels' words of four samples in, four
+                   samples' words of four channels out (little-endian byte order) */
+                uint32_t a, b, cc, dd, ab02, ab13, cd02, cd13, o0, o1, o2, o3;
+                memcpy(&a, xi + t, 4);
+                memcpy(&b, xi + tin + t, 4);
+                memcpy(&cc, xi + 2 * tin + t, 4);
+                memcpy(&dd, xi + 3 * tin + t, 4);
+                ab02 = (a & 0x00FF00FFu) | ((b & 0x00FF00FFu) << 8);
+                ab13 = ((a >> 8) & 0x00FF00FFu) | (b & 0xFF00FF00u);
+                cd02 = (cc & 0x00FF00FFu) | ((dd & 0x00FF00FFu) << 8);
+                cd13 = ((cc >> 8) & 0x00FF00FFu) | (dd & 0xFF00FF00u);
+                o0 = (ab02 & 0xFFFFu) | (cd02 << 16);
+                o1 = (ab13 & 0xFFFFu) | (cd13 << 16);
+                o2 = (ab02 >> 16) | (cd02 & 0xFFFF0000u);
+                o3 = (ab13 >> 16) | (cd13 & 0xFFFF0000u);
+                memcpy(d, &o0, 4);
+                memcpy(d + EDGEBP_XT_STRIDE, &o1, 4);
+                memcpy(d + 2 * EDGEBP_XT_STRIDE, &o2, 4);
+                memcpy(d + 3 * EDGEBP_XT_STRIDE, &o3, 4);
+                d += 4 * EDGEBP_XT_STRIDE;
+            }
+            for (; t < tout; t++) {
+                const uint32_t v = (uint32_t)xi[t] | ((uint32_t)xi[tin + t] << 8) | ((uint32_t)xi[2 * tin + t] << 16) |
+                                   ((uint32_t)xi[3 * tin + t] << 24);
+                memcpy(d, &v, 4);
                 d += EDGEBP_XT_STRIDE;
             }
         }
@@ -748,20 +775,37 @@ static EDGEBP_HOT_LOOP void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uin
     for (o = 0; o < cout; o += 2) {
         const int o1 = o + 1 < cout ? o + 1 : o;
         const int32_t m0 = mult[o], m1 = mult[o1], s0 = shift[o], s1 = shift[o1];
+        /* requantize's high-word form (total shifts 33..62, this model's every channel),
+           its rounding term and shift taken out of the time loop: the same values */
+        const int fast = s0 < -1 && s0 > -32 && s1 < -1 && s1 > -32;
+        const int32_t e0 = -1 - s0, e1 = -1 - s1;
+        const int32_t r0 = fast ? (int32_t)1 << (e0 - 1) : 0, r1 = fast ? (int32_t)1 << (e1 - 1) : 0;
         uint8_t *const y0 = y + o * tout;
         uint8_t *const y1 = y + o1 * tout;
         for (t = 0; t < tout; t += 2) {
+            int32_t v[4];
             acc[0] = acc[1] = bias[o];
             acc[2] = acc[3] = bias[o1];
             mac2x2(xt + t * EDGEBP_XT_STRIDE, w + o * k * cinp, k * cinp / 4, acc);
-            y0[t] = clamp_u8(requantize(acc[0], m0, s0) + out_zp);
+            if (fast) {
+                v[0] = ((int32_t)(((int64_t)acc[0] * m0) >> 32) + r0) >> e0;
+                v[1] = ((int32_t)(((int64_t)acc[1] * m0) >> 32) + r0) >> e0;
+                v[2] = ((int32_t)(((int64_t)acc[2] * m1) >> 32) + r1) >> e1;
+                v[3] = ((int32_t)(((int64_t)acc[3] * m1) >> 32) + r1) >> e1;
+            } else {
+                v[0] = requantize(acc[0], m0, s0);
+                v[1] = requantize(acc[1], m0, s0);
+                v[2] = requantize(acc[2], m1, s1);
+                v[3] = requantize(acc[3], m1, s1);
+            }
+            y0[t] = clamp_u8(v[0] + out_zp);
             if (t + 1 < tout) {
-                y0[t + 1] = clamp_u8(requantize(acc[1], m0, s0) + out_zp);
+                y0[t + 1] = clamp_u8(v[1] + out_zp);
             }
             if (o + 1 < cout) {
-                y1[t] = clamp_u8(requantize(acc[2], m1, s1) + out_zp);
+                y1[t] = clamp_u8(v[2] + out_zp);
                 if (t + 1 < tout) {
-                    y1[t + 1] = clamp_u8(requantize(acc[3], m1, s1) + out_zp);
+                    y1[t + 1] = clamp_u8(v[3] + out_zp);
                 }
             }
         }
@@ -769,7 +813,7 @@ static EDGEBP_HOT_LOOP void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uin
 }
 
 /* arm_elementwise_add_s8's scheme for uint8 tensors */
-static void add_u8(const uint8_t *a, int a_stride, int32_t a_off, int32_t a_m, int32_t a_s, const uint8_t *b, int b_stride,
+static EDGEBP_HOT void add_u8(const uint8_t *a, int a_stride, int32_t a_off, int32_t a_m, int32_t a_s, const uint8_t *b, int b_stride,
                    int32_t b_off, int32_t b_m, int32_t b_s, uint8_t *y, int32_t y_zp, int32_t y_m, int32_t y_s, int c, int t)
 {
     int ch, k;
@@ -1046,8 +1090,11 @@ typedef struct {
 
 typedef struct {
     /* resampler */
-    float hist[EDGEBP_RS_K];    /* the newest input last */
-    uint8_t flag[EDGEBP_RS_K];  /* 1: a gap (held value) */
+    /* the last EDGEBP_RS_K inputs, oldest first, are hist[pos .. pos + K - 1]: a ring written
+       twice (slots j and j + K), so the window is contiguous and a push moves nothing */
+    float hist[2 * EDGEBP_RS_K];
+    uint8_t flag[2 * EDGEBP_RS_K];  /* 1: a gap (held value) */
+    int pos;
     int started;
     float held;
     /* biquads (transposed direct form II) */
@@ -1082,10 +1129,11 @@ static void pre_reset(void)
     int c, j;
     for (c = 0; c < EDGEBP_N_IN; c++) {
         chan_state *s = &chans[c];
-        for (j = 0; j < EDGEBP_RS_K; j++) {
+        for (j = 0; j < 2 * EDGEBP_RS_K; j++) {
             s->hist[j] = 0.0f;
             s->flag[j] = 0;
         }
+        s->pos = 0;
         s->started = 0;
         s->held = 0.0f;
         s->dc = 0.0f;
@@ -1185,19 +1233,18 @@ static void rs_push(chan_state *s, float v)
     int j;
     if (isfinite(v)) {
         if (!s->started) {
-            for (j = 0; j < EDGEBP_RS_K; j++) {
+            for (j = 0; j < 2 * EDGEBP_RS_K; j++) {
                 s->hist[j] = v; /* edge hold: the first valid value fills the history */
             }
             s->started = 1;
         }
         s->held = v;
     }
-    for (j = 0; j + 1 < EDGEBP_RS_K; j++) {
-        s->hist[j] = s->hist[j + 1];
-        s->flag[j] = s->flag[j + 1];
-    }
-    s->hist[EDGEBP_RS_K - 1] = isfinite(v) ? v : s->held;
-    s->flag[EDGEBP_RS_K - 1] = (uint8_t)!isfinite(v);
+    /* the oldest slot takes the newest input; the window starts one on */
+    j = s->pos;
+    s->hist[j] = s->hist[j + EDGEBP_RS_K] = isfinite(v) ? v : s->held;
+    s->flag[j] = s->flag[j + EDGEBP_RS_K] = (uint8_t)!isfinite(v);
+    s->pos = j + 1 < EDGEBP_RS_K ? j + 1 : 0;
 }
 
 static float rs_output(const chan_state *s, int32_t phase)
@@ -1205,11 +1252,13 @@ static float rs_output(const chan_state *s, int32_t phase)
     int32_t k, lo, hi;
     float acc = 0.0f;
     const float *taps = rs_table + phase * EDGEBP_RS_K;
+    const float *hist = s->hist + s->pos;
+    const uint8_t *flag = s->flag + s->pos;
     if (!s->started) {
         return NAN;
     }
     for (k = 0; k < EDGEBP_RS_K; k++) {
-        acc += taps[k] * s->hist[EDGEBP_RS_K - 1 - k];
+        acc += taps[k] * hist[EDGEBP_RS_K - 1 - k];
     }
     /* gap: a flagged input within w of the delay-compensated centre (relative to the newest) */
     lo = floordiv(phase - EDGEBP_RS_DELAY * EDGEBP_RS_DOWN - EDGEBP_RS_W, EDGEBP_RS_UP) + 1;
@@ -1221,7 +1270,7 @@ static float rs_output(const chan_state *s, int32_t phase)
         lo = 1 - EDGEBP_RS_K;
     }
     for (k = lo; k <= hi; k++) {
-        if (s->flag[EDGEBP_RS_K - 1 + k]) {
+        if (flag[EDGEBP_RS_K - 1 + k]) {
             return NAN;
         }
     }
