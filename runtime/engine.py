@@ -60,7 +60,7 @@ import numpy as np
 
 from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
-from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, REACQUIRED, FlatClipDetector, InputGuard
+from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, REACQUIRED, FlatClipDetector, InputGuard, stuck_block
 from edgebp.runtime.backends import backend_open
 from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
@@ -78,8 +78,8 @@ _GATE_LUT = np.array([R_CLIP if f & CLIPPED else R_FLAT if f & FLAT else R_OK fo
 
 
 # the arrays of an empty block (shared, read-only: a block's arrays are never written in place)
-_Z, _ZB, _ZI = np.zeros(0), np.zeros(0, bool), np.zeros(0, np.int8)
-for _a in (_Z, _ZB, _ZI):
+_Z, _ZB, _ZI, _ZP = np.zeros(0), np.zeros(0, bool), np.zeros(0, np.int8), np.zeros(0, np.intp)
+for _a in (_Z, _ZB, _ZI, _ZP):
     _a.flags.writeable = False
 
 
@@ -164,6 +164,9 @@ class StreamRuntime:
         if missing:
             raise ValueError(f"the stream has no {', '.join(missing)} channel needed by the model (it has: {', '.join(channel_index) or 'none'}); use --channel-map")
         self.channel_index = channel_index
+        # the model's inputs are the stream's columns 0.. in order (then _process reads them as they are)
+        self._col_idx = np.array([channel_index[c] for c in self.inputs], np.intp)
+        self._cols_plain = self._col_idx.tolist() == list(range(len(self.inputs)))
         self.fs_dev = float(device_fs)
         self.fs = float(m["fs"])
         self.norm = m["normalisation"]
@@ -313,25 +316,37 @@ class StreamRuntime:
         R_ARTEFACT (motion), from the shared streaming detectors
         (:class:`edgebp.processing.quality.FlatClipDetector`, :class:`~edgebp.processing.quality.InputGuard`)
         with their states carried; also sets ``self._reacquired`` (a channel took a new level)."""
-        code = None
-        rng = np.zeros(len(vals), bool)
-        motion = np.zeros(len(vals), bool)
-        self._reacquired = np.zeros(len(vals), bool)
+        n = len(vals)
+        # None: no sample flagged yet (the usual clean block skips the masks' arithmetic)
+        code = rng = motion = reacq = None
         for j, c in enumerate(self.inputs):
-            gf, self.guard_state[c] = self.guard[c].process(vals[:, j], self.guard_state[c])
-            r = (gf & RANGE) > 0
-            rng |= r
-            motion |= (gf & MOTION) > 0
-            self._reacquired |= (gf & REACQUIRED) > 0
-            # an absurd value never reaches the flat/clip windows either (1e308 squared is inf)
-            x = np.where(r, np.nan, vals[:, j]) if r.any() else vals[:, j]
+            x = vals[:, j]
+            gf, self.guard_state[c] = self.guard[c].process(x, self.guard_state[c])
+            if gf.any():
+                r = (gf & RANGE) > 0
+                rng = r if rng is None else rng | r
+                m = (gf & MOTION) > 0
+                motion = m if motion is None else motion | m
+                q = (gf & REACQUIRED) > 0
+                reacq = q if reacq is None else reacq | q
+                # an absurd value never reaches the flat/clip windows either (1e308 squared is inf)
+                if r.any():
+                    x = np.where(r, np.nan, x)
             flags, self.gate_state[c] = self.gate[c].process(x, self.gate_state[c])
-            # clipped wins over everything, flat over ok: max(code, R_CLIP | R_FLAT | 0)
-            g = _GATE_LUT[flags]
-            code = g if code is None else np.maximum(code, g)
-        code[self._stuck(vals) & (code == 0)] = R_FLAT
-        code[rng & (code == 0)] = R_RANGE
-        code[motion & (code == 0)] = R_ARTEFACT
+            if flags.any():
+                # clipped wins over everything, flat over ok: max(code, R_CLIP | R_FLAT | 0)
+                g = _GATE_LUT[flags]
+                code = g if code is None else np.maximum(code, g)
+        self._reacquired = reacq if reacq is not None else np.zeros(n, bool)
+        if code is None:
+            code = np.zeros(n, np.int8)
+        stuck = self._stuck(vals)
+        if stuck.any():
+            code[stuck & (code == 0)] = R_FLAT
+        if rng is not None:
+            code[rng & (code == 0)] = R_RANGE
+        if motion is not None:
+            code[motion & (code == 0)] = R_ARTEFACT
         return code
 
     def _preprocess(self, c: str, x: np.ndarray, restarts: np.ndarray) -> np.ndarray:
@@ -359,15 +374,8 @@ class StreamRuntime:
         measured on 14 clean challenge2015 records the longest ECG run is 9 samples at
         250 Hz, while a PLETH clipped at its trough holds one value for 33-183 samples
         (gated, rightly: the pulse shape is cut)."""
-        n = vals.shape[0]
-        prev = np.vstack([self._stuck_last[None, :], vals[:-1]])
-        same = vals == prev  # NaN never equals: a gap ends the run
-        idx = np.arange(n)[:, None]
-        last_change = np.maximum.accumulate(np.where(same, -1, idx), axis=0)
-        run = np.where(last_change < 0, self._stuck_run[None, :] + idx + 1, idx - last_change)
-        self._stuck_run = run[-1].astype(np.int64)
-        self._stuck_last = vals[-1].astype(np.float64).copy()
-        return (run >= self.stuck_n - 1).any(axis=1)
+        # one kernel pass (was ~10 numpy calls per step); the state is carried in place
+        return stuck_block(np.ascontiguousarray(vals, dtype=np.float64), self._stuck_last, self._stuck_run, self.stuck_n - 1)
 
     # ----------------------------------------------------------------- main step
     def push(self, vals: np.ndarray, bad_code: np.ndarray | None = None) -> OutputBlock:
@@ -424,64 +432,85 @@ class StreamRuntime:
 
     def _process(self, vals: np.ndarray, bad_code: np.ndarray | None) -> OutputBlock:
         """The whole chain on a block of device samples."""
-        cols = np.stack([vals[:, self.channel_index[c]] for c in self.inputs], axis=1) if len(vals) else np.zeros((0, len(self.inputs)))
+        if not len(vals):
+            cols = np.zeros((0, len(self.inputs)))
+        elif self._cols_plain and vals.shape[1] == len(self.inputs):
+            cols = vals  # the inputs are the columns in order: only read below, never written
+        else:  # the same array np.stack of the columns gives, in one call
+            cols = vals[:, self._col_idx]
         code = self._gate(cols) if len(cols) else np.zeros(0, np.int8)
         if bad_code is not None:
             code = np.where(bad_code > 0, bad_code, code)
-        missing = ~np.isfinite(cols).all(axis=1)
-        code[missing & (code == 0)] = R_GAP
-        x_in = cols.copy()
-        x_in[code > 0] = np.nan  # flat/clipped input is a gap to the model: no BP is claimed from it
+        if not np.isfinite(cols).all():  # else no sample is missing
+            missing = ~np.isfinite(cols).all(axis=1)
+            code[missing & (code == 0)] = R_GAP
+        any_code = bool(code.any())  # False for the usual clean block: its masks are no-ops
+        x_in = cols  # read only (each chain copies its column)
+        if any_code:
+            x_in = cols.copy()
+            x_in[code > 0] = np.nan  # flat/clipped input is a gap to the model: no BP is claimed from it
         # after a flat/clipped stretch the filter and running normaliser start afresh: the
         # samples before the gate fired (up to clip_s/stuck_s of rail or frozen input) would
         # otherwise sit in the running variance for many time constants
         # (the same after a motion burst: the filter's tail of a burst and the variance it
         # left would shrink the model's input for tens of seconds; and where a channel took a
         # new level after absurd values; an absurd value alone never entered the chain)
-        gated = (code == R_FLAT) | (code == R_CLIP) | (code == R_ARTEFACT)
-        prev = np.concatenate([[self._gated_last], gated[:-1]])
-        restarts = np.flatnonzero((prev & ~gated) | (self._reacquired if len(cols) else gated))
-        if len(gated):
-            self._gated_last = bool(gated[-1])
+        if not any_code and not self._gated_last and len(cols) and not self._reacquired.any():
+            restarts = _ZP  # nothing gated now or just before, no new level: no restart
+        else:
+            gated = (code == R_FLAT) | (code == R_CLIP) | (code == R_ARTEFACT)
+            prev = np.concatenate([[self._gated_last], gated[:-1]])
+            restarts = np.flatnonzero((prev & ~gated) | (self._reacquired if len(cols) else gated))
+            if len(gated):
+                self._gated_last = bool(gated[-1])
         ys = []
         for j, c in enumerate(self.inputs):
             ys.append(self._preprocess(c, x_in[:, j], restarts))
         n_new = ys[0].shape[1]
         X = np.concatenate(ys, axis=0).astype(np.float32) if n_new else np.zeros((len(self.inputs), 0), np.float32)
         # reason per new model-rate sample: the device sample it came from (nearest, delay-compensated)
-        k_idx = self.k + np.arange(n_new)
         # the resampler's delay maps the first new outputs to samples of earlier blocks: keep
         # their codes, so the reasons do not depend on how the stream was cut into blocks
         hist = np.concatenate([self._code_hist, code])
-        base = self._dev_base - len(self._code_hist)
-        src = np.clip(np.floor((k_idx - self.res_delay) * self.fs_dev / self.fs).astype(np.int64) - base, 0, max(len(hist) - 1, 0))
-        reason_new = hist[src] if len(hist) else np.zeros(n_new, np.int8)
+        if not any_code and not self._code_hist.any():
+            reason_new = np.zeros(n_new, np.int8)  # every code it could pick is 0
+        else:
+            k_idx = self.k + np.arange(n_new)
+            base = self._dev_base - len(self._code_hist)
+            src = np.clip(np.floor((k_idx - self.res_delay) * self.fs_dev / self.fs).astype(np.int64) - base, 0, max(len(hist) - 1, 0))
+            reason_new = (hist[src] if len(hist) else np.zeros(n_new, np.int8)).astype(np.int8, copy=False)
         self._code_hist = hist[-self._hist_n:]
         # a model-rate sample that is NaN while its device sample passed the gates is the
         # filter restarting after a gated stretch (or the resampler's tail of a gap): it
         # carries the reason of the stretch before it, so a lead-off reads "flat" until the
         # model's input is whole again, not "gap"
-        nan_x = ~np.isfinite(X).all(axis=0)
-        if n_new:
+        if n_new and (reason_new.any() or not np.isfinite(X).all()):  # else every step below leaves zeros
+            finite = np.isfinite(X).all(axis=0)
+            nan_x = ~finite
             pos = np.where(reason_new > 0, np.arange(n_new), -1)
             last = np.maximum.accumulate(pos)
             fill = np.where(last >= 0, reason_new[np.maximum(last, 0)], self._last_in_reason)
             reason_new = np.where(nan_x & (reason_new == 0), fill, reason_new).astype(np.int8)
             if (reason_new > 0).any():
                 self._last_in_reason = int(reason_new[np.flatnonzero(reason_new > 0)[-1]])
-        reason_new[np.isfinite(X).all(axis=0)] = 0
+            reason_new[finite] = 0
         if self.artefact_z is not None and n_new:
             for j in self.artefact_rows:
-                reason_new[(np.abs(X[j]) > self.artefact_z) & (reason_new == 0)] = R_ARTEFACT
+                out_z = np.abs(X[j]) > self.artefact_z
+                if out_z.any():
+                    reason_new[out_z & (reason_new == 0)] = R_ARTEFACT
         self._dev_base += len(code)
         self.k += n_new
         if self.keyer is not None and n_new:
+            any_reason = reason_new.any()
             xk = X[self._key_row].astype(np.float64)
-            xk[reason_new > 0] = np.nan  # no beat is keyed from gated, missing or artefact input
+            if any_reason:
+                xk[reason_new > 0] = np.nan  # no beat is keyed from gated, missing or artefact input
             xe = None
             if self._ecg_row is not None:
                 xe = X[self._ecg_row].astype(np.float64)
-                xe[reason_new > 0] = np.nan
+                if any_reason:
+                    xe[reason_new > 0] = np.nan
             # fed step by step in _model_feed: the keyer sees, at each step, the input up to that
             # step's end and no further, as on a live stream (input it saw ahead of the step
             # released beats, and with them the cuff offset, earlier on a long read)
@@ -552,11 +581,22 @@ class StreamRuntime:
         n = xc.shape[1]
         if self.streamable:
             bad = rc > 0
-            feed = np.where(bad[None, :], 0.0, xc).astype(np.float32)
+            any_bad = bool(bad.any())
+            if any_bad:
+                feed = np.where(bad[None, :], 0.0, xc).astype(np.float32)
+            else:  # the same values: np.where would pass every one through
+                feed = np.ascontiguousarray(xc, dtype=np.float32)
             res = self.backend.run({self.in_name: feed[None]} | dict(zip(self.state_names, self.states)))
             self.stats["model_calls"] += 1
             y = np.asarray(res[0]).reshape(-1)[:n].astype(np.float64)
             self.states = [np.asarray(s) for s in res[1:]]
+            k = self.n_model_in + np.arange(n)
+            if not any_bad and n and self.since_bad + 1 >= self.rf and self.n_model_in >= self.rf - 1:
+                # the usual clean step past warm-up: every output's receptive field is clean
+                # (the general path below gives all zeros here)
+                self.since_bad += n
+                self.n_model_in += n
+                return k, y, np.zeros(n, np.int8)
             # an output is claimed only when its whole receptive field is clean input
             idx = np.arange(n)
             bad_pos = np.where(bad, idx, -1)
@@ -569,9 +609,8 @@ class StreamRuntime:
             reason[(self.n_model_in + idx) < self.rf - 1] = R_WARMUP
             if n:
                 self.since_bad = int(since[-1])
-                if bad.any():
+                if any_bad:
                     self._last_bad_reason = int(rc[np.flatnonzero(bad)[-1]])
-            k = self.n_model_in + np.arange(n)
             self.n_model_in += n
             return k, y, reason
         # window models: ring buffer of the newest `window` samples, run every hop
@@ -589,16 +628,23 @@ class StreamRuntime:
         return k, y[-n:].astype(np.float64), np.zeros(n, np.int8)
 
     def _finalise(self, outs) -> OutputBlock:
-        k = np.concatenate([o[0] for o in outs])
-        y = np.concatenate([o[1] for o in outs])
-        reason = np.concatenate([o[2] for o in outs]).astype(np.int8)
+        if len(outs) == 1:  # one step (the live case): its arrays, not a concatenation of one
+            k, y, reason = outs[0]
+            reason = reason.astype(np.int8)  # a copy: written below
+        else:
+            k = np.concatenate([o[0] for o in outs])
+            y = np.concatenate([o[1] for o in outs])
+            reason = np.concatenate([o[2] for o in outs]).astype(np.int8)
         abp = y * self.norm["abp_std"] + self.norm["abp_mean"]
         valid = (reason == 0) & np.isfinite(abp)
-        reason[(~valid) & (reason == 0)] = R_GAP
-        abp = np.where(valid, abp, np.nan)
-        t = (k - self.delay - self.res_delay) / self.fs + self.t_base
+        all_valid = bool(valid.all())
+        if not all_valid:  # else the mask and np.where below change nothing
+            reason[(~valid) & (reason == 0)] = R_GAP
+            abp = np.where(valid, abp, np.nan)
+        kd = k - self.delay
+        t = (kd - self.res_delay) / self.fs + self.t_base
         if self.keyer is not None:
-            self.keyer.push_outputs(k - self.delay, abp, reason)
+            self.keyer.push_outputs(kd, abp, reason)
             beats = self._keyed_rows(self.keyer.pop())
         else:
             beats = self._beats(abp, t)
@@ -606,9 +652,12 @@ class StreamRuntime:
         if off is not None:  # the waveform moves by the cuff minus the model's MAP at calibration
             abp = abp + off
         self.stats["outputs"] += len(k)
-        self.stats["valid"] += int(valid.sum())
-        for code in range(1, len(REASONS)):
-            self.stats["reasons"][REASONS[code]] += int((reason == code).sum())
+        n_valid = len(k) if all_valid else int(valid.sum())
+        self.stats["valid"] += n_valid
+        if n_valid < len(k):  # some output invalid: count its reasons (one pass, not one per reason)
+            counts = np.bincount(reason[reason > 0], minlength=len(REASONS)).tolist()
+            for code in range(1, len(REASONS)):
+                self.stats["reasons"][REASONS[code]] += counts[code]
         return OutputBlock(t, abp, valid, reason, beats)
 
     def _keyed_rows(self, rows: list[dict]) -> list[dict]:

@@ -295,6 +295,35 @@ class FlatClipDetector:
                                self.clip_lo, self.clip_hi, self.min_range)
 
 
+@njit(cache=True)
+def stuck_block(vals, last, run, min_run):
+    """Per sample of ``vals`` (n, channels): does some channel end a run of at least
+    ``min_run`` repeats of its previous value (NaN never repeats: a gap ends a run)?
+
+    Explicit state, carried across blocks (any cut of the stream gives the same flags):
+    ``last`` (channels,) float64, the value before the block (NaN at the start), and ``run``
+    (channels,) int64, the repeats it ended. Both are updated in place. The engine's
+    *stuck* input gate (a frozen front-end holds one code; live converter noise does not).
+    """
+    n, c = vals.shape
+    out = np.zeros(n, dtype=np.bool_)
+    for j in range(c):
+        prev = last[j]
+        r = run[j]
+        for i in range(n):
+            v = vals[i, j]
+            if v == prev:
+                r += 1
+            else:
+                r = 0
+            if r >= min_run:
+                out[i] = True
+            prev = v
+        last[j] = prev
+        run[j] = r
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Streaming range and motion gate
 # --------------------------------------------------------------------------------------------
