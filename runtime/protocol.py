@@ -447,6 +447,7 @@ class StreamDecoder:
         self._columns: list[int] | None = None
         self._gain = self._offset = None
         self._plain = False
+        self._source_n = -1
         self._last: int | None = None
         self._held: tuple[int, np.ndarray] | None = None
         self._pending_rejects = 0
@@ -542,8 +543,8 @@ class StreamDecoder:
         if got is None:
             return None
         vals, n = got
-        width = p.header.n_channels + 1
-        if n > 64 or width - 1 != self._source_header.n_channels:
+        width = p._pk[2]
+        if n > 64 or width - 1 != self._source_n:
             return None
         prev = vals[0] - 1 if self._last is None else self._last
         for x in vals[::width]:
@@ -651,6 +652,7 @@ class StreamDecoder:
         # the columns as they come and no offset (the usual layout): (raw - 0.0) * gain is
         # raw * gain, bit for bit, without the column copy (the packet path uses this)
         self._plain = columns == list(range(header.n_channels)) and not self._offset.any()
+        self._source_n = header.n_channels
 
     def on_header_rejected(self, message: str, where: str) -> None:
         self._counts["headers_rejected"] += 1

@@ -337,6 +337,7 @@ class TextParser(LineParser):
         super().__init__(sink)
         self.header: StreamHeader | None = None
         self._limits: tuple | None = None  # (header, lowest, highest raw value per channel) as ints
+        self._pk: tuple | None = None  # packet's per-header cache: (header, pattern match, width, limits)
         # device-BP lines are read only when the decoder asks (else they stay comments, as
         # for every reader before them)
         self.device_bp = False
@@ -372,13 +373,22 @@ class TextParser(LineParser):
         if (self.skipping or self.buf or self.header is None or len(data) > _SMALL_REGION_BYTES
                 or data[-1:] != b"\n" or b"#" in data or b"\r" in data):
             return None
-        n_ch = self.header.n_channels
-        if _small_pattern(n_ch).match(data) is None:
+        pk = self._pk
+        if pk is None or pk[0] is not self.header:  # once per header: its pattern, width, limits
+            lo, hi = raw_limits(self.header.adc_bits)
+            pk = self._pk = (self.header, _small_pattern(self.header.n_channels).match, self.header.n_channels + 1,
+                             tuple(zip(range(1, self.header.n_channels + 1), lo.tolist(), hi.tolist())))
+        _, match, width, limits = pk
+        if match(data) is None:
             return None
         vals = list(map(int, data[:-1].replace(b"\n", b",").split(b",")))
-        seqs = vals[::n_ch + 1]
-        if min(seqs) < 0 or max(seqs) >= SEQ_MODULO or not self._in_limits(vals):
+        seqs = vals[::width]
+        if min(seqs) < 0 or max(seqs) >= SEQ_MODULO:
             return None
+        for j, lo_j, hi_j in limits:  # as _in_limits
+            col = vals[j::width]
+            if min(col) < lo_j or max(col) > hi_j:
+                return None
         return vals, len(seqs)
 
     def lines(self, chunk: bytes, base_line: int) -> None:
