@@ -531,8 +531,9 @@ def lower_qdq(model: Any, chunk: int, state_names: list[str]) -> Program:
 C_KERNELS = r"""
 /* ---- integer kernels (CMSIS-NN semantics, portable C99) ---- */
 
-/* the hot loops are compiled at -O2 even in an -Os build (GCC's -Os spills the conv loop's
-   operands to the stack: 38 instructions for 16 MACs instead of 22, measured on QEMU) */
+/* the hot loops are compiled at -O2 even in an -Os build: GCC's -Os spilled the conv loop's
+   operands to the stack (38 instructions for 16 MACs instead of 22, measured on QEMU), and
+   its -O2 scheduler did so for the loop unrolled twice (hence no-schedule-insns there) */
 #if defined(__GNUC__) && !defined(__clang__)
 #define EDGEBP_HOT __attribute__((noinline, optimize("O2")))
 #define EDGEBP_HOT_LOOP __attribute__((noinline, optimize("O2", "no-schedule-insns")))

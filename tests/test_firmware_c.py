@@ -234,6 +234,33 @@ def test_c_stream_end_to_end_against_the_runtime(firmware, bundle, device, runti
     np.testing.assert_array_equal(again[:n], abp_c.astype(np.float32))
 
 
+def test_scale_change_fixed_point_form_is_the_table_exactly(firmware):
+    """The firmware replaces a change-of-scale table Q(DQ(q)) by min(max((q m + r) >> s, lo), hi)
+    only where that equals the table on every code (int32 arithmetic); the default bundle's 12
+    tables all have the form, so no 256-byte table is left in flash."""
+    from edgebp.firmware_sim.cgen import QParams, affine_of_table, requant_lut
+
+    rng = np.random.default_rng(0)
+    found = 0
+    for _ in range(6):  # scale ratios as a Concat's rescales have them (a search that fails is slow)
+        a = QParams(float(rng.uniform(0.005, 0.1)), int(rng.integers(0, 256)), False)
+        b = QParams(float(a.scale * rng.uniform(0.7, 1.3)), int(rng.integers(0, 256)), False)
+        c = QParams(float(b.scale * rng.uniform(0.7, 1.3)), int(rng.integers(0, 256)), False)
+        for tbl in (requant_lut(a, b), requant_lut(b, c)[requant_lut(a, b)]):
+            aff = affine_of_table(tbl)
+            if aff is None:
+                continue
+            m, r, sh, lo, hi = aff
+            q = np.arange(256, dtype=np.int64)
+            v = q * m + r
+            assert np.abs(v).max() < 2**31 and np.array_equal(np.clip(v >> sh, lo, hi), tbl)
+            found += 1
+    assert found > 0  # (6 of these 12 have the form; the default bundle's 12 all have it)
+    text = (firmware / "edgebp_model.c").read_text()
+    assert text.count("    affine_u8(") == 12 and "lut_u8(" not in text
+    assert "__smlad(" in text and "#if defined(__ARM_FEATURE_DSP)" in text  # the Cortex-M4 path
+
+
 def test_unsupported_graphs_and_bundles_get_one_line_naming_op_and_node(bundle, tmp_path):
     import onnx
 
