@@ -201,3 +201,25 @@ def test_a_bundle_of_a_last_sample_run_is_scored_point_wise():
     assert src.default_hop() is None  # the default edge-tcn: L1 over the window
     src.config.loss = "mse-last"
     assert src.default_hop() == 1
+
+
+def test_evaluate_warns_when_a_last_sample_model_is_scored_at_a_coarser_hop(monkeypatch):
+    """--hop above 1 on a model trained on the window's last sample scores untrained outputs:
+    evaluate says so on stderr (and still runs what was asked)."""
+    from click.testing import CliRunner
+
+    import edgebp.train.evaluate_cli as ev
+    from edgebp.runtime.bundle_model import BundleModel
+
+    src = BundleModel.open("default", variant="fp32")
+    src.config.loss = "mse-last"
+
+    def stop(*a, **k):
+        raise ev.CliError("stopped here by the test")
+
+    monkeypatch.setattr(ev, "model_open", lambda path, variant, backend="ort": src)
+    monkeypatch.setattr(ev, "evaluation_run", stop)
+    r = CliRunner().invoke(ev.evaluate_command, ["default", "--variant", "fp32", "--hop", "44"])
+    assert "trained on the window's last sample only" in r.stderr
+    r = CliRunner().invoke(ev.evaluate_command, ["default", "--variant", "fp32", "--hop", "1"])
+    assert "last sample only" not in r.stderr

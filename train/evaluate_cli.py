@@ -369,6 +369,11 @@ def evaluate_command(model_path, data, split, include_training, variant, packet_
         if not ok:
             raise CliError(f"--backend tensorrt: TensorRT is not usable here: {why}; use --backend ort")
     src = model_open(model_path, variant, backend)
+    if hop is not None and hop > 1 and getattr(src, "default_hop", lambda: None)() == 1:
+        # only the window's last output was trained: every other output of a window is noise
+        # (a DBP MAE in the thousands was seen at --hop 44)
+        click.echo(f"warning: --hop {hop}: this model was trained on the window's last sample only (loss mse-last); "
+                   "outputs other than the last are untrained; score it at --hop 1 (the default for it)", err=True)
     if recalibrate_min is not None and not getattr(src, "stream_variant", None):
         raise CliError("--recalibrate-every scores the deployed calibrated path: use a stream variant (stream-int8, stream-fp32)")
     report, scored, info = evaluation_run(src, data, split, calibrate, hop, progress=not as_json, include_training=include_training,
