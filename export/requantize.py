@@ -96,7 +96,8 @@ def bundle_requantize(bundle: str | Path, out_dir: str | Path, data: str | None 
         log.warning("%s: its calibrated estimator was fitted on the old int8 model's outputs and is not carried over; "
                     "refit it: edgebp train --model beat-delta --bundle %s --out DIR", b.path, out)
     files = dict(keep)
-    report: dict = {"run_dir": f"{b.path} (re-quantized)", "model": m["model"]["name"], "preset": m["model"]["preset"], "steps": []}
+    # the bundle as named (``default`` or a relative path): no machine path in a shipped report
+    report: dict = {"run_dir": f"{bundle} (re-quantized)", "model": m["model"]["name"], "preset": m["model"]["preset"], "steps": []}
     if "report_json" in m["files"]:
         # what the export measured of its pruning (ratio, counts, fine-tune) stays true
         old = json.loads((b.path / m["files"]["report_json"]).read_text())
