@@ -28,23 +28,11 @@ _OPERATORS = {"|", "||", "&&", ";", "&", "(", ")"}
 _REDIRECT = re.compile(r"^\d*[<>]+&?\d*$")
 
 
-def _code_lines(text: str) -> list[tuple[int, str]]:
-    """(line number, logical line) of the fenced and the indented (4-space) code blocks,
-    continuation lines joined."""
-    out, fenced, block, blank, buf, start = [], False, False, True, "", 0
-    for k, line in enumerate(text.splitlines(), start=1):
-        if _FENCE.match(line):
-            fenced = not fenced
-            continue
-        if not fenced and not buf:
-            if not line.strip():
-                blank = True
-                continue
-            # an indented code block starts after a blank line (else the indent continues a list item)
-            block = line.startswith(("    ", "\t")) and (blank or block)
-            blank = False
-            if not block:
-                continue
+def _joined(numbered) -> list[tuple[int, str]]:
+    """(line number, logical line) from (line number, line) pairs, continuation lines (a
+    trailing backslash) joined onto the line that starts them."""
+    out, buf, start = [], "", 0
+    for k, line in numbered:
         if not buf:
             start = k
         if line.rstrip().endswith("\\"):
@@ -53,20 +41,35 @@ def _code_lines(text: str) -> list[tuple[int, str]]:
         out.append((start, buf + line))
         buf = ""
     return out
+
+
+def _code_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, logical line) of the fenced and the indented (4-space) code blocks,
+    continuation lines joined."""
+    def lines():
+        fenced, block, blank, cont = False, False, True, False
+        for k, line in enumerate(text.splitlines(), start=1):
+            if _FENCE.match(line):
+                fenced = not fenced
+                continue
+            if not fenced and not cont:
+                if not line.strip():
+                    blank = True
+                    continue
+                # an indented code block starts after a blank line (else the indent continues a list item)
+                block = line.startswith(("    ", "\t")) and (blank or block)
+                blank = False
+                if not block:
+                    continue
+            cont = line.rstrip().endswith("\\")
+            yield k, line
+
+    return _joined(lines())
 
 
 def _script_lines(text: str) -> list[tuple[int, str]]:
     """(line number, logical line) of a shell script, continuation lines joined."""
-    out, buf, start = [], "", 0
-    for k, line in enumerate(text.splitlines(), start=1):
-        if not buf:
-            start = k
-        if line.rstrip().endswith("\\"):
-            buf += line.rstrip()[:-1] + " "
-            continue
-        out.append((start, buf + line))
-        buf = ""
-    return out
+    return _joined(enumerate(text.splitlines(), start=1))
 
 
 def _commands(line: str, script: bool) -> list[list[str]]:
