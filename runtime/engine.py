@@ -30,9 +30,9 @@ Input gates (an output is claimed only when its whole receptive field passed the
   its level; :class:`edgebp.processing.quality.InputGuard`) is a missing sample to the chain,
   before the filter and normaliser could learn from it; a level that stays there 1 s is
   taken as a new operating point and the chain restarts there.
-- artefact, motion: a PPG input whose short-term pulsatile power (0.3 s) exceeds 9x its
-  long-term power, held while the burst lasts (``InputGuard``; ``motion=False`` turns it
-  off).
+- artefact, motion: a PPG input whose short-term pulsatile power (rising in 0.3 s, falling in
+  0.05 s) exceeds 9x its long-term power, held while the burst lasts and 2 s after it
+  (``InputGuard``; ``motion=False`` turns it off).
 - clipped: runs at the rails (:class:`edgebp.processing.quality.FlatClipDetector`).
 - artefact: a PPG input whose running z-score (the model's own normalised input) leaves
   +-``artefact_z``. A pulse wave stays within about +-3 of its running mean and SD; a jump

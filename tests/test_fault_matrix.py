@@ -9,9 +9,8 @@ Per run (a 24 s simulated stream, one fault at 10 s), three properties:
 - no valid claims during a signal fault (saturation, rail or flat lead-off, flat) or a lost
   stretch, and >= 90 % of a motion burst's outputs refused;
 - recovery: valid output resumes at most 2 s after the fault ends (the floor is the model's
-  receptive field minus its look-ahead, 2.02 - 0.20 = 1.82 s). Motion is judged against
-  2.7 s: its gate needs the short-term power to fall back (measured at most 2.48 s here; see
-  the constant below).
+  receptive field minus its look-ahead, 2.02 - 0.20 = 1.82 s), motion included here (see the
+  constant below for the runs where it is not).
 
 Absurd input (a CSV cell of 1e308, a 1e6 in a millivolt column) is a run of its own: it is
 gated as ``range``, and the outputs are the same bits as with that sample missing (the
@@ -41,10 +40,12 @@ from edgebp.runtime.run import stream_process
 FS = 250.0
 MINUTES = 0.4  # 24 s: 2 s of warm-up, the fault at 10 s, more than 3 s of clean signal after it
 RESUME_S = 2.0
-# Motion: the gate's short-term power (time constant 0.3 s) must fall below 9x the reference
-# after the burst's 0.1 s fade-out; measured resume 2.06-2.48 s over the runs below (binary
-# and text are the same bits); 2.7 s leaves ~0.2 s for another subject's burst.
-RESUME_MOTION_S = 2.7
+# Motion: the gate's short-term power falls with release_s (0.05 s) after the burst's 0.1 s
+# fade-out; this run (synth:5, seed 1, a 4 s burst) resumes after 1.82 s, the floor, in both
+# formats (2.37 s with the symmetric 0.3 s power before). Over 96 other runs (subjects 1-8 x
+# seeds 1-3 x bursts of 1-5 s, scripts/motion_gate.py) the resume is at most 2.29 s: the
+# 2 s goal holds here, not for every burst (docs/reliability.md 2).
+RESUME_MOTION_S = RESUME_S
 MOTION_CATCH = 0.90
 
 # every fault of edgebp.firmware_sim.faults, one scheduled event each (per-frame faults also

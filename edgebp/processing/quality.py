@@ -328,12 +328,12 @@ def stuck_block(vals, last, run, min_run):
 # Streaming range and motion gate
 # --------------------------------------------------------------------------------------------
 
-_G_XPREV, _G_Y, _G_PS, _G_PL, _G_CNT, _G_LVL, _G_MRUN, _G_RRUN, _G_PMAX = range(9)
-_G_N = 9
+_G_XPREV, _G_Y, _G_PS, _G_PL, _G_CNT, _G_LVL, _G_MRUN, _G_RRUN, _G_PMAX, _G_QUIET = range(10)
+_G_N = 10
 
 
 @njit(cache=True)
-def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, abs_max, step, reacq_m, reacq_r, motion_on, slew, a_hold):
+def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, abs_max, step, reacq_m, reacq_r, motion_on, slew, a_hold, a_r, quiet_n):
     st = st_in.copy()
     n = x.shape[0]
     flags = np.zeros(n, dtype=np.uint8)
@@ -392,15 +392,22 @@ def _guard_block(x, st_in, a_hp, a_s, a_l, warm_n, warm_r, k_motion, k_range, ab
         st[_G_XPREV] = v
         w = 1.0 / cnt
         st[_G_LVL] += (w if w > a_l else a_l) * (v - st[_G_LVL])
-        st[_G_PS] += (w if w > a_s else a_s) * (y * y - st[_G_PS])
+        p2 = y * y
+        a_p = a_s if p2 >= st[_G_PS] else a_r
+        st[_G_PS] += (w if w > a_p else a_p) * (p2 - st[_G_PS])
         if motion_on and cnt > warm_n and st[_G_PS] > k_motion * st[_G_PL]:
             st[_G_MRUN] += 1.0
             if st[_G_MRUN] <= reacq_m:
                 flags[j] |= 8  # the reference power is held while the burst lasts
+                st[_G_QUIET] = quiet_n
                 continue
             st[_G_PL] = st[_G_PS]  # a lasting new amplitude: take it as the reference
-        st[_G_MRUN] = 0.0
-        st[_G_PL] += (w if w > a_l else a_l) * (y * y - st[_G_PL])
+            st[_G_QUIET] = 0.0
+        if st[_G_QUIET] > 0.0:
+            st[_G_QUIET] -= 1.0  # just after a burst: not yet learned from (a lull mid-swing)
+        else:
+            st[_G_MRUN] = 0.0
+            st[_G_PL] += (w if w > a_l else a_l) * (p2 - st[_G_PL])
         st[_G_PMAX] *= a_hold
         if st[_G_PL] > st[_G_PMAX]:
             st[_G_PMAX] = st[_G_PL]
@@ -428,10 +435,15 @@ class InputGuard:
       sensor adds swings of several pulse amplitudes within a second. ``k_motion = 9`` is a
       tripled amplitude within ``short_s`` (0.3 s). Measured: it flags 0 of 10 clean
       challenge2015 PLETH records' outputs beyond what they lose today, and catches 98 % of
-      the outputs of simulated 4 s bursts (tests/test_fault_matrix.py). The reference is held while the burst lasts, so a long burst stays
+      the outputs of simulated 4 s bursts (tests/test_fault_matrix.py). The short-term power
+      rises with ``short_s`` and falls with ``release_s`` (0.05 s): the flags end soon after a
+      burst (the output's recovery waits for them), and a lull mid-swing is let through,
+      which claims nothing, because an output is claimed only when its whole receptive field
+      (2 s) passed the gate. The reference is held while the burst lasts and for ``quiet_s``
+      (2 s) after the last flag, so a lull teaches it nothing and a long burst stays
       gated (unlike a z-score, whose running SD adapts within its 4 s time constant); after
-      ``reacquire_motion_s`` of continuous flags the new power is taken as the reference (a
-      lasting amplitude change, e.g. the sensor re-seated, is not gated forever).
+      ``reacquire_motion_s`` of flags without a 2 s pause the new power is taken as the
+      reference (a lasting amplitude change, e.g. the sensor re-seated, is not gated forever).
 
     The pulsatile part is a one-pole high-pass at ``highpass_hz`` (the models' band edge).
     The first ``warm_s`` seconds after a start only learn motion (0.5 s for the range
@@ -456,7 +468,8 @@ class InputGuard:
 
     def __init__(self, fs: float, motion: bool = False, step: float = 0.0, abs_max: float = 2.0 ** 32,
                  k_range: float = 1000.0, k_motion: float = 9.0, highpass_hz: float = 0.5, short_s: float = 0.3,
-                 long_s: float = 10.0, warm_s: float = 4.0, reacquire_s: float = 1.0, reacquire_motion_s: float = 10.0):
+                 long_s: float = 10.0, warm_s: float = 4.0, reacquire_s: float = 1.0, reacquire_motion_s: float = 10.0,
+                 release_s: float = 0.05, quiet_s: float = 2.0):
         if not np.isfinite(fs) or fs <= 0:
             raise ValueError(f"InputGuard: fs must be a positive rate in Hz, got {fs!r}")
         if not (abs_max > 0 and k_range > 0 and k_motion > 1 and highpass_hz > 0 and short_s > 0
@@ -471,6 +484,12 @@ class InputGuard:
         rc = 1.0 / (2.0 * np.pi * highpass_hz)
         self.a_hp = rc / (rc + 1.0 / self.fs)
         self.a_s = 1.0 - float(np.exp(-1.0 / (short_s * self.fs)))
+        if not release_s > 0:
+            raise ValueError(f"InputGuard: release_s must be positive, got {release_s!r}")
+        self.a_r = 1.0 - float(np.exp(-1.0 / (release_s * self.fs)))
+        if not quiet_s >= 0:
+            raise ValueError(f"InputGuard: quiet_s must be >= 0, got {quiet_s!r}")
+        self.quiet_n = float(round(quiet_s * self.fs))
         self.a_l = 1.0 - float(np.exp(-1.0 / (long_s * self.fs)))
         self.warm_n = float(round(warm_s * self.fs))
         self.warm_r = float(max(2, round(0.5 * self.fs)))
@@ -492,7 +511,7 @@ class InputGuard:
         if state.shape != (_G_N,):
             raise ValueError(f"InputGuard: state must have shape ({_G_N},), got {state.shape}")
         return _guard_block(x, state, self.a_hp, self.a_s, self.a_l, self.warm_n, self.warm_r, self.k_motion, self.k_range,
-                            self.abs_max, self.step, self.reacq_m, self.reacq_r, self.motion, self.slew, self.a_hold)
+                            self.abs_max, self.step, self.reacq_m, self.reacq_r, self.motion, self.slew, self.a_hold, self.a_r, self.quiet_n)
 
 
 def _cover_back(flags: np.ndarray, length: int) -> np.ndarray:
