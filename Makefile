@@ -4,9 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgebp-setup-stamp
 
-.PHONY: setup demo test fuzz clean firmware-tools
+.PHONY: setup demo test fuzz clean firmware-tools kernels
 
-setup: $(STAMP) firmware-tools
+setup: $(STAMP) kernels firmware-tools
+
+# The streaming runtime's numba kernels compiled ahead of time (edgebp.processing.kernels):
+# `edgebp run` then loads neither numba nor llvmlite. Rebuilt when a kernel's source changes
+# (the runtime checks a digest too, and runs a stale or missing build under numba's JIT).
+KERNEL_SRC := $(addprefix edgebp/processing/,beats.py filters.py gradient.py normalize.py qrs_stream.py quality.py stream_resample.py kernels.py kernels_build.py)
+KERNELS := edgebp/processing/_kernels_aot.json
+kernels: $(KERNELS)
+$(KERNELS): $(STAMP) $(KERNEL_SRC)
+	@$(BIN)/python -m edgebp.processing.kernels_build >$(VENV)/kernels-build.log 2>&1 \
+	  || echo "kernels: the ahead-of-time build failed (see $(VENV)/kernels-build.log); numba's JIT runs the kernels"
 
 # The firmware's Cortex-M4F build and its QEMU run (tests/test_firmware_c.py skips without
 # them, saying so): installed with apt where this runs as root with apt-get; elsewhere one
@@ -41,4 +51,4 @@ fuzz: setup
 	$(BIN)/python scripts/fuzz_decoder.py --seconds $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo-out
+	rm -rf $(VENV) build *.egg-info demo-out edgebp/processing/_kernels_aot*

@@ -173,8 +173,11 @@ def numba_cache_warm(cache_dir: Path | None = None) -> bool:
 
 def numba_compile_announce(echo=None) -> bool:
     """One line on standard error before a run whose kernels are not cached yet:
-    ``compiling numba kernels (first run, ~36 s; cached in DIR)``. Returns whether it said so."""
-    if numba_cache_warm():
+    ``compiling numba kernels (first run, ~36 s; cached in DIR)``. Returns whether it said so.
+    Nothing to say when the kernels were compiled ahead of time (edgebp.processing.kernels)."""
+    from edgebp.processing.kernels import aot_module
+
+    if aot_module() is not None or numba_cache_warm():
         return False
     import sys
 

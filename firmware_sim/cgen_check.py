@@ -53,6 +53,7 @@ def runtime_stream(bundle: Any, vals: np.ndarray, fs: float, level: str, packet:
     so.intra_op_num_threads = 1
     rt.backend.session = ort.InferenceSession(str(bundle.file("stream_int8")), so, providers=["CPUExecutionProvider"])
     feeds, ys = [], []
+    rt._step = None  # every model call through backend.run, recorded below
     run = rt.backend.run
 
     def recording(feed: dict[str, np.ndarray]) -> list[np.ndarray]:

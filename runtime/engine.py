@@ -61,7 +61,7 @@ import numpy as np
 from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
 from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, REACQUIRED, FlatClipDetector, InputGuard, stuck_block
-from edgebp.runtime.backends import backend_open
+from edgebp.runtime.backends import OrtBackend, backend_open
 from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
 from edgebp.runtime.calibrated import (METHODS, CalibratedEstimator, EstimatorParams, cuff_csv_read, estimator_params_hold,
@@ -209,6 +209,9 @@ class StreamRuntime:
                 self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(bundle_file_key(variant)), threads=threads, precision=variant)
             self.chunk = self.hop
         self.in_name = self.backend.input_names[0]
+        # this engine's own session (backend_open makes one per engine): step() keeps the
+        # states in buffers bound to it, which only one stream may use
+        self._step = getattr(self.backend, "step", None) if self.streamable and isinstance(self.backend, OrtBackend) else None
         # preprocessing per input
         self.pre = {c: Preprocessor(ChainConfig.from_dict({**m["preprocessing"][c], "fs_in": self.fs_dev, "fs_out": self.fs})) for c in self.inputs}
         self._pre0 = next(iter(self.pre.values()))
@@ -586,10 +589,13 @@ class StreamRuntime:
                 feed = np.where(bad[None, :], 0.0, xc).astype(np.float32)
             else:  # the same values: np.where would pass every one through
                 feed = np.ascontiguousarray(xc, dtype=np.float32)
-            res = self.backend.run({self.in_name: feed[None]} | dict(zip(self.state_names, self.states)))
+            if self._step is not None:  # ONNX Runtime: the states stay in its bound buffers
+                y0, self.states = self._step(feed[None], self.states, self.state_names)
+            else:
+                res = self.backend.run({self.in_name: feed[None]} | dict(zip(self.state_names, self.states)))
+                y0, self.states = res[0], [np.asarray(s) for s in res[1:]]
             self.stats["model_calls"] += 1
-            y = np.asarray(res[0]).reshape(-1)[:n].astype(np.float64)
-            self.states = [np.asarray(s) for s in res[1:]]
+            y = np.asarray(y0).reshape(-1)[:n].astype(np.float64)
             k = self.n_model_in + np.arange(n)
             if not any_bad and n and self.since_bad + 1 >= self.rf and self.n_model_in >= self.rf - 1:
                 # the usual clean step past warm-up: every output's receptive field is clean

@@ -297,7 +297,8 @@ def _installed_copy(dst: Path) -> Path:
 
 def test_service_user_without_writable_home(tmp_path):
     """A service user: package not writable, HOME not writable, no XDG_CACHE_HOME. numba's
-    cache=True kernels raise at import there; edgebp points NUMBA_CACHE_DIR at a writable
+    cache=True kernels raise there (numba's JIT: EDGEBP_KERNELS=jit; the ahead-of-time
+    kernels need no cache, see the next test); edgebp points NUMBA_CACHE_DIR at a writable
     temporary directory instead and runs (here: to its one-line "no samples" error)."""
     site = _installed_copy(tmp_path)
     home_file = tmp_path / "homefile"
@@ -305,10 +306,11 @@ def test_service_user_without_writable_home(tmp_path):
     tmpd = tmp_path / "tmp"
     tmpd.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
-    env.update({"PYTHONPATH": str(site), "HOME": str(home_file / "home"), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(tmpd)})
+    env.update({"PYTHONPATH": str(site), "HOME": str(home_file / "home"), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(tmpd),
+                "EDGEBP_KERNELS": "jit"})
     (tmp_path / "empty.log").write_bytes(b"")
-    # the environment really is hostile: numba alone fails at import (so this test can fail)
-    bare = subprocess.run([sys.executable, "-c", "import edgebp.processing.filters"], cwd=tmp_path, env=env,
+    # the environment really is hostile: numba alone fails at the first kernel (so this test can fail)
+    bare = subprocess.run([sys.executable, "-c", _FIRST_KERNEL], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert bare.returncode != 0 and "cannot cache function" in bare.stderr, bare.stderr[-400:]
     p = subprocess.run([sys.executable, "-m", "edgebp", "run", "--stream", "empty.log"], cwd=tmp_path, env=env,
@@ -319,6 +321,34 @@ def test_service_user_without_writable_home(tmp_path):
     assert cache.is_dir()
     # a cold cache is announced in one line before the run, naming where the kernels go
     assert f"compiling numba kernels (first run, ~" in p.stderr and f"cached in {cache})" in p.stderr, p.stderr
+
+
+_FIRST_KERNEL = "import numpy as np; from edgebp.processing.normalize import RunningNorm; RunningNorm(125.0).process(np.ones(10), RunningNorm(125.0).init_state())"
+
+
+def test_service_user_runs_the_ahead_of_time_kernels(tmp_path):
+    """The same hostile service user with the kernels compiled ahead of time (what `make setup`
+    builds): nothing to cache, so no NUMBA_CACHE_DIR, no announcement, and numba never loads."""
+    from edgebp.processing.kernels import aot_module, kernels_status
+
+    if aot_module() is None:
+        pytest.skip(f"the ahead-of-time kernels are {kernels_status()['why']}")
+    site = _installed_copy(tmp_path)
+    home_file = tmp_path / "homefile"
+    home_file.write_text("HOME below a regular file: nothing can be created there\n")
+    tmpd = tmp_path / "tmp"
+    tmpd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_", "EDGEBP_KERNELS"))}
+    env.update({"PYTHONPATH": str(site), "HOME": str(home_file / "home"), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(tmpd)})
+    (tmp_path / "empty.log").write_bytes(b"")
+    probe = _FIRST_KERNEL + "; import sys; print('numba' in sys.modules)"
+    bare = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0 and bare.stdout.strip() == "False", bare.stderr[-400:]
+    p = subprocess.run([sys.executable, "-m", "edgebp", "run", "--stream", "empty.log"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=180)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 1 and "no samples decoded: the stream is empty" in p.stderr, p.stderr
+    assert "compiling numba kernels" not in p.stderr
 
 
 @pytest.mark.parametrize("sbp,dbp,why", [(float("nan"), 80.0, "not a number"), (float("inf"), 80.0, "not a number"),

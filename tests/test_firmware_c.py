@@ -83,6 +83,7 @@ def _runtime_stream(bundle, device, level: str = "ORT_DISABLE_ALL"):
     rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)})
     rt.backend.session = _ref_session(bundle, level)
     feeds, ys = [], []
+    rt._step = None  # every model call through backend.run, recorded below
     run = rt.backend.run
 
     def recording(feed):

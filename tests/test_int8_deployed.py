@@ -78,6 +78,7 @@ def streamed(shared_data, bundle):
     so.intra_op_num_threads = 1
     rt.backend.session = ort.InferenceSession(str(bundle.file("stream_int8")), so, providers=["CPUExecutionProvider"])
     feeds, ys = [], []
+    rt._step = None  # every model call through backend.run, recorded below
     run = rt.backend.run
 
     def recording(feed):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -19,17 +20,23 @@ from edgebp.processing.stream_resample import (
     PASS_EDGE, STOP_EDGE, STOPBAND_DB, StreamResampler, _design, firwin_kaiser, kaiserord, resample_ratio,
 )
 
-# Imports a set of modules in a fresh interpreter and prints what got loaded, as JSON.
+# Imports the runtime in a fresh interpreter (numba's JIT: EDGEBP_KERNELS=jit), then runs one
+# kernel, and prints what got loaded before and after, as JSON.
 _IMPORT_PROBE = """
 import json, sys
+import numpy as np
 import edgebp.runtime.run, edgebp.runtime.engine, edgebp.runtime.cli
 mods = list(sys.modules)
+from edgebp.processing.quality import InputGuard
+g = InputGuard(250.0, motion=True)
+g.process(np.ones(10), g.init_state())  # the first kernel call: numba comes in here
+after = list(sys.modules)
 import numba.np.arraymath as am
 have_blas = am._HAVE_BLAS
 import scipy.signal  # the mask is gone: offline code can still import scipy afterwards
-print(json.dumps({"scipy": [m for m in mods if m.split(".")[0] == "scipy"],
-                  "torch": [m for m in mods if m.split(".")[0] == "torch"],
-                  "numba": "numba" in mods, "have_blas": have_blas, "n": len(mods)}))
+print(json.dumps({"scipy": [m for m in after if m.split(".")[0] == "scipy"],
+                  "torch": [m for m in after if m.split(".")[0] == "torch"],
+                  "numba_at_import": "numba" in mods, "numba": "numba" in after, "have_blas": have_blas, "n": len(mods)}))
 """
 
 # Runs `edgebp run` in-process and, at exit, writes the modules it loaded and the numba cache
@@ -59,13 +66,18 @@ main()
 """
 
 
+def _env(kernels: str) -> dict:
+    return {**os.environ, "EDGEBP_KERNELS": kernels}
+
+
 def test_runtime_imports_no_scipy_and_no_torch():
-    p = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=300, env=_env("jit"))
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["scipy"] == [], f"the runtime imports scipy: {got['scipy'][:10]}"
     assert got["torch"] == []
-    assert got["numba"]
+    # numba is imported at the first kernel call, not with the modules
+    assert not got["numba_at_import"] and got["numba"]
     # numba's own view of BLAS is what it would have found with scipy installed
     assert got["have_blas"] is True
 
@@ -84,14 +96,15 @@ def tiny_log(tmp_path_factory):
     return log
 
 
-def _run_logged(log, dump):
+def _run_logged(log, dump, kernels: str = "jit"):
     p = subprocess.run([sys.executable, "-c", _RUN_WRAPPER, str(dump), "run", "--stream", str(log)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=_env(kernels))
     assert p.returncode == 0, p.stderr
     return p, json.loads(dump.read_text())
 
 
 def test_edgebp_run_loads_no_scipy_no_torch_and_kernels_from_cache(tiny_log, tmp_path):
+    """numba's JIT (EDGEBP_KERNELS=jit): the kernels come from numba's cache."""
     _run_logged(tiny_log, tmp_path / "first.json")  # fills the numba cache if it is cold
     p, got = _run_logged(tiny_log, tmp_path / "second.json")
     lines = p.stdout.strip().splitlines()

@@ -13,7 +13,8 @@ In the same process, interleaved with those runs so that the machine's load fall
 them alike:
 
 * ``step``: ONNX Runtime alone on the runtime's step (the streaming model's chunk), int8
-  against fp32, CPU per call;
+  against fp32, CPU per call, as the runtime calls it (``OrtBackend.step``, the states in
+  bound buffers) and as a plain ``session.run``;
 * ``plain``: :mod:`edgebp.bench.plain_reference` (numpy decode, scipy filters, ONNX Runtime in
   blocks of the same step, no quality handling) on the same log.
 
@@ -102,8 +103,10 @@ def live_once(bundle, chunks: list[bytes], variant: str = "int8", threads: int =
             "chunk_latency_ms": s.get("chunk_latency_ms")}
 
 
-def step_cpu(bundle, variant: str, threads: int = 1, calls: int = 400) -> float:
-    """CPU seconds per ONNX Runtime call of the streaming model on one runtime step (state carried)."""
+def step_cpu(bundle, variant: str, threads: int = 1, calls: int = 400, bound: bool = True) -> float:
+    """CPU seconds per ONNX Runtime call of the streaming model on one runtime step (state
+    carried): as the runtime calls it (``OrtBackend.step``, the states in bound buffers), or
+    with ``bound=False`` as a plain ``session.run`` with the states as feeds."""
     from edgebp.runtime.backends import backend_open
 
     m = bundle.manifest
@@ -112,11 +115,17 @@ def step_cpu(bundle, variant: str, threads: int = 1, calls: int = 400) -> float:
     names = [s["name"] for s in st["states"]]
     states = [np.zeros(s["shape"], np.float32) for s in st["states"]]
     x = np.random.default_rng(0).standard_normal((1, len(m["inputs"]), int(st["chunk"]))).astype(np.float32)
+
+    def call(states):
+        if bound:
+            return be.step(x, states, names)[1]
+        return be.run({be.input_names[0]: x} | dict(zip(names, states)))[1:]
+
     for _ in range(20):
-        states = be.run({be.input_names[0]: x} | dict(zip(names, states)))[1:]
+        states = call(states)
     t0 = time.process_time()
     for _ in range(calls):
-        states = be.run({be.input_names[0]: x} | dict(zip(names, states)))[1:]
+        states = call(states)
     return (time.process_time() - t0) / calls
 
 
@@ -137,12 +146,14 @@ def live_measure(bundle_path: str, log: str, packets=PACKETS, variants=("int8", 
         live_once(bundle, log_packets(head, 5), v, threads)
     runs: dict = {c: [] for c in configs}
     steps: dict = {v: [] for v in variants} if m.get("streaming") else {}
+    plain_steps: dict = {v: [] for v in variants}
     plains: dict = {v: [] for v in variants}
     for _ in range(repeats):
         for c in configs:
             runs[c].append(live_once(bundle, chunks[c[1]], c[0], threads))
         for v in steps:
             steps[v].append(step_cpu(bundle, v, threads))
+            plain_steps[v].append(step_cpu(bundle, v, threads, bound=False))
         if plain and m.get("streaming"):
             from edgebp.bench.plain_reference import plain_measure
 
@@ -170,7 +181,8 @@ def live_measure(bundle_path: str, log: str, packets=PACKETS, variants=("int8", 
         st = {v: float(np.median(x)) for v, x in steps.items()}
         res["step"] = {"chunk": int(m["streaming"]["chunk"]), "cpu_us_per_call": {v: x * 1e6 for v, x in st.items()},
                        "cpu_us_per_call_all": {v: [y * 1e6 for y in x] for v, x in steps.items()},
-                       "int8_over_fp32": st["int8"] / st["fp32"] if "int8" in st and "fp32" in st and st["fp32"] > 0 else None}
+                       "int8_over_fp32": st["int8"] / st["fp32"] if "int8" in st and "fp32" in st and st["fp32"] > 0 else None,
+                       "plain_run_us_per_call": {v: float(np.median(x)) * 1e6 for v, x in plain_steps.items() if x}}
     if any(plains.values()):
         res["plain"] = {}
         for v, ps in plains.items():

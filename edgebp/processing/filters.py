@@ -39,7 +39,6 @@ True
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,47 +46,10 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def _import_numba():
-    """``import numba`` without numba's two scipy probes.
+# every kernel of edgebp.processing is declared with this njit: numba's JIT, or the same
+# kernel compiled ahead of time where the build made it (edgebp.processing.kernels)
+from edgebp.processing.kernels import kernel as njit  # noqa: E402
 
-    Two lines of numba load scipy into every process that runs a numba kernel, neither for
-    anything our kernels use:
-
-    - ``numba/__init__.py`` runs ``try: import scipy`` only to refuse a scipy older than 1.0
-      (the ``scipy`` package: 10 modules);
-    - ``numba/np/arraymath.py``, imported at the first dispatch (compile or cache load), sets
-      ``_HAVE_BLAS`` by importing ``scipy.linalg.cython_blas`` (85 modules, ~0.4 s, ~16 MB);
-      the flag only picks BLAS for ``np.convolve``/``np.correlate`` inside kernels.
-
-    The runtime path must import no scipy, so both imports run here, while
-    ``sys.modules["scipy"]`` is ``None`` (``import scipy`` raises ImportError, which numba
-    treats as "no scipy"); the entry is removed right after, and ``_HAVE_BLAS`` is set back
-    to whether scipy is installed, as numba would have found it. A later ``import scipy``
-    (offline code; numba's ``np.dot``/``np.linalg`` support, which imports
-    ``scipy.linalg.cython_blas`` when such a kernel is compiled) works as usual, and
-    numba's behaviour is unchanged. Nothing is masked when scipy or numba is already
-    imported. The processing modules take :func:`njit` from here so that whichever of them
-    is imported first does this. Not thread-safe: meant for import time (another thread
-    importing scipy during these lines would get ImportError).
-    """
-    if "numba" not in sys.modules and "scipy" not in sys.modules:
-        import importlib.util
-
-        have_scipy = importlib.util.find_spec("scipy") is not None  # finds, does not import
-        sys.modules["scipy"] = None  # type: ignore[assignment]
-        try:
-            import numba  # noqa: F401
-            from numba.np import arraymath
-        finally:
-            if "scipy" in sys.modules and sys.modules["scipy"] is None:
-                del sys.modules["scipy"]
-        arraymath._HAVE_BLAS = have_scipy
-    import numba
-
-    return numba
-
-
-njit = _import_numba().njit
 
 FILTER_KINDS = ("bandpass", "highpass", "lowpass")
 

@@ -21,7 +21,7 @@ array([[0. , 0. , 1. , 2. , 3. ],
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from edgebp.processing.filters import njit  # numba's njit, or the kernel compiled ahead of time
 
 GRADIENT_DELAY = 1
 
