@@ -171,13 +171,12 @@ def numba_cache_warm(cache_dir: Path | None = None) -> bool:
     return any(sub.glob("*.nbi"))
 
 
-def numba_compile_announce(echo=None) -> bool:
+def numba_compile_announce(echo=None, aot: bool = False) -> bool:
     """One line on standard error before a run whose kernels are not cached yet:
     ``compiling numba kernels (first run, ~36 s; cached in DIR)``. Returns whether it said so.
-    Nothing to say when the kernels were compiled ahead of time (edgebp.processing.kernels)."""
-    from edgebp.processing.kernels import aot_module
-
-    if aot_module() is not None or numba_cache_warm():
+    Nothing to say when the kernels were compiled ahead of time (``aot``: the caller's
+    :func:`edgebp.processing.kernels.aot_module` is not None; this module may not import it)."""
+    if aot or numba_cache_warm():
         return False
     import sys
 

@@ -228,7 +228,9 @@ def run_command(bundle, stream, follow, port, baud, fmt, fs, channel_map, backen
             stop.set()
         return writer.closed
 
-    numba_compile_announce(echo=lambda line: click.echo(line, err=True))
+    from edgebp.processing.kernels import aot_module
+
+    numba_compile_announce(echo=lambda line: click.echo(line, err=True), aot=aot_module() is not None)
     with SignalStop(on_stop=stop.set) as sig:
         try:
             summary = stream_process(chunks, b, decoder, backend=backend, variant=variant, hop=hop, threads=threads, calibration=cal,

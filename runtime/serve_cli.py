@@ -85,7 +85,9 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
                         idle_timeout=idle_timeout, duration=duration, baud=baud, batch=not no_batch)
     from edgebp.paths import numba_compile_announce
 
-    numba_compile_announce(echo=lambda line: click.echo(line, err=True))
+    from edgebp.processing.kernels import aot_module
+
+    numba_compile_announce(echo=lambda line: click.echo(line, err=True), aot=aot_module() is not None)
     server = Server(b, specs, out_dir, opts)
     # SIGTERM, SIGHUP and SIGINT stop the server the way --duration does: every open stream
     # writes its summary, then serve.summary.json; the exit status is then 128 + the signal

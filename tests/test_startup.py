@@ -45,20 +45,21 @@ _RUN_WRAPPER = """
 import atexit, json, sys
 out = sys.argv.pop(1)
 def _dump():
-    from numba.core.dispatcher import Dispatcher
+    mods = list(sys.modules)  # before anything this probe imports
     kernels = {}
-    for name, mod in list(sys.modules.items()):
-        if name.startswith("edgebp") and mod is not None:
-            for attr, obj in vars(mod).items():
-                if isinstance(obj, Dispatcher) and obj.__module__ == name:
-                    st = obj.stats
-                    kernels[f"{name}.{attr}"] = {"cached": type(obj._cache).__name__ != "NullCache",
-                                                 "hits": sum(st.cache_hits.values()),
-                                                 "misses": sum(st.cache_misses.values())}
-    mods = list(sys.modules)
+    if "numba" in mods:  # numba's JIT ran (the ahead-of-time kernels load no numba)
+        from numba.core.dispatcher import Dispatcher
+        for name, mod in list(sys.modules.items()):
+            if name.startswith("edgebp") and mod is not None:
+                for attr, obj in vars(mod).items():
+                    if isinstance(obj, Dispatcher) and obj.__module__ == name:
+                        st = obj.stats
+                        kernels[f"{name}.{attr}"] = {"cached": type(obj._cache).__name__ != "NullCache",
+                                                     "hits": sum(st.cache_hits.values()),
+                                                     "misses": sum(st.cache_misses.values())}
     with open(out, "w") as f:
         json.dump({"scipy": [m for m in mods if m.split(".")[0] == "scipy"],
-                   "torch": [m for m in mods if m.split(".")[0] == "torch"], "kernels": kernels}, f)
+                   "torch": [m for m in mods if m.split(".")[0] == "torch"], "numba": "numba" in mods, "kernels": kernels}, f)
 atexit.register(_dump)
 sys.argv[0] = "edgebp"
 from edgebp.cli import main

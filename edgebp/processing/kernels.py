@@ -54,7 +54,8 @@ AOT_MODULE = "edgebp.processing._kernels_aot"
 KERNEL_MODULES = ("beats", "filters", "gradient", "normalize", "qrs_stream", "quality", "stream_resample")
 MODES = ("auto", "aot", "jit")
 
-_REGISTRY: dict[str, "Kernel"] = {}
+_REGISTRY: dict[str, "Kernel"] = {}  # by qualified name (a module loaded twice: its latest)
+_ALL: list["Kernel"] = []  # every kernel made, for _jit_all
 _aot = None  # the loaded AOT module, False once found unusable
 _aot_why = ""
 _jitted = 0  # kernels given a dispatcher so far
@@ -178,14 +179,13 @@ def _jit_all() -> None:
     """numba dispatchers for every kernel, bound in their modules: a kernel that calls another
     must find a dispatcher there when numba compiles it (the AOT build needs this too)."""
     global _jitted
-    if _jitted == len(_REGISTRY):
+    if _jitted == len(_ALL):
         return
     nb = numba_import()
-    for k in list(_REGISTRY.values()):
-        if k._jit is None:
-            k._jit = nb.njit(**k.options)(k.py_func)
-            k.py_func.__globals__[k.py_func.__name__] = k._jit
-    _jitted = len(_REGISTRY)
+    for k in _ALL[_jitted:]:
+        k._jit = nb.njit(**k.options)(k.py_func)
+        k.py_func.__globals__[k.py_func.__name__] = k._jit
+    _jitted = len(_ALL)
 
 
 def _array_check(dtype: np.dtype, ndim: int):
@@ -240,6 +240,7 @@ class Kernel:
         self._impl = None  # the AOT function (or the dispatcher) calls go to
         self._jit = None
         _REGISTRY[self.name] = self
+        _ALL.append(self)
 
     def _resolve(self):
         mod = aot_module()
