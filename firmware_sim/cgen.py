@@ -1079,13 +1079,53 @@ def bundle_program(bundle: Any) -> Program:
 
 # ---------------------------------------------------------------------------- the preprocessor
 C_PRE = r"""
-/* ---- the streaming preprocessor, float32 (the recursions of CMSIS-DSP's arm_biquad_cascade_df2T_f32
-   and a polyphase FIR as arm_fir_decimate_f32/arm_fir_interpolate_f32 compute them, one
-   accumulator; the gap rules of edgebp.processing) ---- */
+/* ---- the streaming preprocessor: float32 (a polyphase FIR as arm_fir_decimate_f32/
+   arm_fir_interpolate_f32 compute it, one accumulator; the running normaliser), the biquads'
+   recursion (transposed direct form II, as arm_biquad_cascade_df2T_f32/_f64) in float-float;
+   the gap rules of edgebp.processing ---- */
+
+/* Float-float arithmetic: a value is hi + lo, two float32s with |lo| <= ulp(hi) / 2, about 48
+   significant bits (Dekker 1971; Knuth's TwoSum; a product's rounding error exactly from one
+   fused multiply-add, VFMA.F32 on the Cortex-M4F's FPU, fmaf elsewhere). Every operation is a
+   correctly rounded IEEE 754 float32 operation, so every target computes the same bits, and
+   none needs double (software-emulated on a Cortex-M4F: the soft-double routines alone are
+   about 2 kB of flash). Why: a low high-pass edge puts poles near z = 1 (the default bundle's
+   0.5 Hz at 125 Hz: a1 = -1.965); the section's states are about the size of the input while
+   its output is small, and in float32 their rounding, fed back through the recursion, moved
+   the preprocessed signal by up to 1e-3 (normalised units) from the runtime's float64 chain
+   (docs/firmware.md); in float-float the float32 stages around it set the difference. */
+static ffloat ff_sum(float a, float b) /* a + b exactly (TwoSum) */
+{
+    ffloat r;
+    float bb;
+    r.hi = a + b;
+    bb = r.hi - a;
+    r.lo = (a - (r.hi - bb)) + (b - bb);
+    return r;
+}
+
+static ffloat ff_add(ffloat a, ffloat b)
+{
+    const ffloat t = ff_sum(a.hi, b.hi);
+    return ff_sum(t.hi, t.lo + (a.lo + b.lo));
+}
+
+static ffloat ff_mul(ffloat a, ffloat b) /* lo x lo left out: below the result's own rounding */
+{
+    const float p = a.hi * b.hi;
+    return ff_sum(p, fmaf(a.hi, b.hi, -p) + (a.hi * b.lo + a.lo * b.hi));
+}
+
+static ffloat ff_neg(ffloat a)
+{
+    a.hi = -a.hi;
+    a.lo = -a.lo;
+    return a;
+}
 
 typedef struct {
-    const float *sos;      /* [n_sec][6]: b0 b1 b2 a0 a1 a2 (a0 = 1) */
-    const float *zi_step;  /* [n_sec][2]: the steady state of a unit step (warm start) */
+    const ffloat *sos;      /* [n_sec][6]: b0 b1 b2 a0 a1 a2 (a0 = 1) */
+    const ffloat *zi_step;  /* [n_sec][2]: the steady state of a unit step (warm start) */
     int n_sec;
 } biquad_cfg;
 
@@ -1098,8 +1138,8 @@ typedef struct {
     int pos;
     int started;
     float held;
-    /* biquads (transposed direct form II) */
-    float zi[EDGEBP_MAX_SEC][2];
+    /* biquads (transposed direct form II), float-float states */
+    ffloat zi[EDGEBP_MAX_SEC][2];
     float hold;
     int hold_started;
     /* running normaliser */
@@ -1140,8 +1180,8 @@ static void pre_reset(void)
         s->dc = 0.0f;
         s->dc_set = 0;
         for (j = 0; j < EDGEBP_MAX_SEC; j++) {
-            s->zi[j][0] = 0.0f;
-            s->zi[j][1] = 0.0f;
+            s->zi[j][0].hi = s->zi[j][0].lo = 0.0f;
+            s->zi[j][1].hi = s->zi[j][1].lo = 0.0f;
         }
         s->hold = 0.0f;
         s->hold_started = 0;
@@ -1153,33 +1193,37 @@ static void pre_reset(void)
     rs_r = 0;
 }
 
-static float biquads(chan_state *s, const biquad_cfg *f, float x)
+static float biquads(chan_state *s, const biquad_cfg *f, float in)
 {
     int k;
-    const int gap = !isfinite(x);
+    ffloat x;
+    const int gap = !isfinite(in);
     if (gap) {
         if (!s->hold_started) {
             return NAN;
         }
-        x = s->hold; /* the filter runs on the last valid input through a gap */
-    } else {
+        in = s->hold; /* the filter runs on the last valid input through a gap */
+    }
+    x.hi = in;
+    x.lo = 0.0f;
+    if (!gap) {
         if (!s->hold_started) {
             for (k = 0; k < f->n_sec; k++) {
-                s->zi[k][0] = f->zi_step[2 * k] * x;
-                s->zi[k][1] = f->zi_step[2 * k + 1] * x;
+                s->zi[k][0] = ff_mul(f->zi_step[2 * k], x);
+                s->zi[k][1] = ff_mul(f->zi_step[2 * k + 1], x);
             }
             s->hold_started = 1;
         }
-        s->hold = x;
+        s->hold = in;
     }
     for (k = 0; k < f->n_sec; k++) {
-        const float *c = f->sos + 6 * k;
-        const float y = c[0] * x + s->zi[k][0];
-        s->zi[k][0] = c[1] * x - c[4] * y + s->zi[k][1];
-        s->zi[k][1] = c[2] * x - c[5] * y;
+        const ffloat *c = f->sos + 6 * k;
+        const ffloat y = ff_add(ff_mul(c[0], x), s->zi[k][0]);
+        s->zi[k][0] = ff_add(ff_add(ff_mul(c[1], x), ff_neg(ff_mul(c[4], y))), s->zi[k][1]);
+        s->zi[k][1] = ff_add(ff_mul(c[2], x), ff_neg(ff_mul(c[5], y)));
         x = y;
     }
-    return gap ? NAN : x;
+    return gap ? NAN : x.hi + x.lo;
 }
 
 static float running_norm(chan_state *s, float v)
@@ -1410,6 +1454,19 @@ def _farr(name: str, values: np.ndarray) -> str:
     return f"static const float {name}[{max(1, np.asarray(values).size)}] = {{{vals or '0.0f'}}};"
 
 
+def ff_split(v: float) -> tuple[float, float]:
+    """A float64 as a float-float pair (hi, lo): hi the nearest float32, lo the float32
+    nearest the rest (v - hi is exact in float64); hi + lo carries about 48 bits of v."""
+    hi = float(np.float32(v))
+    return hi, float(np.float32(float(v) - hi))
+
+
+def _ffarr(name: str, values: np.ndarray) -> str:
+    pairs = [ff_split(v) for v in np.asarray(values, np.float64).ravel()] or [(0.0, 0.0)]
+    vals = ", ".join(f"{{{_cfloat(h)}, {_cfloat(lo)}}}" for h, lo in pairs)
+    return f"static const ffloat {name}[{len(pairs)}] = {{{vals}}};"
+
+
 def preprocessor_tables(bundle: Any, device_fs: float) -> dict[str, Any]:
     """The preprocessing chain of each input at ``device_fs`` as the runtime builds it
     (edgebp.runtime.engine.StreamRuntime), reduced to the tables the C needs."""
@@ -1489,8 +1546,8 @@ int edgebp_preprocess(const float *frame, float *x_out);
         sos[: p.filter.sos.shape[0]] = p.filter.sos
         zi = np.zeros((max_sec, 2))
         zi[: p.filter.zi_step.shape[0]] = p.filter.zi_step
-        bq.append(_farr(f"sos{j}", sos))
-        bq.append(_farr(f"zi_step{j}", zi))
+        bq.append(_ffarr(f"sos{j}", sos))
+        bq.append(_ffarr(f"zi_step{j}", zi))
     cfgs = ", ".join(f"{{sos{j}, zi_step{j}, {p.filter.sos.shape[0]}}}" for j, p in enumerate(tabs["pre"]))
     norm = m["normalisation"]
     defs = [
@@ -1508,6 +1565,7 @@ int edgebp_preprocess(const float *frame, float *x_out);
     c = "\n".join([
         "/* Generated by `edgebp firmware generate`: preprocessor and API. Do not edit. */",
         "#include <math.h>", "#include <stdint.h>", '#include "edgebp.h"', '#include "edgebp_model.h"', "", *defs, "",
+        "typedef struct { float hi, lo; } ffloat; /* a float-float value hi + lo (see the biquads) */",
         *bq, "typedef struct biquad_cfg_s biquad_cfg_unused;",
     ])
     c = c.replace("typedef struct biquad_cfg_s biquad_cfg_unused;", "")

@@ -1,5 +1,6 @@
 """The generated firmware (edgebp firmware generate) built with the host's gcc, against the
-runtime on a real record: the int8 model, the float32 preprocessor and the API end to end.
+runtime on a real record: the int8 model, the preprocessor (float32, its biquads in
+float-float) and the API end to end.
 
 ONNX Runtime is the reference in two forms: the QDQ graph run as written
 (``ORT_DISABLE_ALL``: every Q/DQ node, float Conv/Add/Concat) and as ``edgebp run`` runs it
@@ -188,10 +189,11 @@ def test_c_model_state_load_round_trips_ort_state(firmware, bundle, runtime_ref,
 
 
 def test_c_preprocessor_matches_the_runtime_chain(firmware, bundle, device, tmp_path):
-    """The float32 C chain against the runtime's float64 chain (edgebp.processing) on the
-    record at its own 250 Hz (resampled to 125 Hz). Past the model's warm-up (the receptive
-    field) the largest difference measured was 5.4e-5 (normalised units); the bound, 5e-4, is
-    about 10x that and still 1/140 of the model's input quantisation step (0.07)."""
+    """The C chain (float32, the biquads' recursion in float-float) against the runtime's
+    float64 chain (edgebp.processing) on the record at its own 250 Hz (resampled to 125 Hz).
+    Past the model's warm-up (the receptive field) the largest difference measured is 1.3e-5
+    (normalised units; 6.2e-5 with the biquads in float32); the bound, 3e-5, is 1/2300 of the
+    model's input quantisation step (0.07) and fails if the biquads fall back to float32."""
     from edgebp.processing.chain import ChainConfig, Preprocessor
 
     vals, fs = device
@@ -206,16 +208,17 @@ def test_c_preprocessor_matches_the_runtime_chain(firmware, bundle, device, tmp_
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(ref))
     rf = int(m["receptive_field"])
     err = np.abs(got[:, rf:] - ref[:, rf:])
-    assert err.max() <= 5e-4, f"max |C - runtime| past warm-up {err.max():.3g}"
+    assert err.max() <= 3e-5, f"max |C - runtime| past warm-up {err.max():.3g}"
     assert err.max() > 0  # float32 against float64: identical would mean the test compared nothing
 
 
 def test_c_stream_end_to_end_against_the_runtime(firmware, bundle, device, runtime_ref, tmp_path):
     """edgebp_push/edgebp_pop on the device samples (50 a packet) against the runtime's ABP.
-    Where the runtime claims a value the firmware claims one; the difference comes from the
-    float32 preprocessing moving an input across an int8 rounding edge now and then (measured
-    on this minute: p99 one output step, 0.67 mmHg; max 3 steps; mean 0.016 mmHg); bounds: p99
-    within one step, max within 5, mean within 0.05 mmHg."""
+    Where the runtime claims a value the firmware claims one, and the issue's criterion holds:
+    within 0.5 mmHg at p99. Measured on this minute: every value equal within the float32
+    rounding of the ABP (max 4.7e-6 mmHg); an input moved across an int8 rounding edge by the
+    preprocessing would move an output by one step (0.67 mmHg). Bounds: p99 0.5 mmHg, max
+    within one step, mean within 0.01 mmHg."""
     abp_rt, _, _ = runtime_ref
     abp_c = _harness(firmware, "stream", device[0], tmp_path, np.float32, "50").astype(np.float64)
     n = len(abp_rt)
@@ -227,9 +230,9 @@ def test_c_stream_end_to_end_against_the_runtime(firmware, bundle, device, runti
     d = np.abs(abp_c[both] - abp_rt[both])
     scale, _ = _out_q(bundle)
     step = float(scale) * bundle.manifest["normalisation"]["abp_std"]
-    assert np.percentile(d, 99) <= step * 1.001
-    assert d.max() <= 5 * step * 1.001
-    assert d.mean() <= 0.05
+    assert np.percentile(d, 99) <= 0.5
+    assert d.max() <= step * 1.001
+    assert d.mean() <= 0.01
     # a different packet size gives the same bits: the firmware's output does not depend on it
     again = _harness(firmware, "stream", device[0], tmp_path, np.float32, "7")
     np.testing.assert_array_equal(again[:n], abp_c.astype(np.float32))
@@ -362,9 +365,11 @@ def test_cortex_m4_on_qemu_gives_the_host_build_bit_for_bit(arm_firmware, device
 def test_cortex_m4_sizes_and_stack_are_measured(arm_firmware):
     """arm-none-eabi-size of the firmware's own objects and the deepest API call chain's stack
     (-fstack-usage along -fcallgraph-info): real figures, and the issue's goals for the default
-    bundle (32 kB flash, 16 kB RAM) met (measured: 32,504 B flash; 13,100 B static RAM + 216 B
-    stack). Instructions per second counted by QEMU (measured 22.4 M/s: far over the 5 % duty
-    goal, see docs/firmware.md; asserted only to lie between one and twenty per MAC)."""
+    bundle (32 kB flash, 16 kB RAM) met (measured: 31,304 B flash; 14,836 B static RAM + 352 B
+    stack). The firmware calls no library code but memcpy/memset: no soft-float double
+    routines (about 2 kB of libgcc, not counted in the objects' sizes). Instructions per second
+    counted by QEMU (measured 6.40 M/s: over the 5 % duty goal, see docs/firmware.md; asserted
+    only to lie between one and twenty per MAC)."""
     from edgebp.firmware_sim.cgen import firmware_measure
 
     m = firmware_measure(arm_firmware)
@@ -374,6 +379,7 @@ def test_cortex_m4_sizes_and_stack_are_measured(arm_firmware):
     assert m["bss"] >= sizes["state"] + sizes["arena"]
     assert m["text"] >= sizes["weights"]
     assert m["stack_chain"][0].startswith("edgebp_") and m["stack_peak_bytes"] > 0
+    assert set(m["stack_not_counted"]) <= {"memcpy", "memset"}, m["stack_not_counted"]
     assert m["flash_bytes"] <= 32 * 1024
     assert m["ram_bytes"] <= 16 * 1024
     ins = m["instructions"]

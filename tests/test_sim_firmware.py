@@ -7,12 +7,13 @@ Runtime) on the same stream.
 Tolerance of the device-vs-gateway agreement, from measured deltas: one output code of the
 default bundle is 0.667 mmHg. `edgebp sim --source synth:S --minutes 0.5 --firmware fw`,
 then `edgebp run` and `edgebp score --device-bp` (binary, no faults) gave, over the points
-both claim valid, p50 0 for every subject; p99 0 / 0 / 0.67 / 0.67 / 1.33 mmHg and max 0 /
-0.67 / 1.34 / 2.00 / 3.33 mmHg (synth 1, 2, 3, 7, 5: up to 2 codes at p99, 5 at the max; the
-difference is the float32 preprocessing moving an input across a quantisation edge,
-docs/firmware.md). The test asserts p50 = 0, p99 <= 3 codes and max <= 6 codes: the worst
-measured + 1 code, so a firmware that drifts (a wrong lag, a state not reset at a boot, a
-value mangled on the wire) fails while the rounding the docs explain passes.
+both claim valid, p50, p99 and max 0 for every subject (synth 1, 2, 3, 7, 5) with the
+biquads in float-float; with them in float32, p99 0 / 0 / 0.67 / 0.67 / 1.33 mmHg and max 0 /
+0.67 / 1.34 / 2.00 / 3.33 mmHg (up to 2 codes at p99, 5 at the max: the float32 recursion
+moving an input across a quantisation edge, docs/firmware.md). The test asserts p50 = 0,
+p99 <= 3 codes and max <= 6 codes (the float32 firmware's worst + 1 code, kept for the runs
+with faults), so a firmware that drifts (a wrong lag, a state not reset at a boot, a value
+mangled on the wire) fails while rounding passes.
 """
 
 from __future__ import annotations
