@@ -79,7 +79,8 @@ def _command_line(ctx: click.Context) -> str:
               help="Which parts to measure. live: edgebp run's CPU per device sample in packets of 1, 5, 25, 250 samples and in bulk, "
                    "int8 vs fp32 at the runtime's step, and the plain reference (scripts/plain_reference.py). "
                    "Also (not in the default): serve (edgebp serve's CPU and RSS per stream at 1, 8, 64 streams, batched), "
-                   "soak (a simulated live stream of --soak-hours through the runtime, RSS over time).")
+                   "soak (a simulated live stream of --soak-hours through the runtime, RSS over time), "
+                   "startup (edgebp run's first output and peak RSS, kernels compiled ahead of time against numba's JIT).")
 @click.option("--soak-hours", type=float, default=24.0, show_default=True, help="Length of the soak part's simulated live stream.")
 @click.option("--anchors", "anchors", default="msca-cssc-unet,inn-par", show_default=True,
               help="Seed paradigms timed beside the bundles ('none' for none).")
@@ -119,7 +120,7 @@ def bench_command(bundles, data, split, include_training, variants, runs, thread
     if not report_dir.strip():
         raise CliError("--report must name a directory")
     anchor_list = [] if anchors.strip().lower() in ("", "none") else _list(anchors, "--anchors")
-    # serve and soak run outside the suite (edgebp.bench.soak.extra_parts_run)
+    # serve, soak and startup run outside the suite (edgebp.bench.soak.extra_parts_run)
     from edgebp.bench.soak import EXTRA_PARTS, extra_parts_run, extra_parts_text
 
     extra = [p for p in _list(parts, "--parts") if p in EXTRA_PARTS]

@@ -278,14 +278,14 @@ def soak_run(hours: float, bundle_path: str = "default", source: str = "synth:90
 
 
 #: The parts of ``edgebp bench`` run here rather than by the suite.
-EXTRA_PARTS = ("serve", "soak")
+EXTRA_PARTS = ("serve", "soak", "startup")
 
 
 def extra_parts_run(parts: list[str], report_dir: str, bundle: str = "default", soak_hours: float = 24.0, serve_minutes: float = 0.5,
                     serve_streams=(1, 8, 64), repeats: int = 3, cache_dir: str | None = None, sim_source: str = "synth:901",
                     progress=None) -> dict:
-    """``edgebp bench --parts serve,soak``: each in a torch-free child process; writes
-    ``serve.json`` / ``soak.json`` into ``report_dir`` and returns ``{part: result}``."""
+    """``edgebp bench --parts serve,soak,startup``: each in a torch-free child process; writes
+    ``serve.json`` / ``soak.json`` / ``startup.json`` into ``report_dir`` and returns ``{part: result}``."""
     from pathlib import Path
 
     from edgebp.bench.anchor import bench_cache_dir
@@ -320,6 +320,20 @@ def extra_parts_run(parts: list[str], report_dir: str, bundle: str = "default", 
         res["command"] = command_text(argv[:-2])
         out.write_text(json.dumps(res, indent=1))
         results["soak"] = res
+    if "startup" in parts:
+        log_path, log_cmd = sim_log(10.0, (Path(cache_dir) if cache_dir else bench_cache_dir()) / "logs", sim_source)
+        out = out_dir / "startup.json"
+        n = max(repeats, 3) + 2
+        argv = [sys.executable, "-m", "edgebp.bench.startup", "--bundle", bundle, "--log", str(log_path), "--rounds", str(n), "--out", str(out)]
+        say(f"startup: edgebp run's first output and peak RSS, ahead-of-time kernels against numba's JIT, {n} rounds")
+        r = child_run(argv, timeout_s=7200)
+        if r["returncode"] != 0 or not out.exists():
+            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
+        res = json.loads(out.read_text())
+        res["log_command"] = log_cmd
+        res["command"] = command_text(argv[:5] + ["serial-10min.log"] + argv[6:-2])
+        out.write_text(json.dumps(res, indent=1))
+        results["startup"] = res
     return results
 
 
@@ -337,6 +351,10 @@ def extra_parts_text(results: dict) -> str:
         lines.append(f"soak {r['hours']:g} h: RSS {r['rss_at_10min_mb']:.1f} MiB at 10 min -> {r['rss_end_mb']:.1f} MiB at the end "
                      f"({r['rss_growth_mb']:+.2f} MiB; goal < 4.77 MiB (5 MB): {'met' if r['met'] else 'not judged: shorter than 10 min' if r['met'] is None else 'NOT met'}); "
                      f"growing containers: {r['growing_containers'] or 'none'}")
+    if "startup" in results:
+        from edgebp.bench.startup import startup_text
+
+        lines.append(startup_text(results["startup"]))
     return "\n".join(lines)
 
 
