@@ -24,9 +24,9 @@ def firmware_group() -> None:
 \b
 The streaming int8 model with integer-only kernels (int8 weights, int32 accumulators,
 fixed-point requantisation: CMSIS-NN's scheme), the streaming preprocessor in float32
-(resampler, biquad cascades, running normaliser) and the API edgebp_init/edgebp_push/
-edgebp_pop; static buffers only, every one sized here. Also a test harness and a Makefile
-for the host build (make -C DIR). See docs/firmware.md.""",
+(resampler, running normaliser; the biquad cascades in float-float, pairs of float32) and
+the API edgebp_init/edgebp_push/edgebp_pop; static buffers only, every one sized here.
+Also a test harness and a Makefile for the host build (make -C DIR). See docs/firmware.md.""",
 )
 @click.argument("bundle")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Directory for the C files.")
