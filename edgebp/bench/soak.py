@@ -295,45 +295,40 @@ def extra_parts_run(parts: list[str], report_dir: str, bundle: str = "default", 
     out_dir = Path(report_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
+    logs = (Path(cache_dir) if cache_dir else bench_cache_dir()) / "logs"
+
+    def child_part(name: str, argv: list[str], timeout_s: float, shown: list[str], log_cmd: str | None = None) -> None:
+        """Run one part's child; its JSON (``--out``, the last two arguments) with the command
+        as a reader would type it (``shown``) goes into ``results`` and back to the file."""
+        out = Path(argv[-1])
+        r = child_run(argv, timeout_s=timeout_s)
+        if r["returncode"] != 0 or not out.exists():
+            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
+        res = json.loads(out.read_text())
+        if log_cmd is not None:
+            res["log_command"] = log_cmd
+        res["command"] = command_text(shown)
+        out.write_text(json.dumps(res, indent=1))
+        results[name] = res
+
     if "serve" in parts:
-        log_path, log_cmd = sim_log(serve_minutes, (Path(cache_dir) if cache_dir else bench_cache_dir()) / "logs", sim_source)
-        out = out_dir / "serve.json"
+        log_path, log_cmd = sim_log(serve_minutes, logs, sim_source)
         argv = [sys.executable, "-m", "edgebp.bench.live", "serve", "--bundle", bundle, "--log", str(log_path),
-                "--streams", ",".join(map(str, serve_streams)), "--repeats", str(repeats), "--out", str(out)]
+                "--streams", ",".join(map(str, serve_streams)), "--repeats", str(repeats), "--out", str(out_dir / "serve.json")]
         say(f"serve: {', '.join(map(str, serve_streams))} streams of a {serve_minutes:g}-min log in 5-sample packets, {repeats} rounds")
-        r = child_run(argv, timeout_s=7200)
-        if r["returncode"] != 0 or not out.exists():
-            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
-        res = json.loads(out.read_text())
-        res["log_command"] = log_cmd
-        res["command"] = command_text(argv[:7] + ["serial.log"] + argv[8:-2])
-        out.write_text(json.dumps(res, indent=1))
-        results["serve"] = res
+        child_part("serve", argv, 7200, argv[:7] + ["serial.log"] + argv[8:-2], log_cmd)
     if "soak" in parts:
-        out = out_dir / "soak.json"
-        argv = [sys.executable, "-m", "edgebp.bench.soak", "--hours", repr(soak_hours), "--packet", "250", "--bundle", bundle, "--out", str(out)]
+        argv = [sys.executable, "-m", "edgebp.bench.soak", "--hours", repr(soak_hours), "--packet", "250", "--bundle", bundle,
+                "--out", str(out_dir / "soak.json")]
         say(f"soak: {soak_hours:g} h of a simulated live stream through the runtime")
-        r = child_run(argv, timeout_s=max(3600.0, soak_hours * 3600.0))
-        if r["returncode"] != 0 or not out.exists():
-            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
-        res = json.loads(out.read_text())
-        res["command"] = command_text(argv[:-2])
-        out.write_text(json.dumps(res, indent=1))
-        results["soak"] = res
+        child_part("soak", argv, max(3600.0, soak_hours * 3600.0), argv[:-2])
     if "startup" in parts:
-        log_path, log_cmd = sim_log(10.0, (Path(cache_dir) if cache_dir else bench_cache_dir()) / "logs", sim_source)
-        out = out_dir / "startup.json"
+        log_path, log_cmd = sim_log(10.0, logs, sim_source)
         n = max(repeats, 3) + 2
-        argv = [sys.executable, "-m", "edgebp.bench.startup", "--bundle", bundle, "--log", str(log_path), "--rounds", str(n), "--out", str(out)]
+        argv = [sys.executable, "-m", "edgebp.bench.startup", "--bundle", bundle, "--log", str(log_path), "--rounds", str(n),
+                "--out", str(out_dir / "startup.json")]
         say(f"startup: edgebp run's first output and peak RSS, ahead-of-time kernels against numba's JIT, {n} rounds")
-        r = child_run(argv, timeout_s=7200)
-        if r["returncode"] != 0 or not out.exists():
-            raise RuntimeError(f"{command_text(argv)} failed: {(r['stderr'].strip().splitlines() or ['no output'])[-1]}")
-        res = json.loads(out.read_text())
-        res["log_command"] = log_cmd
-        res["command"] = command_text(argv[:5] + ["serial-10min.log"] + argv[6:-2])
-        out.write_text(json.dumps(res, indent=1))
-        results["startup"] = res
+        child_part("startup", argv, 7200, argv[:6] + ["serial.log"] + argv[7:-2], log_cmd)
     return results
 
 
