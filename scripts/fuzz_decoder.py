@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 HANG_SECONDS = 10
 
 
-def _decode(chunks: list[bytes], fmt: str, fs: float | None, channel_map: dict | None):
-    from edgebp.runtime.protocol import GapEvent, HeaderEvent, ResetEvent, StreamDecoder, decode_stream
+def _decode(chunks: list[bytes], fmt: str, fs: float | None, channel_map: dict | None, device_bp: bool = False):
+    from edgebp.runtime.protocol import DeviceBPEvent, GapEvent, HeaderEvent, ResetEvent, StreamDecoder, decode_stream
 
-    dec = StreamDecoder(fmt=fmt, fs=fs, channel_map=channel_map)
+    dec = StreamDecoder(fmt=fmt, fs=fs, channel_map=channel_map, device_bp=device_bp)
     try:
         blocks = list(decode_stream(chunks, decoder=dec))
     except ValueError as err:
@@ -56,7 +56,8 @@ def _decode(chunks: list[bytes], fmt: str, fs: float | None, channel_map: dict |
             kind = type(e).__name__
             detail = (e.after_seq, e.n_missing) if isinstance(e, GapEvent) else \
                 (e.from_seq, e.to_seq) if isinstance(e, ResetEvent) else \
-                (repr(e.header),) if isinstance(e, HeaderEvent) else (e.sbp, e.dbp, e.where)
+                (repr(e.header),) if isinstance(e, HeaderEvent) else \
+                (e.first, e.fs, e.lag, np.asarray(e.abp).tobytes(), e.where) if isinstance(e, DeviceBPEvent) else (e.sbp, e.dbp, e.where)
             events.append((kind, pos + e.at_index, *detail))
         seqs.extend(b.seq.tolist())
         if len(b):
@@ -75,8 +76,9 @@ def _same_values(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 def check_input(data: bytes) -> None:
     """Decode ``data`` as the fuzzer does and assert the decoder's guarantees (see module doc).
 
-    The first byte picks the format (and whether ``fs``/a channel map are given), the second
-    and third the chunk sizes; the rest is the stream.
+    The first byte picks the format (and whether ``fs``/a channel map are given, and whether
+    the device's own BP records are read: ``device_bp``), the second and third the chunk
+    sizes; the rest is the stream.
     """
     if len(data) < 3:
         return
@@ -87,6 +89,7 @@ def check_input(data: bytes) -> None:
     channel_map = {"ir": "ppg"} if (sel & 0x20 or fmt == "max3010x") else None
     if fmt in ("csv", "max3010x") and fs is None:
         fs = 100.0
+    device_bp = bool(sel & 0x40)
     sizes = (1 + a % 64, 1 + b % 512)
     chunks, pos, i = [], 0, 0
     while pos < len(stream):
@@ -94,8 +97,8 @@ def check_input(data: bytes) -> None:
         chunks.append(stream[pos:pos + n])
         pos += n
         i += 1
-    one, c1 = _decode([stream], fmt, fs, channel_map)
-    cut, c2 = _decode(chunks, fmt, fs, channel_map)
+    one, c1 = _decode([stream], fmt, fs, channel_map, device_bp)
+    cut, c2 = _decode(chunks, fmt, fs, channel_map, device_bp)
     if one[0] == "error" or cut[0] == "error":
         assert one == cut, f"chunking changed the error: {one!r} vs {cut!r}"
         return
@@ -106,6 +109,9 @@ def check_input(data: bytes) -> None:
     assert c1["bytes_in"] == len(stream), (c1["bytes_in"], len(stream))
     assert sum(c1["rejected_reasons"].values()) == c1["samples_rejected"], c1
     assert sum(c1["cuff_rejected_reasons"].values()) == c1["cuff_rejected"], c1
+    assert sum(c1["device_bp_rejected_reasons"].values()) == c1["device_bp_rejected"], c1
+    n_dbp = sum(1 for e in one[2] if e[0] == "DeviceBPEvent")
+    assert n_dbp == c1["device_bp_records"] and (device_bp or n_dbp == 0), (n_dbp, c1)
     assert c1["samples_parsed"] == len(one[0]), (c1["samples_parsed"], len(one[0]))
     assert min(c1[k] for k in ("samples_missing", "bytes_skipped", "lines_ignored", "gaps", "resets")) >= 0, c1
 
@@ -130,11 +136,22 @@ def write_seeds(corpus: Path) -> list[Path]:
         if f[-1] == 0xA5:
             break
     cut = header_encode_binary(h) + samples_encode_binary(seq[:6], raw[:6]) + f[:-1] + samples_encode_binary(seq[7:], raw[7:])
+    # the device's own BP records (docs/serial-protocol.md section 11), read with device_bp (0x40)
+    from edgebp.runtime.protocol_binary import device_bp_encode_binary
+    from edgebp.runtime.protocol_text import device_bp_encode_text
+
+    abp = np.array([118.25, np.nan, 80.5, 96.0])
+    bp_text = header_encode_text(h) + samples_encode_text(seq[:6], raw[:6]) + device_bp_encode_text(40, 125.0, 44, abp) \
+        + samples_encode_text(seq[6:], raw[6:])
+    bp_binary = header_encode_binary(h) + samples_encode_binary(seq[:6], raw[:6]) + device_bp_encode_binary(40, 125.0, 44, abp, 5) \
+        + samples_encode_binary(seq[6:], raw[6:])
     banner = (b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
               b"mode:DIO, clock div:1\r\nentry 0x400805e4\r\n")
     seeds = {
         "seed-binary": bytes([1, 13, 200]) + binary,
         "seed-text": bytes([2, 7, 100]) + text,
+        "seed-text-device-bp": bytes([0x43, 7, 100]) + bp_text,
+        "seed-binary-device-bp": bytes([0x42, 13, 200]) + bp_binary,
         "seed-auto-binary-cut-a5": bytes([0, 1, 9]) + cut,
         "seed-auto-esp32-banner": bytes([0, 5, 50]) + banner + text,
         "seed-auto-mid-header": bytes([0, 3, 30]) + text[20:],
