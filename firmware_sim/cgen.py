@@ -161,8 +161,6 @@ class Program:
     macs: int = 0
     weight_bytes: int = 0
     conv_tout_max: int = 0
-    xt_stride: int = 4                                                  # the conv kernels' im2col row, bytes
-    xt_rows: dict[str, int] = dataclasses.field(default_factory=dict)   # their scratch buffers -> rows
 
 
 class _Lowering:
@@ -304,8 +302,6 @@ class _Lowering:
         if yt.c != 1:
             raise UnsupportedModel(f"output {y} has {yt.c} channels: only a one-channel waveform output is supported")
         prog.out_q, prog.out_buf, prog.out_len = yt.q, yt.buf, yt.t
-        for b, rows in prog.xt_rows.items():  # the row stride is known once every conv is lowered
-            prog.buffers[b] = rows * prog.xt_stride
         for o, qt in self.out_writes.items():
             if o not in self.fa or self.fa[o].buf != qt.buf:
                 raise UnsupportedModel(f"state output {o} was not produced by a Slice of a quantised tensor")
@@ -467,17 +463,18 @@ class _Lowering:
         wk[:cout, :, :cin] = wq.transpose(0, 2, 1)
         # per pair of output channels: [k][cinp / 4][2 channels][4 input channels]
         wk = wk.reshape(coutp // 2, 2, k, cinp // 4, 4).transpose(0, 2, 3, 1, 4)
-        prog.xt_stride = max(prog.xt_stride, k * cinp)
-        # the im2col'd input, [tout + 1][EDGEBP_XT_STRIDE] (sized at the end): this call's scratch
-        xt = self._new_buf(prog, tout + 1, k * cinp, False)
-        prog.xt_rows[xt] = tout + 1
+        # the gathered input of g samples (passes of three, widened to 16 bits): this call's
+        # scratch; three passes at a time where that is at most 2 kB
+        g = 3 * max(1, min(3, 2048 // (6 * k * cinp), (tout + 2) // 3))
+        xt = self._new_buf(prog, g, k * cinp * 2, False)
         wn = self._table(prog, "int8_t", wk, "w")
+        prog.consts[-1] = prog.consts[-1].replace(f"{wn}[", f"EDGEBP_ALIGN4 {wn}[", 1)  # doubleword loads
         bn = self._table(prog, "int32_t", b32, "bias")
         mn = self._table(prog, "int32_t", [m for m, _ in mults], "mult")
         sn = self._table(prog, "int8_t", [s for _, s in mults], "shift")  # -31..30: one byte each
         cfg = f"conv{self.n_const}"
         self.n_const += 1
-        prog.consts.append(f"static const conv_cfg {cfg} = {{{wn}, {bn}, {mn}, {sn}, {x.c}, {x.t}, {cout}, {k}, {dil}, {q.zp}}};")
+        prog.consts.append(f"static const conv_cfg {cfg} = {{{wn}, {bn}, {mn}, {sn}, {x.c}, {x.t}, {cout}, {k}, {dil}, {q.zp}, {g}}};")
         prog.calls.append(f"conv1d_u8s8(&{cfg}, {x.buf}, {yt.buf}, {xt}); /* {where} */")
         self._trace(out, yt)
         prog.macs += cout * cin * k * tout
@@ -531,20 +528,20 @@ def lower_qdq(model: Any, chunk: int, state_names: list[str]) -> Program:
 C_KERNELS = r"""
 /* ---- integer kernels (CMSIS-NN semantics, portable C99) ---- */
 
-/* the hot loops are compiled at -O2 even in an -Os build: GCC's -Os spilled the conv loop's
-   operands to the stack (38 instructions for 16 MACs instead of 22, measured on QEMU), and
-   its -O2 scheduler did so for the loop unrolled twice (hence no-schedule-insns there) */
+/* the hot loops are compiled at -O2 even in an -Os build (GCC's -Os spilled their operands
+   to the stack); the convolution's multiply-accumulate loop is inline assembly on the
+   Cortex-M4 (conv_passes) */
 #if defined(__GNUC__) && !defined(__clang__)
 #define EDGEBP_HOT __attribute__((noinline, optimize("O2")))
-#define EDGEBP_HOT_LOOP __attribute__((noinline, optimize("O2", "no-schedule-insns")))
 #else
 #define EDGEBP_HOT
-#define EDGEBP_HOT_LOOP
 #endif
 #if defined(__GNUC__)
 #define EDGEBP_INLINE __inline__ __attribute__((always_inline))
+#define EDGEBP_ALIGN4 __attribute__((aligned(4)))
 #else
 #define EDGEBP_INLINE
+#define EDGEBP_ALIGN4
 #endif
 
 /* arm_nn_requantize as CMSIS-NN builds it with CMSIS_NN_USE_SINGLE_ROUNDING (TFLite's
@@ -623,193 +620,232 @@ static void copy_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_st
 }
 
 @@SCALE_KERNELS@@
-/* causal dilated 1-D convolution. x is [cin][tin]; it is first gathered into xt (im2col):
-   row t, [k][cinp] bytes (cinp: cin rounded up to 4; the padding lanes meet zero weights),
-   holds x[i][t + j * dil], so that one output sample's reduction is one contiguous run of
-   k * cinp bytes, and the next sample's row is EDGEBP_XT_STRIDE bytes on (a constant: the
-   model's largest k * cinp). Two output channels times two time samples per pass, four
-   int32 accumulators, four input channels per step: w is, per pair of output channels,
-   [k][cinp / 4][2][4] (reordered and zero-padded at generation, an odd cout padded with a
-   zero channel); bias holds b - zp_in * sum(w). The pass for an odd tout's last sample
-   also computes one sample past it (from a spare row) and drops it, as it drops the padding
-   channel. On a core with the DSP extension (Cortex-M4) a step is four word loads, eight
-   SXTB16/UXTB16 and eight SMLAD (dual 16 x 16 multiply-accumulate: uint8 x, int8 w as
-   int16), elsewhere the same sums in plain C. Integer sums are exact in any order: every
-   path gives the same bits. */
-#if defined(__ARM_FEATURE_DSP)
-static uint32_t rd4(const void *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-static int32_t sxtb16_ror8(uint32_t v)
-{
-    int32_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static int32_t uxtb16_ror8(uint32_t v)
-{
-    int32_t r;
-    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
+/* causal dilated 1-D convolution. x is [cin][tin]; g output samples at a time (9 where the
+   scratch allows), in passes of three. Their inputs are first gathered into xt (im2col,
+   widened to 16 bits), pass after pass: per step of four input channels i..i+3 of tap j
+   (step j * cinp / 4 + i / 4; cinp: cin rounded up to 4, the padding lanes zero and meeting
+   zero weights), per sample c of the three, two words, x[i] | x[i + 2] << 16 and
+   x[i + 1] | x[i + 3] << 16 at time t + c + j * dil (a pass past the last sample repeats
+   the last one). Then per pair of output channels six int32 accumulators (two channels
+   times three samples): w is, per pair, [k][cinp / 4][2][4] (reordered and zero-padded at
+   generation, an odd cout padded with a zero channel, 4-byte aligned); bias holds
+   b - zp_in * sum(w). On a core with the DSP extension (Cortex-M4) a step is one doubleword
+   load of the pair's weights, four SXTB16 (int8 pairs to int16), three doubleword loads of
+   the samples and twelve SMLAD (dual 16 x 16 multiply-accumulate): 20 instructions for 24
+   MACs (a pass with one sample left: 10 for 8); elsewhere the same sums in plain C. Integer
+   sums are exact in any order: every path gives the same bits. */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+#define MAC2X3_STEP                                                                        \
+    "ldrd %[wa], %[wc], [%[wp]], #8\n\t"                                                   \
+    "ldrd %[u], %[v], [%[xp]], #8\n\t"                                                     \
+    "sxtb16 %[wb], %[wa], ror #8\n\t"                                                      \
+    "sxtb16 %[wa], %[wa]\n\t"                                                              \
+    "sxtb16 %[wd], %[wc], ror #8\n\t"                                                      \
+    "sxtb16 %[wc], %[wc]\n\t"                                                              \
+    "smlad %[a0], %[wa], %[u], %[a0]\n\t"                                                  \
+    "smlad %[a3], %[wc], %[u], %[a3]\n\t"                                                  \
+    "smlad %[a0], %[wb], %[v], %[a0]\n\t"                                                  \
+    "smlad %[a3], %[wd], %[v], %[a3]\n\t"                                                  \
+    "ldrd %[u], %[v], [%[xp]], #8\n\t"                                                     \
+    "smlad %[a1], %[wa], %[u], %[a1]\n\t"                                                  \
+    "smlad %[a4], %[wc], %[u], %[a4]\n\t"                                                  \
+    "smlad %[a1], %[wb], %[v], %[a1]\n\t"                                                  \
+    "smlad %[a4], %[wd], %[v], %[a4]\n\t"                                                  \
+    "ldrd %[u], %[v], [%[xp]], #8\n\t"                                                     \
+    "smlad %[a2], %[wa], %[u], %[a2]\n\t"                                                  \
+    "smlad %[a5], %[wc], %[u], %[a5]\n\t"                                                  \
+    "smlad %[a2], %[wb], %[v], %[a2]\n\t"                                                  \
+    "smlad %[a5], %[wd], %[v], %[a5]\n\t"
+/* the same for a pass with one sample left: the other two columns skipped */
+#define MAC2X1_STEP                                                                        \
+    "ldrd %[wa], %[wc], [%[wp]], #8\n\t"                                                   \
+    "ldrd %[u], %[v], [%[xp]], #24\n\t"                                                    \
+    "sxtb16 %[wb], %[wa], ror #8\n\t"                                                      \
+    "sxtb16 %[wa], %[wa]\n\t"                                                              \
+    "sxtb16 %[wd], %[wc], ror #8\n\t"                                                      \
+    "sxtb16 %[wc], %[wc]\n\t"                                                              \
+    "smlad %[a0], %[wa], %[u], %[a0]\n\t"                                                  \
+    "smlad %[a3], %[wc], %[u], %[a3]\n\t"                                                  \
+    "smlad %[a0], %[wb], %[v], %[a0]\n\t"                                                  \
+    "smlad %[a3], %[wd], %[v], %[a3]\n\t"
+#define MAC2X1_OPERANDS                                                                    \
+    [a0] "+r"(a0), [a3] "+r"(a3), [xp] "+r"(xp), [wp] "+r"(wp), [wa] "=&r"(wa), [wb] "=&r"(wb), \
+    [wc] "=&r"(wc), [wd] "=&r"(wd), [u] "=&r"(u), [v] "=&r"(v)
+#define MAC2X3_OPERANDS                                                                    \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5), \
+    [xp] "+r"(xp), [wp] "+r"(wp), [wa] "=&r"(wa), [wb] "=&r"(wb), [wc] "=&r"(wc),            \
+    [wd] "=&r"(wd), [u] "=&r"(u), [v] "=&r"(v)
 #endif
 
-/* acc[0..3] (channel 0 at t, at t + 1, channel 1 at t, at t + 1) += the sums over n4 steps
-   of four; xp: row t of xt, wp: the channel pair's weights. A function of its own, so that
-   its loop keeps the four accumulators, six operands and two pointers in registers */
-static void mac2x2(const uint8_t *xp, const int8_t *wp, int n4, int32_t *acc)
-{
-    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-    const uint8_t *const xe = xp + 4 * n4;
-#if defined(__ARM_FEATURE_DSP)
-#define MAC2X2_STEP(XP, WP)                                                                \
-    do {                                                                                   \
-        const uint32_t xa = rd4(XP), xb = rd4((XP) + EDGEBP_XT_STRIDE);                    \
-        const int32_t xa0 = (int32_t)__uxtb16(xa), xa1 = uxtb16_ror8(xa);                  \
-        const int32_t xb0 = (int32_t)__uxtb16(xb), xb1 = uxtb16_ror8(xb);                  \
-        uint32_t wv = rd4(WP);                                                             \
-        int32_t w0 = __sxtb16(wv), w1 = sxtb16_ror8(wv);                                   \
-        a00 = __smlad(w0, xa0, a00);                                                       \
-        a01 = __smlad(w0, xb0, a01);                                                       \
-        a00 = __smlad(w1, xa1, a00);                                                       \
-        a01 = __smlad(w1, xb1, a01);                                                       \
-        wv = rd4((WP) + 4);                                                                \
-        w0 = __sxtb16(wv);                                                                 \
-        w1 = sxtb16_ror8(wv);                                                              \
-        a10 = __smlad(w0, xa0, a10);                                                       \
-        a11 = __smlad(w0, xb0, a11);                                                       \
-        a10 = __smlad(w1, xa1, a10);                                                       \
-        a11 = __smlad(w1, xb1, a11);                                                       \
-    } while (0)
-#else
-#define MAC2X2_STEP(XP, WP)                                                                \
-    do {                                                                                   \
-        int n;                                                                             \
-        for (n = 0; n < 4; n++) {                                                          \
-            a00 += (int32_t)(WP)[n] * (XP)[n];                                             \
-            a01 += (int32_t)(WP)[n] * (XP)[EDGEBP_XT_STRIDE + n];                          \
-            a10 += (int32_t)(WP)[4 + n] * (XP)[n];                                         \
-            a11 += (int32_t)(WP)[4 + n] * (XP)[EDGEBP_XT_STRIDE + n];                      \
-        }                                                                                  \
-    } while (0)
-#endif
-    /* two steps per iteration (half the loop overhead), one more for an odd n4 */
-    for (; xp + 8 <= xe; xp += 8, wp += 16) {
-        MAC2X2_STEP(xp, wp);
-        MAC2X2_STEP(xp + 4, wp + 8);
-    }
-    if (xp < xe) {
-        MAC2X2_STEP(xp, wp);
-    }
-#undef MAC2X2_STEP
-    acc[0] = a00;
-    acc[1] = a01;
-    acc[2] = a10;
-    acc[3] = a11;
-}
-
-/* one convolution's constants (in flash): fewer arguments per call, less code */
+/* one convolution's constants (in flash): fewer arguments per call, less code; g: samples
+   gathered at a time (passes of three), as the scratch xt allows */
 typedef struct {
     const int8_t *w;
     const int32_t *bias, *mult;
     const int8_t *shift;
-    int16_t cin, tin, cout, k, dil, out_zp;
+    int16_t cin, tin, cout, k, dil, out_zp, g;
 } conv_cfg;
 
-static EDGEBP_HOT_LOOP void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uint8_t *y, uint8_t *xt)
+/* the outputs at samples t..t + ncols - 1 of every output channel from the gathered input
+   xp (conv1d_u8s8), three samples per pass, two output channels at a time: per pass six
+   accumulators (channel 0 at t, t + 1, t + 2, channel 1 at t, t + 1, t + 2) start at the
+   biases, take n4 steps of the samples and the pair's weights, and are requantised and
+   stored (fast: every channel's total shift in 33..62, requantize's high-word form with its
+   rounding term and shift hoisted: the same values). On the Cortex-M4 the steps are inline
+   assembly: six accumulators, four weight operands, two sample words and two pointers take
+   every register but sp (the loop's end is read from the stack). An odd cout's padding
+   channel is stored first at the real channel's place and then overwritten */
+static EDGEBP_HOT void conv_passes(const conv_cfg *c, const uint32_t *xw, uint8_t *y, int t, int ncols, int fast)
 {
-    const int8_t *const w = c->w;
-    const int32_t *const bias = c->bias, *const mult = c->mult;
-    const int8_t *const shift = c->shift;
-    const int cin = c->cin, tin = c->tin, cout = c->cout, k = c->k, dil = c->dil, out_zp = c->out_zp;
-    const int tout = tin - (k - 1) * dil;
-    const int cinp = (cin + 3) & ~3;
-    int o, i, j, t;
-    int32_t acc[4];
-    for (j = 0; j < k; j++) {
-        for (i = 0; i + 4 <= cin; i += 4) { /* four channels at a time, one word per row */
-            const uint8_t *xi = x + i * tin + j * dil;
-            uint8_t *d = xt + j * cinp + i;
-            for (t = 0; t + 4 <= tout; t += 4) {
-                /* a 4 x 4 byte transpose: four channels' words of four samples in, four
-                   samples' words of four channels out (little-endian byte order) */
-                uint32_t a, b, cc, dd, ab02, ab13, cd02, cd13, o0, o1, o2, o3;
-                memcpy(&a, xi + t, 4);
-                memcpy(&b, xi + tin + t, 4);
-                memcpy(&cc, xi + 2 * tin + t, 4);
-                memcpy(&dd, xi + 3 * tin + t, 4);
-                ab02 = (a & 0x00FF00FFu) | ((b & 0x00FF00FFu) << 8);
-                ab13 = ((a >> 8) & 0x00FF00FFu) | (b & 0xFF00FF00u);
-                cd02 = (cc & 0x00FF00FFu) | ((dd & 0x00FF00FFu) << 8);
-                cd13 = ((cc >> 8) & 0x00FF00FFu) | (dd & 0xFF00FF00u);
-                o0 = (ab02 & 0xFFFFu) | (cd02 << 16);
-                o1 = (ab13 & 0xFFFFu) | (cd13 << 16);
-                o2 = (ab02 >> 16) | (cd02 & 0xFFFF0000u);
-                o3 = (ab13 >> 16) | (cd13 & 0xFFFF0000u);
-                memcpy(d, &o0, 4);
-                memcpy(d + EDGEBP_XT_STRIDE, &o1, 4);
-                memcpy(d + 2 * EDGEBP_XT_STRIDE, &o2, 4);
-                memcpy(d + 3 * EDGEBP_XT_STRIDE, &o3, 4);
-                d += 4 * EDGEBP_XT_STRIDE;
-            }
-            for (; t < tout; t++) {
-                const uint32_t v = (uint32_t)xi[t] | ((uint32_t)xi[tin + t] << 8) | ((uint32_t)xi[2 * tin + t] << 16) |
-                                   ((uint32_t)xi[3 * tin + t] << 24);
-                memcpy(d, &v, 4);
-                d += EDGEBP_XT_STRIDE;
-            }
-        }
-        for (; i < cin; i++) {
-            const uint8_t *xi = x + i * tin + j * dil;
-            uint8_t *d = xt + j * cinp + i;
-            for (t = 0; t < tout; t++) {
-                *d = xi[t];
-                d += EDGEBP_XT_STRIDE;
-            }
-        }
-    }
+    const int cout = c->cout, k = c->k, tout = c->tin - (c->k - 1) * c->dil, zp = c->out_zp;
+    const int n4 = k * (((int)c->cin + 3) & ~3) / 4;
+    int o;
     for (o = 0; o < cout; o += 2) {
         const int o1 = o + 1 < cout ? o + 1 : o;
-        const int32_t m0 = mult[o], m1 = mult[o1], s0 = shift[o], s1 = shift[o1];
-        /* requantize's high-word form (total shifts 33..62, this model's every channel),
-           its rounding term and shift taken out of the time loop: the same values */
-        const int fast = s0 < -1 && s0 > -32 && s1 < -1 && s1 > -32;
+        const int32_t m0 = c->mult[o], m1 = c->mult[o1], s0 = c->shift[o], s1 = c->shift[o1];
         const int32_t e0 = -1 - s0, e1 = -1 - s1;
         const int32_t r0 = fast ? (int32_t)1 << (e0 - 1) : 0, r1 = fast ? (int32_t)1 << (e1 - 1) : 0;
-        uint8_t *const y0 = y + o * tout;
-        uint8_t *const y1 = y + o1 * tout;
-        for (t = 0; t < tout; t += 2) {
-            int32_t v[4];
-            acc[0] = acc[1] = bias[o];
-            acc[2] = acc[3] = bias[o1];
-            mac2x2(xt + t * EDGEBP_XT_STRIDE, w + o * k * cinp, k * cinp / 4, acc);
-            if (fast) {
-                v[0] = ((int32_t)(((int64_t)acc[0] * m0) >> 32) + r0) >> e0;
-                v[1] = ((int32_t)(((int64_t)acc[1] * m0) >> 32) + r0) >> e0;
-                v[2] = ((int32_t)(((int64_t)acc[2] * m1) >> 32) + r1) >> e1;
-                v[3] = ((int32_t)(((int64_t)acc[3] * m1) >> 32) + r1) >> e1;
+        const int32_t b0 = c->bias[o], b1 = c->bias[o1];
+        const int8_t *const w = c->w + 8 * n4 * (o / 2);
+        uint8_t *y0 = y + o * tout + t, *y1 = y + o1 * tout + t;
+        const uint32_t *xp = xw;
+        int left = ncols;
+        for (;;) {
+            int32_t a0 = b0, a1 = b0, a2 = b0, a3 = b1, a4 = b1, a5 = b1;
+            const int8_t *wp = w;
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+            uint32_t wa, wb, wc, wd, u, v;
+            const uint32_t *const end = xp + 6 * n4;
+            if (left == 1) { /* the last sample alone: a third of the work */
+                if (n4 & 1) {
+                    __asm__(MAC2X1_STEP : MAC2X1_OPERANDS : : "memory");
+                }
+                if (n4 > 1) {
+                    __asm__("1:\n\t" MAC2X1_STEP MAC2X1_STEP
+                            "ldr %[u], %[end]\n\t"
+                            "cmp %[xp], %[u]\n\t"
+                            "bne 1b\n\t"
+                            : MAC2X1_OPERANDS
+                            : [end] "m"(end)
+                            : "cc", "memory");
+                }
             } else {
-                v[0] = requantize(acc[0], m0, s0);
-                v[1] = requantize(acc[1], m0, s0);
-                v[2] = requantize(acc[2], m1, s1);
-                v[3] = requantize(acc[3], m1, s1);
+                int rest;
+                for (rest = n4 % 3; rest > 0; rest--) {
+                    __asm__(MAC2X3_STEP : MAC2X3_OPERANDS : : "memory");
+                }
+                if (n4 > 2) { /* three steps per iteration */
+                    __asm__("1:\n\t" MAC2X3_STEP MAC2X3_STEP MAC2X3_STEP
+                            "ldr %[u], %[end]\n\t"
+                            "cmp %[xp], %[u]\n\t"
+                            "bne 1b\n\t"
+                            : MAC2X3_OPERANDS
+                            : [end] "m"(end)
+                            : "cc", "memory");
+                }
             }
-            y0[t] = clamp_u8(v[0] + out_zp);
-            if (t + 1 < tout) {
-                y0[t + 1] = clamp_u8(v[1] + out_zp);
+#else
+            int st;
+            for (st = 0; st < n4; st++, xp += 6, wp += 8) {
+                int32_t sum[6];
+                int cc;
+                for (cc = 0; cc < 3; cc++) {
+                    const uint32_t u = xp[2 * cc], v = xp[2 * cc + 1];
+                    const int32_t x0 = (int32_t)(u & 0xFFFFu), x2 = (int32_t)(u >> 16);
+                    const int32_t x1 = (int32_t)(v & 0xFFFFu), x3 = (int32_t)(v >> 16);
+                    sum[cc] = wp[0] * x0 + wp[1] * x1 + wp[2] * x2 + wp[3] * x3;
+                    sum[3 + cc] = wp[4] * x0 + wp[5] * x1 + wp[6] * x2 + wp[7] * x3;
+                }
+                a0 += sum[0];
+                a1 += sum[1];
+                a2 += sum[2];
+                a3 += sum[3];
+                a4 += sum[4];
+                a5 += sum[5];
             }
-            if (o + 1 < cout) {
-                y1[t] = clamp_u8(v[2] + out_zp);
-                if (t + 1 < tout) {
-                    y1[t + 1] = clamp_u8(v[3] + out_zp);
+#endif
+            if (fast && left >= 3) {
+                y1[0] = clamp_u8((((int32_t)(((int64_t)a3 * m1) >> 32) + r1) >> e1) + zp);
+                y1[1] = clamp_u8((((int32_t)(((int64_t)a4 * m1) >> 32) + r1) >> e1) + zp);
+                y1[2] = clamp_u8((((int32_t)(((int64_t)a5 * m1) >> 32) + r1) >> e1) + zp);
+                y0[0] = clamp_u8((((int32_t)(((int64_t)a0 * m0) >> 32) + r0) >> e0) + zp);
+                y0[1] = clamp_u8((((int32_t)(((int64_t)a1 * m0) >> 32) + r0) >> e0) + zp);
+                y0[2] = clamp_u8((((int32_t)(((int64_t)a2 * m0) >> 32) + r0) >> e0) + zp);
+            } else {
+                const int32_t acc[6] = {a0, a1, a2, a3, a4, a5};
+                int n;
+                for (n = 0; n < 3 && n < left; n++) {
+                    y1[n] = clamp_u8(requantize(acc[3 + n], m1, s1) + zp);
+                    y0[n] = clamp_u8(requantize(acc[n], m0, s0) + zp);
+                }
+            }
+            left -= 3;
+            if (left <= 0) {
+                break;
+            }
+            y0 += 3;
+            y1 += 3;
+        }
+    }
+}
+#undef MAC2X3_STEP
+#undef MAC2X3_OPERANDS
+#undef MAC2X1_STEP
+#undef MAC2X1_OPERANDS
+
+static EDGEBP_HOT void conv1d_u8s8(const conv_cfg *c, const uint8_t *x, uint8_t *y, uint8_t *xt)
+{
+    const int cin = c->cin, tin = c->tin, k = c->k, dil = c->dil, g = c->g;
+    const int tout = tin - (k - 1) * dil;
+    uint32_t *const xw = (uint32_t *)(void *)xt; /* word-aligned: an arena buffer */
+    int i, j, t, n, b, fast = 1;
+    for (i = 0; i < c->cout; i++) {
+        fast = fast && c->shift[i] < -1 && c->shift[i] > -32;
+    }
+    for (t = 0; t < tout; t += g) {
+        const int ncols = tout - t < g ? tout - t : g;
+        uint32_t *d = xw;
+        for (b = 0; 3 * b < ncols; b++) { /* the gather, pass by pass */
+            const int c0 = 3 * b, c1 = c0 + 1 < ncols ? c0 + 1 : ncols - 1, c2 = c0 + 2 < ncols ? c0 + 2 : ncols - 1;
+            for (j = 0; j < k; j++) {
+                const uint8_t *p0 = x + j * dil + t;
+                i = 0;
+                if (c0 + 3 <= ncols) { /* a full pass: three samples in a row */
+                    const uint8_t *q0 = p0 + c0, *q1 = q0 + tin, *q2 = q1 + tin, *q3 = q2 + tin;
+                    for (; i + 4 <= cin; i += 4, q0 += 4 * tin, q1 += 4 * tin, q2 += 4 * tin, q3 += 4 * tin, d += 6) {
+                        d[0] = (uint32_t)q0[0] | ((uint32_t)q2[0] << 16);
+                        d[1] = (uint32_t)q1[0] | ((uint32_t)q3[0] << 16);
+                        d[2] = (uint32_t)q0[1] | ((uint32_t)q2[1] << 16);
+                        d[3] = (uint32_t)q1[1] | ((uint32_t)q3[1] << 16);
+                        d[4] = (uint32_t)q0[2] | ((uint32_t)q2[2] << 16);
+                        d[5] = (uint32_t)q1[2] | ((uint32_t)q3[2] << 16);
+                    }
+                    p0 += i * tin;
+                }
+                for (; i + 4 <= cin; i += 4, p0 += 4 * tin, d += 6) {
+                    const uint8_t *const p1 = p0 + tin, *const p2 = p1 + tin, *const p3 = p2 + tin;
+                    d[0] = (uint32_t)p0[c0] | ((uint32_t)p2[c0] << 16);
+                    d[1] = (uint32_t)p1[c0] | ((uint32_t)p3[c0] << 16);
+                    d[2] = (uint32_t)p0[c1] | ((uint32_t)p2[c1] << 16);
+                    d[3] = (uint32_t)p1[c1] | ((uint32_t)p3[c1] << 16);
+                    d[4] = (uint32_t)p0[c2] | ((uint32_t)p2[c2] << 16);
+                    d[5] = (uint32_t)p1[c2] | ((uint32_t)p3[c2] << 16);
+                }
+                if (i < cin) { /* the last, partial group: zeros in the padding lanes */
+                    const int cols[3] = {c0, c1, c2};
+                    int cc;
+                    for (cc = 0; cc < 3; cc++, d += 2) {
+                        uint32_t v[4];
+                        for (n = 0; n < 4; n++) {
+                            v[n] = i + n < cin ? (uint32_t)p0[n * tin + cols[cc]] : 0u;
+                        }
+                        d[0] = v[0] | (v[2] << 16);
+                        d[1] = v[1] | (v[3] << 16);
+                    }
                 }
             }
         }
+        conv_passes(c, xw, y, t, ncols, fast);
     }
 }
 
@@ -946,7 +982,6 @@ void edgebp_model_load_state(int k, const float *v);
              f'#include "{prefix}_model.h"', "",
              f"#define EDGEBP_IN_SCALE {_cfloat(prog.in_q.scale)}", f"#define EDGEBP_IN_ZP {prog.in_q.zp}",
              f"#define EDGEBP_ADD_LEFT_SHIFT {ADD_LEFT_SHIFT}",
-             f"#define EDGEBP_XT_STRIDE {prog.xt_stride}",
              "#ifndef EDGEBP_TRACE", "#define EDGEBP_TRACE(name, buf, n) ((void)0)", "#else",
              "void edgebp_trace(const char *name, const uint8_t *buf, int n);", "#endif", _kernels_used(prog), "/* ---- constants ---- */", *prog.consts, "",
              "/* ---- buffers: the carried state (persistent) and one arena for the step's temporaries ---- */"]

@@ -262,7 +262,7 @@ def test_scale_change_fixed_point_form_is_the_table_exactly(firmware):
     assert found > 0  # (6 of these 12 have the form; the default bundle's 12 all have it)
     text = (firmware / "edgebp_model.c").read_text()
     assert text.count("    affine_u8(") == 12 and "lut_u8(" not in text
-    assert "__smlad(" in text and "#if defined(__ARM_FEATURE_DSP)" in text  # the Cortex-M4 path
+    assert "smlad %[a0]" in text and "#if defined(__ARM_FEATURE_DSP)" in text  # the Cortex-M4 path
 
 
 def test_unsupported_graphs_and_bundles_get_one_line_naming_op_and_node(bundle, tmp_path):
