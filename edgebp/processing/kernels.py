@@ -8,7 +8,8 @@ machine code from the same source:
   it) compiles the kernels the streaming runtime calls into one extension module,
   ``edgebp/processing/_kernels_aot*.so``, with numba's own compiler (``numba.pycc``). Loading
   it needs neither numba nor llvmlite: a single-stream ``edgebp run`` then never imports
-  them (about 120 MiB of peak RSS and half a second of start-up less; docs/benchmarks.md).
+  them (peak RSS 71.8 against 182.1 MiB, first output 0.50 against 1.09 s after start;
+  ``edgebp bench --parts startup``, docs/benchmarks.md).
   The build records a digest of the kernels' source files; a module built from other sources
   is not used (stale after an edit: rebuild).
 - **just in time** (JIT, numba's ``njit(cache=True)``): every other kernel, every call whose
