@@ -368,6 +368,10 @@ def _classify_line(s: bytes) -> str | None:
     return None
 
 
+#: Accepted blocks kept to recognise a resent record (StreamDecoder._is_resend).
+_TAIL_BLOCKS = 4
+
+
 class StreamDecoder:
     """Incremental decoder of a device byte stream.
 
@@ -449,6 +453,9 @@ class StreamDecoder:
         self._plain = False
         self._source_n = -1
         self._last: int | None = None
+        # the last few accepted blocks (seq, values), newest last: a record that repeats one
+        # of them (seq and values) is a resend, not a device restart (see _step)
+        self._tail: list[tuple[np.ndarray, np.ndarray]] = []
         self._held: tuple[int, np.ndarray] | None = None
         self._pending_rejects = 0
         self._held_rejects = 0
@@ -563,6 +570,7 @@ class StreamDecoder:
         p.line_no += n
         self._last = prev
         self._pending_rejects = 0
+        self._tail_add(arr[:, 0], values)
         # _pop would hand over this segment's header and start an equal empty segment
         return DecodedBlock(seq=arr[:, 0].copy(), values=values, events=[], header=self._segments[0].header)
 
@@ -774,6 +782,28 @@ class StreamDecoder:
         self._counts["samples_parsed"] += seq.size
         self._last = int(seq[-1])
         self._pending_rejects = 0
+        self._tail_add(seq, values)
+
+    def _tail_add(self, seq: np.ndarray, values: np.ndarray) -> None:
+        t = self._tail
+        t.append((seq, values))
+        if len(t) > _TAIL_BLOCKS:
+            del t[0]
+
+    def _is_resend(self, s: int, v: np.ndarray) -> bool:
+        """Whether record ``s`` with values ``v`` repeats one of the last accepted blocks.
+
+        Why: a frame cut by its last byte, when that byte is 0xA5 (a CRC byte), completes
+        with the next frame's first sync byte into a valid copy of itself; the parser then
+        decodes the intact frame after it too (nothing is lost). Such a copy of the frame
+        before the previous one arrives one behind (32, 33, 32, 33): without this check the
+        small backward step read as a device restart. A restart sends new samples: the same
+        seq with the same values within the last few blocks is the same record again."""
+        for seq, values in reversed(self._tail):
+            hit = np.flatnonzero(seq == s)
+            if hit.size and np.array_equal(values[hit[-1]], v, equal_nan=True):
+                return True
+        return False
 
     def _accept_one(self, s: int, v: np.ndarray) -> None:
         self._accept(np.array([s], dtype=np.int64), v[None, :])
@@ -828,7 +858,7 @@ class StreamDecoder:
         d = (s - self._last) % 65536
         if d == 1:
             self._accept_one(s, v)
-        elif d == 0:
+        elif d == 0 or (d > HALF_RANGE and self._is_resend(s, v)):
             self._reject("duplicate", where(i) if where is not None else None, pending=False)
             self._counts["duplicates_dropped"] += 1
         elif self._confirm_all or (d > HALF_RANGE and s > RESET_MAX_SEQ):

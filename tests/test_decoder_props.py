@@ -185,6 +185,31 @@ def binary_with_damage(draw):
     return b"".join(out), values
 
 
+def test_a_resent_frame_completed_by_a_borrowed_sync_byte_is_a_duplicate_not_a_restart():
+    """Found by the property below (hypothesis, 2026-12-01): frames 32 and 33 both end in
+    0xA5; the wire carries 32, a copy of 33 cut by its last byte, a copy of 32 cut by its last
+    byte, then 33. Each cut copy completes with the next frame's first byte into a valid
+    frame, so the parser reads 32, 33, 32, 33 (every intact frame is kept). The repeated 32
+    used to read as a device restart (seq 33 -> 32) and its samples came out twice; it is a
+    duplicate of a record just accepted (the same seq, the same values)."""
+    head = [frame(s, 100 * s, 7) for s in range(32)]
+    f32, v32 = frame_ending_in(32, 3200)
+    f33, v33 = frame_ending_in(33, 3300)
+    data = HEAD_BIN + b"".join(head) + f32 + f33[:-1] + f32[:-1] + f33
+    for points in ([], [len(data) - 20], list(range(0, len(data), 7))):
+        (seq, vals, events), counts = decode_chunks(cut(data, points), fmt="binary")
+        assert seq == list(range(34)), seq[-6:]
+        assert counts["resets"] == 0 and not [e for e in events if e[0] == "reset"]
+        # the re-read 32, and the intact 33 after the completed copy of it
+        assert counts["duplicates_dropped"] == 2 and counts["rejected_reasons"] == {"duplicate": 2}
+        assert counts["samples_parsed"] == 34 and counts["samples_missing"] == 0
+        np.testing.assert_array_equal(vals[-2:], np.array([[3200, v32], [3300, v33]]) * np.array(HDR.gain))
+    # a real restart (seq back to 0, new samples) is still one
+    data2 = HEAD_BIN + b"".join(head[:10]) + frame(0, 5, 5) + frame(1, 6, 6)
+    (seq2, _, _), c2 = decode_chunks([data2], fmt="binary")
+    assert seq2 == [*range(10), 0, 1] and c2["resets"] == 1 and c2["duplicates_dropped"] == 0
+
+
 @FAST
 @given(binary_with_damage(), st.lists(st.integers(0, 1500), max_size=8))
 def test_every_intact_frame_is_decoded_exactly_once(case, points):
