@@ -368,8 +368,9 @@ def _classify_line(s: bytes) -> str | None:
     return None
 
 
-#: Accepted blocks kept to recognise a resent record (StreamDecoder._is_resend).
-_TAIL_BLOCKS = 4
+#: How far behind the last accepted record a resent copy is recognised (records; the last
+#: this many are kept, StreamDecoder._is_resend).
+RESEND_BACK = 8
 
 
 class StreamDecoder:
@@ -453,8 +454,8 @@ class StreamDecoder:
         self._plain = False
         self._source_n = -1
         self._last: int | None = None
-        # the last few accepted blocks (seq, values), newest last: a record that repeats one
-        # of them (seq and values) is a resend, not a device restart (see _step)
+        # the last accepted records (seq, values) by block, newest last: a record just behind
+        # the last one that repeats one of them is a resend, not a device restart (see _step)
         self._tail: list[tuple[np.ndarray, np.ndarray]] = []
         self._held: tuple[int, np.ndarray] | None = None
         self._pending_rejects = 0
@@ -786,19 +787,22 @@ class StreamDecoder:
 
     def _tail_add(self, seq: np.ndarray, values: np.ndarray) -> None:
         t = self._tail
-        t.append((seq, values))
-        if len(t) > _TAIL_BLOCKS:
+        t.append((seq[-RESEND_BACK:], values[-RESEND_BACK:]))  # views: nothing copied
+        if len(t) > RESEND_BACK:
             del t[0]
 
     def _is_resend(self, s: int, v: np.ndarray) -> bool:
-        """Whether record ``s`` with values ``v`` repeats one of the last accepted blocks.
+        """Whether record ``s`` with values ``v`` repeats one of the last :data:`RESEND_BACK`
+        accepted records (the caller checks that ``s`` lies at most that far behind).
 
         Why: a frame cut by its last byte, when that byte is 0xA5 (a CRC byte), completes
         with the next frame's first sync byte into a valid copy of itself; the parser then
         decodes the intact frame after it too (nothing is lost). Such a copy of the frame
         before the previous one arrives one behind (32, 33, 32, 33): without this check the
-        small backward step read as a device restart. A restart sends new samples: the same
-        seq with the same values within the last few blocks is the same record again."""
+        small backward step read as a device restart. The same seq with the same values just
+        behind the last one is the same record again (a device that restarts jumps back to
+        near 0 from wherever it was, and stays a restart when it sends the same samples
+        again, as a replayed log does)."""
         for seq, values in reversed(self._tail):
             hit = np.flatnonzero(seq == s)
             if hit.size and np.array_equal(values[hit[-1]], v, equal_nan=True):
@@ -858,7 +862,7 @@ class StreamDecoder:
         d = (s - self._last) % 65536
         if d == 1:
             self._accept_one(s, v)
-        elif d == 0 or (d > HALF_RANGE and self._is_resend(s, v)):
+        elif d == 0 or (d >= 65536 - RESEND_BACK and self._is_resend(s, v)):
             self._reject("duplicate", where(i) if where is not None else None, pending=False)
             self._counts["duplicates_dropped"] += 1
         elif self._confirm_all or (d > HALF_RANGE and s > RESET_MAX_SEQ):

@@ -204,10 +204,14 @@ def test_a_resent_frame_completed_by_a_borrowed_sync_byte_is_a_duplicate_not_a_r
         assert counts["duplicates_dropped"] == 2 and counts["rejected_reasons"] == {"duplicate": 2}
         assert counts["samples_parsed"] == 34 and counts["samples_missing"] == 0
         np.testing.assert_array_equal(vals[-2:], np.array([[3200, v32], [3300, v33]]) * np.array(HDR.gain))
-    # a real restart (seq back to 0, new samples) is still one
+    # a real restart (seq back to 0, new samples) is still one, and so is a device that
+    # replays the very same samples from 0 (a replayed log: 10 behind, the same values)
     data2 = HEAD_BIN + b"".join(head[:10]) + frame(0, 5, 5) + frame(1, 6, 6)
     (seq2, _, _), c2 = decode_chunks([data2], fmt="binary")
     assert seq2 == [*range(10), 0, 1] and c2["resets"] == 1 and c2["duplicates_dropped"] == 0
+    data3 = HEAD_BIN + b"".join(head[:10]) + b"".join(head[:10])
+    (seq3, _, _), c3 = decode_chunks([data3], fmt="binary")
+    assert seq3 == [*range(10)] * 2 and c3["resets"] == 1 and c3["duplicates_dropped"] == 0
 
 
 @FAST
