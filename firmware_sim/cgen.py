@@ -635,9 +635,8 @@ static void copy_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_st
    MACs (a pass with one sample left: 10 for 8); elsewhere the same sums in plain C. Integer
    sums are exact in any order: every path gives the same bits. */
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-#define MAC2X3_STEP                                                                        \
-    "ldrd %[wa], %[wc], [%[wp]], #8\n\t"                                                   \
-    "ldrd %[u], %[v], [%[xp]], #8\n\t"                                                     \
+/* one weight step's unpacking and its first column (shared by both passes) */
+#define MAC2_COL0                                                                          \
     "sxtb16 %[wb], %[wa], ror #8\n\t"                                                      \
     "sxtb16 %[wa], %[wa]\n\t"                                                              \
     "sxtb16 %[wd], %[wc], ror #8\n\t"                                                      \
@@ -645,7 +644,11 @@ static void copy_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_st
     "smlad %[a0], %[wa], %[u], %[a0]\n\t"                                                  \
     "smlad %[a3], %[wc], %[u], %[a3]\n\t"                                                  \
     "smlad %[a0], %[wb], %[v], %[a0]\n\t"                                                  \
-    "smlad %[a3], %[wd], %[v], %[a3]\n\t"                                                  \
+    "smlad %[a3], %[wd], %[v], %[a3]\n\t"
+#define MAC2X3_STEP                                                                        \
+    "ldrd %[wa], %[wc], [%[wp]], #8\n\t"                                                   \
+    "ldrd %[u], %[v], [%[xp]], #8\n\t"                                                     \
+    MAC2_COL0                                                                              \
     "ldrd %[u], %[v], [%[xp]], #8\n\t"                                                     \
     "smlad %[a1], %[wa], %[u], %[a1]\n\t"                                                  \
     "smlad %[a4], %[wc], %[u], %[a4]\n\t"                                                  \
@@ -660,14 +663,7 @@ static void copy_u8(const uint8_t *src, int src_stride, uint8_t *dst, int dst_st
 #define MAC2X1_STEP                                                                        \
     "ldrd %[wa], %[wc], [%[wp]], #8\n\t"                                                   \
     "ldrd %[u], %[v], [%[xp]], #24\n\t"                                                    \
-    "sxtb16 %[wb], %[wa], ror #8\n\t"                                                      \
-    "sxtb16 %[wa], %[wa]\n\t"                                                              \
-    "sxtb16 %[wd], %[wc], ror #8\n\t"                                                      \
-    "sxtb16 %[wc], %[wc]\n\t"                                                              \
-    "smlad %[a0], %[wa], %[u], %[a0]\n\t"                                                  \
-    "smlad %[a3], %[wc], %[u], %[a3]\n\t"                                                  \
-    "smlad %[a0], %[wb], %[v], %[a0]\n\t"                                                  \
-    "smlad %[a3], %[wd], %[v], %[a3]\n\t"
+    MAC2_COL0
 #define MAC2X1_OPERANDS                                                                    \
     [a0] "+r"(a0), [a3] "+r"(a3), [xp] "+r"(xp), [wp] "+r"(wp), [wa] "=&r"(wa), [wb] "=&r"(wb), \
     [wc] "=&r"(wc), [wd] "=&r"(wd), [u] "=&r"(u), [v] "=&r"(v)
