@@ -47,16 +47,12 @@ from pathlib import Path
 import click
 
 from edgebp.cli import CliError
+from edgebp.paths import cache_root
 
 log = logging.getLogger(__name__)
 
 KINDS = ("prepared", "synth", "bench", "numba", "tensorrt", "onnx-checked")
 NUMBA_SUFFIXES = (".nbi", ".nbc")
-
-
-def cache_root() -> Path:
-    """``$EDGEBP_CACHE`` or ``~/.cache/edgebp`` (the same rule every writer uses)."""
-    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp")).expanduser()
 
 
 @dataclass

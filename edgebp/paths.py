@@ -15,6 +15,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
+def cache_root() -> Path:
+    """``$EDGEBP_CACHE`` or ``~/.cache/edgebp``: where edgebp keeps what it can rebuild (the
+    TensorRT engines, the loader's record of checked models; ``edgebp cache``)."""
+    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp")).expanduser()
+
+
 def in_checkout() -> bool:
     """True when edgebp runs from a source checkout (editable install), not an installed copy."""
     return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "edgebp" / "paths.py").is_file()

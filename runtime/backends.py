@@ -70,22 +70,25 @@ class OrtBackend:
         the new states come in the order of the graph's outputs after ``y``, as from
         :meth:`run`.
 
-        The same bits as :meth:`run` with ``x`` and the states as feeds (tested), at about
-        0.75x its cost per call on the runtime's 25-sample step (docs/benchmarks.md): the
-        states stay in two sets of buffers bound to the session once (ONNX Runtime's
-        IOBinding), the outputs of one call being the inputs of the next, so a call converts
-        and allocates nothing but the copy of ``y`` it returns. The returned states are those buffers: valid until
-        the call after next, and passed back as they are they are not copied (a state the
-        caller made, e.g. zeros after a reset, is copied in). A shape not seen before (the
+        The same bits as :meth:`run` with ``x`` and the states as feeds (tested), at 0.80-0.94x
+        its cost per call on the runtime's 25-sample step (docs/benchmarks.md): the states stay
+        in two sets of buffers bound to the session once (ONNX Runtime's IOBinding), the
+        outputs of one call being the inputs of the next, so a call converts and allocates
+        nothing but the copy of ``y`` it returns. The returned states are those buffers: valid
+        until the call after next, and passed back as they are they are not copied (a state
+        the caller made, e.g. zeros after a reset, is copied in). A shape not seen before (the
         padded last step of a stream) takes :meth:`run`.
         """
-        names = list(self.input_names[1:] if names is None else names)
+        if names is None:
+            names = self.input_names[1:]
         st = self._step
-        if st is None or st["names"] != names:
-            st = self._step_bind(x, states, names)
+        # the caller's own list of names each step (the engine's): compared once, then by identity
+        if st is None or (names is not st["given"] and list(names) != st["names"]):
+            st = self._step_bind(x, states, list(names))
+            st["given"] = names
         if st["shape"] != x.shape:  # a one-off length, or a model it cannot bind: the plain call
-                res = self.run({self.input_names[0]: x} | dict(zip(names, states)))
-                return res[0], list(res[1:])
+            res = self.run({self.input_names[0]: x} | dict(zip(names, states)))
+            return res[0], list(res[1:])
         p = st["p"]
         cur = st["bufs"][p]
         for b, s in zip(cur, states):

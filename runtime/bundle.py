@@ -758,7 +758,9 @@ def onnx_checked_path() -> Path | None:
     """``<cache>/onnx-checked.json``; None when ``EDGEBP_ONNX_CHECKED=0``."""
     if os.environ.get("EDGEBP_ONNX_CHECKED", "1").strip() == "0":
         return None
-    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp")).expanduser() / "onnx-checked.json"
+    from edgebp.paths import cache_root
+
+    return cache_root() / "onnx-checked.json"
 
 
 def _onnx_checked_read() -> dict[str, list[str]]:

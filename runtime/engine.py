@@ -211,7 +211,7 @@ class StreamRuntime:
         self.in_name = self.backend.input_names[0]
         # this engine's own session (backend_open makes one per engine): step() keeps the
         # states in buffers bound to it, which only one stream may use
-        self._step = getattr(self.backend, "step", None) if self.streamable and isinstance(self.backend, OrtBackend) else None
+        self._step = self.backend.step if self.streamable and isinstance(self.backend, OrtBackend) else None
         # preprocessing per input
         self.pre = {c: Preprocessor(ChainConfig.from_dict({**m["preprocessing"][c], "fs_in": self.fs_dev, "fs_out": self.fs})) for c in self.inputs}
         self._pre0 = next(iter(self.pre.values()))

@@ -84,7 +84,6 @@ def serve_command(bundle, sources, out_dir, max_streams, idle_timeout, duration,
     opts = ServeOptions(variant=variant, backend=backend, threads=threads, max_streams=max_streams,
                         idle_timeout=idle_timeout, duration=duration, baud=baud, batch=not no_batch)
     from edgebp.paths import numba_compile_announce
-
     from edgebp.processing.kernels import aot_module
 
     numba_compile_announce(echo=lambda line: click.echo(line, err=True), aot=aot_module() is not None)

@@ -63,8 +63,10 @@ class TensorRTError(RuntimeError):
 
 def cache_dir() -> Path:
     """``$EDGEBP_CACHE/tensorrt`` (default ``~/.cache/edgebp/tensorrt``): the same root every
-    edgebp cache uses (:func:`edgebp.cache_cli.cache_root`)."""
-    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp")).expanduser() / ENGINE_CACHE_SUBDIR
+    edgebp cache uses (:func:`edgebp.paths.cache_root`)."""
+    from edgebp.paths import cache_root
+
+    return cache_root() / ENGINE_CACHE_SUBDIR
 
 
 def tensorrt_available() -> tuple[bool, str]:

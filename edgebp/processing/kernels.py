@@ -59,6 +59,7 @@ _REGISTRY: dict[str, "Kernel"] = {}  # by qualified name (a module loaded twice:
 _ALL: list["Kernel"] = []  # every kernel made, for _jit_all
 _aot = None  # the loaded AOT module, False once found unusable
 _aot_why = ""
+_aot_specs: dict = {}  # the build's argument spec per export name (_kernels_aot.json)
 _jitted = 0  # kernels given a dispatcher so far
 
 
@@ -135,7 +136,7 @@ def cpu_flags() -> set[str]:
 def aot_module():
     """The AOT extension module, or None (absent, stale, or ``EDGEBP_KERNELS=jit``); why not
     is in :func:`kernels_status`."""
-    global _aot, _aot_why
+    global _aot, _aot_why, _aot_specs
     if _aot is None:
         _aot = False
         mode = kernels_mode()
@@ -158,6 +159,7 @@ def aot_module():
                     import importlib
 
                     _aot = importlib.import_module(AOT_MODULE)
+                    _aot_specs = info.get("kernels") or {}
                     _aot_why = ""
                 except ImportError as exc:
                     _aot_why = f"cannot be imported ({exc})"
@@ -187,12 +189,6 @@ def _jit_all() -> None:
         k._jit = nb.njit(**k.options)(k.py_func)
         k.py_func.__globals__[k.py_func.__name__] = k._jit
     _jitted = len(_ALL)
-
-
-def _array_check(dtype: np.dtype, ndim: int):
-    def ok(a) -> bool:
-        return a.__class__ is np.ndarray and a.ndim == ndim and a.dtype == dtype and a.flags.carray
-    return ok
 
 
 # The call of an AOT kernel, generated per kernel from the build's argument spec: the checks
@@ -247,7 +243,7 @@ class Kernel:
         mod = aot_module()
         exp = _aot_name(self.name)
         f = getattr(mod, exp, None) if mod is not None else None
-        spec = mod_spec().get(exp) if f is not None else None
+        spec = _aot_specs.get(exp) if f is not None else None
         if f is None or spec is None:
             _jit_all()
             self._impl = self._jit
@@ -269,28 +265,12 @@ class Kernel:
         logger.debug("%s: argument types not in the ahead-of-time build; numba runs it", self.name)
         return self._jit(*args)
 
-    @property
-    def signatures(self) -> list:
-        """The numba dispatcher's compiled signatures (JIT only; empty before any JIT call)."""
-        return list(self._jit.signatures) if self._jit is not None else []
-
 
 def _aot_name(name: str) -> str:
     """The AOT module's export name of a kernel: ``edgebp.processing.quality._guard_block`` ->
     ``quality___guard_block``."""
     mod, _, fn = name.rpartition(".")
     return f"{mod.rsplit('.', 1)[-1]}__{fn}"
-
-
-_SPEC_CACHE: dict = {}
-
-
-def mod_spec() -> dict:
-    """The argument specs the AOT build recorded (``_kernels_aot.json``), by export name."""
-    if "spec" not in _SPEC_CACHE:
-        meta = Path(__file__).resolve().parent / "_kernels_aot.json"
-        _SPEC_CACHE["spec"] = json.loads(meta.read_text()).get("kernels", {})
-    return _SPEC_CACHE["spec"]
 
 
 def kernel(func=None, **options):
