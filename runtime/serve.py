@@ -124,6 +124,7 @@ class StreamInfo:
     ended: float | None = None
     end_reason: str | None = None
     pauses: int = 0  # times the transport was paused because the queue was full
+    bytes_in: int = 0  # bytes the stream's worker has taken from its source so far (live)
     summary: dict | None = None
 
 
@@ -202,7 +203,7 @@ class Server:
         summary: dict
         writer = None
         try:
-            chunks = chunks_factory(ended)
+            chunks = self._counted(info, chunks_factory(ended))
             if self.batched is not None:
                 chunks = self._busy_marked(chunks)
             # live sources (tcp, pty, serial, stdin): every block flushed as written, so a
@@ -228,7 +229,7 @@ class Server:
         info.end_reason = ended["reason"]
         summary = {"name": info.name, "source": info.source, "peer": info.peer, "end_reason": info.end_reason,
                    "started_unix": info.started, "ended_unix": info.ended, "cpu_seconds": time.thread_time() - cpu0,
-                   "transport_pauses": info.pauses, **summary}
+                   "transport_pauses": info.pauses, "bytes_in": info.bytes_in, **summary}
         info.summary = summary
         with open(self.out_dir / f"{info.name}.summary.json", "w") as f:
             f.write(json_text(summary, indent=2))  # strict JSON: NaN/inf as null
@@ -239,6 +240,14 @@ class Server:
         with self._done_cv:
             self._active -= 1
             self._done_cv.notify_all()
+
+    @staticmethod
+    def _counted(info: StreamInfo, chunks):
+        """``chunks``, counted into ``info.bytes_in`` as the worker takes them: what a
+        monitor (or a test closing a port) can watch while the stream runs."""
+        for c in chunks:
+            info.bytes_in += len(c)
+            yield c
 
     def _busy_marked(self, chunks):
         """``chunks``, with the stream marked busy from taking a chunk until it asks for the
