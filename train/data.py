@@ -12,7 +12,6 @@ import hashlib
 import json
 import time
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +62,9 @@ class PreparedRecord:
 
 def cache_dir() -> Path:
     """``$EDGEBP_CACHE`` or ``~/.cache/edgebp``."""
-    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp"))
+    from edgebp.paths import cache_root
+
+    return cache_root()
 
 
 def data_source_path(data: str, synth_subjects: int = DEFAULT_SUBJECTS, synth_minutes: float = DEFAULT_MINUTES, seed: int = 0) -> Path:

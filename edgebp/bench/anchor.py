@@ -21,7 +21,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -55,7 +54,9 @@ ANCHORS: dict[str, AnchorSpec] = {
 
 def bench_cache_dir() -> Path:
     """``$EDGEBP_CACHE/bench`` (default ``~/.cache/edgebp/bench``)."""
-    return Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp")) / "bench"
+    from edgebp.paths import cache_root
+
+    return cache_root() / "bench"
 
 
 def _torch_version() -> str:

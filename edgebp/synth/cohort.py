@@ -376,7 +376,9 @@ def synth_cohort_cached(n_subjects: int, minutes: float, seed: int = 0, fs: floa
     (True, ['synth-000', 'synth-001'])
     >>> _ = os.environ.pop("EDGEBP_CACHE") if old is None else os.environ.update(EDGEBP_CACHE=old)
     """
-    base = Path(os.environ.get("EDGEBP_CACHE", Path.home() / ".cache" / "edgebp"))
+    from edgebp.paths import cache_root
+
+    base = cache_root()  # the one rule ($EDGEBP_CACHE, ~ expanded)
     key = hashlib.sha256(f"{GENERATOR_VERSION}:{n_subjects}:{minutes}:{seed}:{fs}".encode()).hexdigest()[:12]
     final = base / f"synth-{key}"
     if (final / "RECORDS").exists():
