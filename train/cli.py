@@ -50,7 +50,9 @@ def train_command(model, bundle, force, preset, recipe, inputs, data, epochs, de
     weights_only=True). Several processes or machines: torchrun --nproc_per_node K
     [--nnodes N ...] -m edgebp train ... (docs/training.md: DDP, --set ddp_split=records,
     and the data layout). Records are prepared once into memory-mapped shards in the cache
-    and windows are read from them as training goes.
+    and windows are read from them as training goes. Each training record gives at most
+    max_windows_per_record windows (400; --set max_windows_per_record=0 for every window),
+    each validation record at most max(50, that / 4), drawn with the seed.
 
     --recipe paper trains a seed as its public code does (docs/models.md lists the values per
     model and every remaining difference); the split stays subject-wise.

@@ -57,7 +57,7 @@ class TrainConfig(StrictConfig):
     window_s: float = 8.0  # training window for causal models; window models use their own
     stride_s: float = 2.0
     stride: int = 0  # samples between training windows (0: stride_s for causal models, half a window for window models)
-    max_windows_per_record: int = 400  # 0: every window
+    max_windows_per_record: int = 400  # 0: every window; validation records: at most max(50, this / 4)
     val_frac: float = 0.15
     test_frac: float = 0.15
     synth_subjects: int = DEFAULT_SUBJECTS
