@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("ort", "tensorrt", "torch")
 
+# The name export/onnx_export.py gives a streaming model's time axis (input ``x``, axis
+# ``time``). The runtime steps such a model at one fixed length, and fixing the axis at that
+# length lets ONNX Runtime fold each state's Shape/Gather/Sub/Unsqueeze chain into a constant
+# slice: 157 -> 97 nodes int8, 99 -> 51 fp32, the same bits (tests/test_ort_step.py).
+STREAM_TIME_DIM = "x_time"
+
 
 def backend_names() -> tuple[str, ...]:
     return BACKENDS
@@ -40,7 +46,10 @@ class OrtBackend:
 
     name = "ort"
 
-    def __init__(self, onnx_path: str | Path, threads: int = 1, optimized_model_path: str | None = None):
+    def __init__(self, onnx_path: str | Path, threads: int = 1, optimized_model_path: str | None = None,
+                 dims: dict[str, int] | None = None):
+        """``dims``: symbolic input dimensions fixed at these sizes (a name the graph lacks
+        changes nothing); a call of any other size is then an error."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -50,6 +59,8 @@ class OrtBackend:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if optimized_model_path:
             so.optimized_model_filepath = str(optimized_model_path)
+        for dim, size in (dims or {}).items():
+            so.add_free_dimension_override_by_name(dim, int(size))
         self.path = Path(onnx_path)
         try:
             self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
@@ -140,13 +151,14 @@ class OrtBackend:
 from edgebp.runtime.tensorrt_backend import TensorRTBackend, TensorRTError, tensorrt_available  # noqa: E402,F401
 
 
-def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str = "int8") -> Backend:
-    """Open a backend by name; ``kind`` is one of :data:`BACKENDS`."""
+def backend_open(kind: str, path: str | Path, threads: int = 1, precision: str = "int8", dims: dict[str, int] | None = None) -> Backend:
+    """Open a backend by name; ``kind`` is one of :data:`BACKENDS`. ``dims``: symbolic
+    dimensions an ONNX Runtime session fixes (see :class:`OrtBackend`)."""
     if isinstance(kind, BatchedBackend):
         b = kind.batcher(path)
-        return _BatchedStream(b) if b is not None else OrtBackend(path, threads=threads)
+        return _BatchedStream(b) if b is not None else OrtBackend(path, threads=threads, dims=dims)
     if kind == "ort":
-        return OrtBackend(path, threads=threads)
+        return OrtBackend(path, threads=threads, dims=dims)
     if kind == "tensorrt":
         # the precision names the form (int8 Q/DQ, fp16, fp32) for the engine cache; the layer
         # types come from the graph (strongly typed)

@@ -61,7 +61,7 @@ import numpy as np
 from edgebp.processing.beats import Beats, BeatDetector
 from edgebp.processing.chain import ChainConfig, Preprocessor
 from edgebp.processing.quality import CLIPPED, FLAT, MOTION, RANGE, REACQUIRED, FlatClipDetector, InputGuard, stuck_block
-from edgebp.runtime.backends import OrtBackend, backend_open
+from edgebp.runtime.backends import STREAM_TIME_DIM, OrtBackend, backend_open
 from edgebp.runtime.beat_features import WAVE_FEATURES
 from edgebp.runtime.beat_keying import BeatKeyer
 from edgebp.runtime.calibrated import (METHODS, CalibratedEstimator, EstimatorParams, cuff_csv_read, estimator_params_hold,
@@ -191,7 +191,9 @@ class StreamRuntime:
             elif key is None:
                 raise ValueError(f"variant {variant!r}: this bundle's streaming model exists as {', '.join(m['streaming']['file_keys'])}")
             else:
-                self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(key), threads=threads, precision=variant)
+                # every call is one step of the same length (the padded last one too)
+                self.backend = backend_open(backend, run_dir if backend == "torch" else bundle.file(key), threads=threads, precision=variant,
+                                            dims={STREAM_TIME_DIM: int(m["streaming"]["chunk"])})
             self.chunk = int(m["streaming"]["chunk"])
             states = stream_states(m, variant)  # a pruned streaming model has narrower states
             self.state_names = [s["name"] for s in states]

@@ -64,6 +64,34 @@ def test_bound_step_equals_plain_run(bundle, record, variant):
     assert valid.mean() > 0.8 and np.nanstd(abp) > 5.0
 
 
+@pytest.mark.parametrize("variant", ["int8", "fp32"])
+def test_fixed_time_axis_gives_the_free_axis_bits(bundle, record, variant):
+    """The engine's session fixes the streaming input's time axis at the step (ONNX Runtime
+    then folds the states' shape arithmetic away); a session with the axis free, as the
+    bundle's file has it, gives the same bits on the same packets, reset and padded step."""
+    from edgebp.runtime.backends import OrtBackend
+
+    vals, fs = record
+    chunk = int(bundle.manifest["streaming"]["chunk"])
+    rt, abp, valid, reason = _stream(bundle, vals, fs, variant, bound=True)
+    assert rt.backend.session.get_inputs()[0].shape[-1] == chunk, "the time axis was not fixed"
+    free = OrtBackend(bundle.file(f"stream_{variant}"))
+    assert isinstance(free.session.get_inputs()[0].shape[-1], str)
+
+    import edgebp.runtime.engine as engine_mod
+
+    real = engine_mod.backend_open
+    try:
+        engine_mod.backend_open = lambda *a, **k: free
+        _, abp0, valid0, reason0 = _stream(bundle, vals, fs, variant, bound=True)
+    finally:
+        engine_mod.backend_open = real
+    assert free._step is not None and free._step["shape"] == (1, len(bundle.inputs), chunk), "the free session was not stepped"
+    assert np.array_equal(valid, valid0) and np.array_equal(reason, reason0)
+    assert np.array_equal(abp, abp0, equal_nan=True)
+    assert valid.mean() > 0.8 and np.nanstd(abp) > 5.0
+
+
 def test_bound_step_alone_matches_run_and_reuses_its_buffers(bundle):
     """Direct use: the returned states passed back are not copied (the same objects come round
     every other call), a foreign state is copied in, and each output equals ``run``."""

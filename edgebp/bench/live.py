@@ -106,12 +106,14 @@ def live_once(bundle, chunks: list[bytes], variant: str = "int8", threads: int =
 def step_cpu(bundle, variant: str, threads: int = 1, calls: int = 400, bound: bool = True) -> float:
     """CPU seconds per ONNX Runtime call of the streaming model on one runtime step (state
     carried): as the runtime calls it (``OrtBackend.step``, the states in bound buffers), or
-    with ``bound=False`` as a plain ``session.run`` with the states as feeds."""
-    from edgebp.runtime.backends import backend_open
+    with ``bound=False`` as a plain ``session.run`` with the states as feeds (and the time
+    axis left free, as a plain session has it)."""
+    from edgebp.runtime.backends import STREAM_TIME_DIM, backend_open
 
     m = bundle.manifest
     st = m["streaming"]
-    be = backend_open("ort", bundle.file(st["file_keys"][variant]), threads=threads, precision=variant)
+    be = backend_open("ort", bundle.file(st["file_keys"][variant]), threads=threads, precision=variant,
+                      dims={STREAM_TIME_DIM: int(st["chunk"])} if bound else None)
     names = [s["name"] for s in st["states"]]
     states = [np.zeros(s["shape"], np.float32) for s in st["states"]]
     x = np.random.default_rng(0).standard_normal((1, len(m["inputs"]), int(st["chunk"]))).astype(np.float32)
