@@ -142,3 +142,4 @@ def test_bench_startup_part_measures_both_kinds(log):
     assert by["aot"]["max_rss_mb_median"] < by["jit"]["max_rss_mb_median"] - 50.0
     assert all(row["first_output_s_median"] > 0 for row in r["rows"])
     assert "startup aot/jit" in startup_text(r)
+    assert isinstance(r["bytecode_cached"], bool)  # said beside the figures (make setup writes it)
