@@ -42,17 +42,12 @@ def bundle():
 @pytest.fixture(scope="module")
 def device(shared_data, bundle):
     """One minute of the record as the device sends it: (n, inputs) samples and their rate."""
-    from edgebp.io import read_record
-    from edgebp.record import Channel, Record
-    from edgebp.runtime.stream_score import record_device_samples
+    from edgebp.firmware_sim.cgen_check import record_device
 
     path = shared_data / "challenge2015" / RECORD
     if not path.with_suffix(".hea").exists():
         pytest.skip(f"{path}.hea not found (real recordings absent)")
-    rec = read_record(path)
-    rec = Record(rec.record_id, [Channel(c.name, c.signal[: int(SECONDS * c.fs)], c.fs, c.units, c.label, c.lead)
-                                 for c in rec.channels], rec.subject_id, rec.source)
-    return record_device_samples(rec, bundle.inputs)
+    return record_device(RECORD, SECONDS, bundle.inputs)
 
 
 @pytest.fixture(scope="module")
@@ -78,24 +73,10 @@ def _ref_session(bundle, level: str):
 def _runtime_stream(bundle, device, level: str = "ORT_DISABLE_ALL"):
     """The runtime on the record, its ONNX Runtime session at ``level``; returns the ABP it
     emitted and every model call's input and output (the model's own preprocessed input)."""
-    from edgebp.runtime.engine import StreamRuntime
+    from edgebp.firmware_sim.cgen_check import runtime_stream
 
-    vals, fs = device
-    rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)})
-    rt.backend.session = _ref_session(bundle, level)
-    feeds, ys = [], []
-    rt._step = None  # every model call through backend.run, recorded below
-    run = rt.backend.run
-
-    def recording(feed):
-        res = run(feed)
-        feeds.append(np.array(feed[rt.in_name], np.float32)[0])
-        ys.append(np.asarray(res[0]).reshape(-1))
-        return res
-
-    rt.backend.run = recording
-    abp = np.concatenate([rt.push(vals[i:i + 50]).abp for i in range(0, len(vals), 50)])
-    return abp, np.stack(feeds), np.concatenate(ys)
+    r = runtime_stream(bundle, *device, level)
+    return r["abp"], r["x"], r["y"]
 
 
 @pytest.fixture(scope="module")
