@@ -205,6 +205,7 @@ class OutputWriter:
         # that much; standard output is flushed after every write anyway
         self.flush_s = flush_s
         self._flushed_at = time.monotonic()
+        self._dirty = False  # written since the last flush
         self.stdout = path == "-"
         self.jsonl = bool(path) and not self.stdout and str(path).endswith(".jsonl")
         self.closed = False  # standard output: the reader closed the pipe
@@ -289,20 +290,28 @@ class OutputWriter:
                 lines.append(_dumps(rec))
             if lines:
                 self.f.write("\n".join(lines) + "\n")
+                self._dirty = True
             self._flush_due()
             return
         if len(out.t):
             valid, reason = _finite_valid(out)
-            reasons = np.asarray(REASONS, dtype=object)[reason]
-            abp_s = np.where(valid, np.char.mod("%.2f", np.nan_to_num(out.abp)), "")
-            rows = np.char.add(np.char.add(np.char.add(np.char.mod("%.4f,", out.t), abp_s), np.where(valid, ",1,", ",0,")), reasons.astype(str))
-            self.f.write("\n".join(rows.tolist()) + "\n")
+            # Python's own formatting of each row: the same text as "%.4f" / "%.2f", about 4x
+            # faster than np.char on a 25-row step (the writer had cost 4-5 us per device
+            # sample at 20 ms packets, as much as the model call)
+            names = REASONS
+            self.f.write("".join([f"{t:.4f},{a:.2f},1,{names[r]}\n" if v else f"{t:.4f},,0,{names[r]}\n"
+                                  for t, a, v, r in zip(out.t.tolist(), np.asarray(out.abp, np.float64).tolist(), valid.tolist(),
+                                                        np.asarray(reason).tolist())]))
+            self._dirty = True
         if out.beats:
             self.fb.write("".join(beat_csv_row(b) + "\n" for b in out.beats))
+            self._dirty = True
         self._flush_due()
 
     def _flush_due(self) -> None:
-        if self.flush_s is not None and time.monotonic() - self._flushed_at >= self.flush_s:
+        # nothing written since the last flush (most 20 ms packets complete no model step):
+        # nothing to flush
+        if self._dirty and self.flush_s is not None and time.monotonic() - self._flushed_at >= self.flush_s:
             self.flush()
 
     def flush(self) -> None:
@@ -314,6 +323,7 @@ class OutputWriter:
         except OSError as exc:
             raise self._named(exc) from None
         self._flushed_at = time.monotonic()
+        self._dirty = False
 
     def close(self) -> None:
         if self.stdout:

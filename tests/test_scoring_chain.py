@@ -209,6 +209,57 @@ def test_writer_fills_fields_missing_from_older_engine_rows(tmp_path):
     assert beats[1]["sbp"] is None and beats[1]["hr"] == 70.0 and beats[1]["reason"] == "flat"
 
 
+def test_writer_pointwise_rows_golden(tmp_path):
+    """The point-wise CSV rows, byte for byte. Expected lines written by hand from the format
+    (time %.4f, ABP %.2f or empty, valid 0/1, reason name): a valid row, -0.0, rounding at the
+    last digit, every invalid reason, and a row marked valid with a NaN ABP (written invalid,
+    "artefact"). The writer formats with Python's f-strings since this session; the lines are
+    those np.char.mod gave before (checked on 90,000 rows of two logs)."""
+    import numpy as np
+
+    from edgebp.runtime.engine import REASONS, OutputBlock
+    from edgebp.runtime.run import POINTWISE_HEADER, OutputWriter
+
+    t = np.array([0.0, 0.008, 1.23456, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 1e6, -0.0])
+    abp = np.array([120.0, -0.0, 2.675, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, 99.999])
+    valid = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1], bool)
+    reason = np.array([0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 0, 0], np.int8)
+    w = OutputWriter(str(tmp_path / "bp.csv"), ["test"], flush_s=0.0)
+    w.write(OutputBlock(t, abp, valid, reason, []))
+    w.write(OutputBlock.empty())
+    w.close()
+    lines = [ln for ln in (tmp_path / "bp.csv").read_text().splitlines() if not ln.startswith("#")]
+    assert lines[0] == POINTWISE_HEADER
+    assert lines[1:] == ["0.0000,120.00,1,ok", "0.0080,-0.00,1,ok", "1.2346,2.67,1,ok",
+                         "2.5000,,0,warmup", "3.0000,,0,gap", "4.0000,,0,flat", "5.0000,,0,clipped", "6.0000,,0,reset",
+                         "7.0000,,0,artefact", "8.0000,,0,range",
+                         "1000000.0000,,0,artefact", "-0.0000,100.00,1,ok"]
+    assert [ln.split(",")[3] for ln in lines[4:11]] == list(REASONS[1:])  # every invalid reason by name
+
+
+def test_writer_flushes_what_it_wrote_and_skips_empty_flushes(tmp_path):
+    """flush_s=0 (live sources): a block with rows reaches the file at once; the blocks of
+    packets that complete no step flush nothing (they used to flush both files each time)."""
+    import numpy as np
+
+    from edgebp.runtime.engine import OutputBlock
+    from edgebp.runtime.run import OutputWriter
+
+    w = OutputWriter(str(tmp_path / "bp.csv"), ["test"], flush_s=0.0)
+    flushes = []
+    real = w.flush
+    w.flush = lambda: (flushes.append(1), real())[1]
+    for _ in range(9):
+        w.write(OutputBlock.empty())
+    assert flushes == []
+    w.write(OutputBlock(np.array([1.0]), np.array([90.0]), np.array([True]), np.array([0], np.int8), []))
+    assert flushes == [1]
+    assert (tmp_path / "bp.csv").read_text().endswith("1.0000,90.00,1,ok\n")  # on disk before close
+    w.write(OutputBlock.empty())
+    assert flushes == [1]
+    w.close()
+
+
 # ----------------------------------------------------------------------------- edgebp run to stdout
 def test_run_without_out_prints_beats_csv(chain):
     p = _edgebp("run", "default", "--stream", chain["log"])
