@@ -550,7 +550,7 @@ class StreamDecoder:
         got = p.packet(data)
         if got is None:
             return None
-        vals, n = got
+        vals, n, tail = got
         width = p._pk[2]
         if n > 64 or width - 1 != self._source_n:
             return None
@@ -569,6 +569,8 @@ class StreamDecoder:
         c["bytes_in"] += len(data)
         c["samples_parsed"] += n
         p.line_no += n
+        if tail or p.buf:  # what LineParser.feed leaves buffered: the line this read begins
+            p.buf[:] = tail
         self._last = prev
         self._pending_rejects = 0
         self._tail_add(arr[:, 0], values)

@@ -359,19 +359,31 @@ class TextParser(LineParser):
                 return False
         return True
 
-    def packet(self, data: bytes) -> tuple[list[int], int] | None:
-        """The usual live read, checked without changing any state: whole clean sample lines
-        (no ``#`` line, no ``\\r``), nothing buffered or skipped before them, a header in force,
-        every seq in 0..65535 and every value within its ADC range. Returns the numbers as a
-        flat list and the number of lines; None when ``data`` needs the general path
-        (:meth:`feed`), which then decodes it as it always did.
+    def packet(self, data: bytes) -> tuple[list[int], int, bytes] | None:
+        """The usual live read, checked without changing any state: clean sample lines (no
+        ``#`` line, no ``\\r``), completed by this read, after nothing skipped, a header in
+        force, every seq in 0..65535 and every value within its ADC range. A read cut at any
+        byte qualifies: the line begun by the previous read (buffered) and the one this read
+        begins (its tail) are taken as the general path takes them. Returns the numbers of the
+        completed lines as a flat list, their count and the tail to buffer; None when ``data``
+        needs the general path (:meth:`feed`), which then decodes it as it always did.
 
         This is the path :meth:`feed` -> :meth:`lines` -> :meth:`_region` ->
         :func:`_small_region` takes for such a read, without its calls and arrays: a 5-sample
         packet is decoded by :meth:`StreamDecoder.feed <edgebp.runtime.protocol.StreamDecoder.feed>`
         in one pass."""
-        if (self.skipping or self.buf or self.header is None or len(data) > _SMALL_REGION_BYTES
-                or data[-1:] != b"\n" or b"#" in data or b"\r" in data):
+        if self.skipping or self.header is None or len(data) > _SMALL_REGION_BYTES:
+            return None
+        if data[-1:] == b"\n" and not self.buf:  # whole lines, nothing buffered (a framed packet)
+            whole, tail = data, b""
+        else:  # a read cut mid-line (a UART or a file read of N bytes): as LineParser.feed cuts it
+            k = data.rfind(b"\n")
+            if k < 0:
+                return None
+            whole, tail = bytes(self.buf) + data[:k + 1], data[k + 1:]
+            if len(whole) > _SMALL_REGION_BYTES:
+                return None
+        if b"#" in whole or b"\r" in whole:
             return None
         pk = self._pk
         if pk is None or pk[0] is not self.header:  # once per header: its pattern, width, limits
@@ -379,9 +391,9 @@ class TextParser(LineParser):
             pk = self._pk = (self.header, _small_pattern(self.header.n_channels).match, self.header.n_channels + 1,
                              tuple(zip(range(1, self.header.n_channels + 1), lo.tolist(), hi.tolist())))
         _, match, width, limits = pk
-        if match(data) is None:
+        if match(whole) is None:
             return None
-        vals = list(map(int, data[:-1].replace(b"\n", b",").split(b",")))
+        vals = list(map(int, whole[:-1].replace(b"\n", b",").split(b",")))
         seqs = vals[::width]
         if min(seqs) < 0 or max(seqs) >= SEQ_MODULO:
             return None
@@ -389,7 +401,7 @@ class TextParser(LineParser):
             col = vals[j::width]
             if min(col) < lo_j or max(col) > hi_j:
                 return None
-        return vals, len(seqs)
+        return vals, len(seqs), tail
 
     def lines(self, chunk: bytes, base_line: int) -> None:
         pos = search = 0

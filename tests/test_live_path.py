@@ -84,6 +84,34 @@ def test_packets_give_identical_outputs_beats_and_counts(bundle, record_log):
         assert outputs_digest(s)[0] == outputs_digest(ref)[0]
 
 
+@pytest.mark.parametrize("size", [81, 87, 200, 1000])
+def test_reads_cut_mid_line_give_identical_outputs_and_take_the_one_pass_decoder(bundle, record_log, size, monkeypatch):
+    """Reads of N bytes (a UART, `edgebp run --read-size`, a serve file stream) cut lines
+    anywhere; the one-pass text decoder takes the line begun by the previous read and buffers
+    the one this read begins, as the general path does: the same outputs, beats and counts as
+    one read of everything, and most reads never reach the general path's line splitter."""
+    from edgebp.runtime.protocol_text import TextParser
+
+    general = []
+    real = TextParser.lines
+    monkeypatch.setattr(TextParser, "lines", lambda self, chunk, base: (general.append(len(chunk)), real(self, chunk, base))[1])
+    chunks = [record_log[i:i + size] for i in range(0, len(record_log), size)]
+    s = _run(bundle, chunks)
+    monkeypatch.setattr(TextParser, "lines", real)
+    ref = _run(bundle, [record_log])
+    a, beats = _arrays(s)
+    a_ref, beats_ref = _arrays(ref)
+    for f in a_ref:
+        assert np.array_equal(a[f], a_ref[f], equal_nan=a_ref[f].dtype.kind == "f"), f"{size}-byte reads: {f} differs"
+    assert [repr(b) for b in beats] == [repr(b) for b in beats_ref]
+    for key in ("decoder", "outputs", "valid", "invalid_reasons", "beats", "resets", "cuff_readings"):
+        assert s[key] == ref[key], f"{size}-byte reads: summary {key} differs"
+    # the general path only around the header, the cuff lines, the gap and the reset (a
+    # read that ends with no newline at all is buffered there too); before this path existed
+    # every cut read went there
+    assert len(general) < 0.1 * len(chunks), (len(general), len(chunks))
+
+
 def test_holding_keeps_each_output_in_its_push(bundle):
     """A step's outputs leave from the push that completes it, whether the small pushes before
     it were held or not: compare a held runtime with one whose holding is switched off."""
