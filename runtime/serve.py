@@ -37,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgebp.jsonsafe import json_text
 
@@ -124,7 +125,7 @@ class StreamInfo:
     ended: float | None = None
     end_reason: str | None = None
     pauses: int = 0  # times the transport was paused because the queue was full
-    bytes_in: int = 0  # bytes the stream's worker has taken from its source so far (live)
+    decoder: Any = None  # the stream's decoder while it runs: its .counts (bytes_in, samples) live
     summary: dict | None = None
 
 
@@ -203,14 +204,15 @@ class Server:
         summary: dict
         writer = None
         try:
-            chunks = self._counted(info, chunks_factory(ended))
+            chunks = chunks_factory(ended)
             if self.batched is not None:
                 chunks = self._busy_marked(chunks)
             # live sources (tcp, pty, serial, stdin): every block flushed as written, so a
             # reader of NAME.csv, or a server killed outright, loses nothing already computed
             writer = OutputWriter(str(self.out_dir / f"{info.name}.csv"), self._header(info),
                                   flush_s=1.0 if info.source.startswith("file:") else 0.0)
-            summary = stream_process(chunks, self.bundle, StreamDecoder(), backend=self.batched or o.backend, variant=o.variant, threads=o.threads,
+            info.decoder = StreamDecoder()
+            summary = stream_process(chunks, self.bundle, info.decoder, backend=self.batched or o.backend, variant=o.variant, threads=o.threads,
                                      calibration=Calibration([], "auto"), writer=writer, stop=self.stop_event.is_set)
             if summary.get("source_error"):
                 ended["reason"] = "source error"  # e.g. a serial port unplugged; the summary says which
@@ -229,7 +231,7 @@ class Server:
         info.end_reason = ended["reason"]
         summary = {"name": info.name, "source": info.source, "peer": info.peer, "end_reason": info.end_reason,
                    "started_unix": info.started, "ended_unix": info.ended, "cpu_seconds": time.thread_time() - cpu0,
-                   "transport_pauses": info.pauses, "bytes_in": info.bytes_in, **summary}
+                   "transport_pauses": info.pauses, **summary}
         info.summary = summary
         with open(self.out_dir / f"{info.name}.summary.json", "w") as f:
             f.write(json_text(summary, indent=2))  # strict JSON: NaN/inf as null
@@ -240,14 +242,6 @@ class Server:
         with self._done_cv:
             self._active -= 1
             self._done_cv.notify_all()
-
-    @staticmethod
-    def _counted(info: StreamInfo, chunks):
-        """``chunks``, counted into ``info.bytes_in`` as the worker takes them: what a
-        monitor (or a test closing a port) can watch while the stream runs."""
-        for c in chunks:
-            info.bytes_in += len(c)
-            yield c
 
     def _busy_marked(self, chunks):
         """``chunks``, with the stream marked busy from taking a chunk until it asks for the

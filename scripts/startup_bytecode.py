@@ -35,7 +35,7 @@ def bytecode_compile() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgebp.bench.startup import _one
+    from edgebp.bench.startup import _one, short_log_write
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("log", help="an edgebp text log; its header and first 250 samples make the 1 s log")
@@ -44,10 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edgebp-bytecode-") as tmp:
         tmp = Path(tmp)
-        lines = Path(a.log).read_bytes().splitlines(keepends=True)
-        head = [ln for ln in lines[:50] if ln.startswith(b"#")][:1]
-        short = tmp / "short.log"
-        short.write_bytes(b"".join(head + [ln for ln in lines if not ln.startswith(b"#")][:250]))
+        short = short_log_write(a.log, tmp / "short.log")
         bytecode_compile()
         _one("aot", a.bundle, short, tmp)  # warm: numba's cache, the record of checked models
         res: dict[str, list[float]] = {"without bytecode": [], "with bytecode": []}

@@ -26,6 +26,28 @@ def shared_data():
     return path
 
 
+@pytest.fixture(scope="session")
+def bundle():
+    """The shipped default bundle (a test module may define its own ``bundle``)."""
+    from edgebp.runtime.bundle import bundle_load
+
+    return bundle_load("default")
+
+
+VALIDATION_RECORD = "f362s"  # a validation record of the default bundle (never a test record)
+
+
+@pytest.fixture(scope="session")
+def validation_minute(shared_data, bundle):
+    """One minute of challenge2015 f362s as the device sends it: ``(samples (n, inputs), fs)``."""
+    from edgebp.firmware_sim.cgen_check import record_device
+
+    path = shared_data / "challenge2015" / VALIDATION_RECORD
+    if not path.with_suffix(".hea").exists():
+        pytest.skip(f"{path}.hea not found (real recordings absent)")
+    return record_device(VALIDATION_RECORD, 60.0, bundle.inputs)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Caches (synthetic cohorts, prepared arrays) go to a per-session directory."""

@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-RECORD = "f362s"  # a validation record of the default bundle (never a test record)
-SECONDS = 60.0
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-math-errno"]
 
 
@@ -33,21 +31,9 @@ def gcc() -> str:
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    from edgebp.runtime.bundle import bundle_load
-
-    return bundle_load("default")
-
-
-@pytest.fixture(scope="module")
-def device(shared_data, bundle):
-    """One minute of the record as the device sends it: (n, inputs) samples and their rate."""
-    from edgebp.firmware_sim.cgen_check import record_device
-
-    path = shared_data / "challenge2015" / RECORD
-    if not path.with_suffix(".hea").exists():
-        pytest.skip(f"{path}.hea not found (real recordings absent)")
-    return record_device(RECORD, SECONDS, bundle.inputs)
+def device(validation_minute):
+    """One minute of the record (conftest.validation_minute) as the device sends it."""
+    return validation_minute
 
 
 @pytest.fixture(scope="module")

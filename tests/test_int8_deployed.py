@@ -15,16 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-RECORD = "f362s"  # a validation record of the default bundle (never a test record)
-SECONDS = 60.0
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    from edgebp.runtime.bundle import bundle_load
-
-    return bundle_load("default")
-
 
 def _int8_weights(path) -> dict[str, np.ndarray]:
     """The int8 tensors a DequantizeLinear reads as data (weights; not zero points)."""
@@ -60,18 +50,14 @@ def test_shipped_int8_weights_are_7_bit(bundle, key):
 
 
 @pytest.fixture(scope="module")
-def streamed(shared_data, bundle):
+def streamed(validation_minute, bundle):
     """One minute of the record through the runtime with ONNX Runtime running the QDQ graph as
     written; every model call's feeds (input and carried states) and output."""
     import onnxruntime as ort
 
-    from edgebp.firmware_sim.cgen_check import record_device
     from edgebp.runtime.engine import StreamRuntime
 
-    path = shared_data / "challenge2015" / RECORD
-    if not path.with_suffix(".hea").exists():
-        pytest.skip(f"{path}.hea not found (real recordings absent)")
-    vals, fs = record_device(RECORD, SECONDS, bundle.inputs)
+    vals, fs = validation_minute
     rt = StreamRuntime(bundle, fs, {c: i for i, c in enumerate(bundle.inputs)})
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -12,25 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-RECORD = "f362s"  # a validation record of the default bundle
-SECONDS = 60.0
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    from edgebp.runtime.bundle import bundle_load
-
-    return bundle_load("default")
-
-
-@pytest.fixture(scope="module")
-def record(shared_data, bundle):
-    from edgebp.firmware_sim.cgen_check import record_device
-
-    path = shared_data / "challenge2015" / RECORD
-    if not path.with_suffix(".hea").exists():
-        pytest.skip(f"{path}.hea not found (real recordings absent)")
-    return record_device(RECORD, SECONDS, bundle.inputs)
+SECONDS = 60.0  # conftest.validation_minute: a minute of a validation record of the default bundle
 
 
 def _stream(bundle, vals, fs, variant, bound: bool):
@@ -51,8 +33,8 @@ def _stream(bundle, vals, fs, variant, bound: bool):
 
 
 @pytest.mark.parametrize("variant", ["int8", "fp32"])
-def test_bound_step_equals_plain_run(bundle, record, variant):
-    vals, fs = record
+def test_bound_step_equals_plain_run(bundle, validation_minute, variant):
+    vals, fs = validation_minute
     rt, abp, valid, reason = _stream(bundle, vals, fs, variant, bound=True)
     st = rt.backend._step
     assert st is not None and st["shape"] is not None, "the bound step was not used"
@@ -65,13 +47,13 @@ def test_bound_step_equals_plain_run(bundle, record, variant):
 
 
 @pytest.mark.parametrize("variant", ["int8", "fp32"])
-def test_fixed_time_axis_gives_the_free_axis_bits(bundle, record, variant):
+def test_fixed_time_axis_gives_the_free_axis_bits(bundle, validation_minute, variant):
     """The engine's session fixes the streaming input's time axis at the step (ONNX Runtime
     then folds the states' shape arithmetic away); a session with the axis free, as the
     bundle's file has it, gives the same bits on the same packets, reset and padded step."""
     from edgebp.runtime.backends import OrtBackend
 
-    vals, fs = record
+    vals, fs = validation_minute
     chunk = int(bundle.manifest["streaming"]["chunk"])
     rt, abp, valid, reason = _stream(bundle, vals, fs, variant, bound=True)
     assert rt.backend.session.get_inputs()[0].shape[-1] == chunk, "the time axis was not fixed"

@@ -247,7 +247,8 @@ def test_a_pty_closed_mid_stream_ends_that_stream_with_its_summary(sim_log, bund
         # close only once the stream's worker has taken every byte. FIONREAD on the slave is
         # not enough: it counts the line discipline's 4 kB buffer only, and reads 0 while the
         # rest still waits in the tty's flip buffer (CI lost 482 lines that way)
-        wait_for(lambda: server.streams and server.streams[0].bytes_in == len(data), "the stream to take every byte")
+        wait_for(lambda: server.streams and server.streams[0].decoder is not None
+                 and server.streams[0].decoder.counts["bytes_in"] == len(data), "the stream to take every byte")
         os.close(master)  # the device goes away
         master = None
         th.join(WAIT_S)

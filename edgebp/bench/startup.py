@@ -15,8 +15,8 @@ Warm: numba's cache and the loader's record of checked models are filled by a ru
 kind before the first timed round, and the result says whether edgebp's own bytecode is
 cached (``bytecode_cached``): an installed package has it, and so does a checkout after
 ``make setup``; without it (``PYTHONDONTWRITEBYTECODE=1`` on an editable checkout) every start
-compiles the package's modules, about 0.12 s more to the first output here. The AOT rows are left out (and say why) where the AOT
-build is missing or stale.
+compiles the package's modules, about 0.12 s more to the first output here. The AOT rows are
+left out (and say why) where the AOT build is missing or stale.
 
     python -m edgebp.bench.startup --bundle default --log serial-10min.log --rounds 5
 """
@@ -74,6 +74,14 @@ def bytecode_cached() -> bool:
     return bool(ok)
 
 
+def short_log_write(log: str | Path, out: Path, samples: int = 250) -> Path:
+    """The head of ``log``: its first header line and its first ``samples`` sample lines."""
+    lines = Path(log).read_bytes().splitlines(keepends=True)
+    head = [ln for ln in lines[:50] if ln.startswith(b"#")][:1]
+    out.write_bytes(b"".join(head + [ln for ln in lines if not ln.startswith(b"#")][:samples]))
+    return out
+
+
 def _one(kind: str, bundle: str, log: Path, out_dir: Path) -> dict:
     from edgebp.bench.streaming import child_run
 
@@ -100,10 +108,7 @@ def startup_measure(bundle: str, log: str | Path, rounds: int = 5, short_samples
                  "aot_unavailable": None if "aot" in kinds else kernels_status()["why"], "bytecode_cached": bytecode_cached()}
     with tempfile.TemporaryDirectory(prefix="edgebp-startup-") as tmp:
         tmp = Path(tmp)
-        lines = log.read_bytes().splitlines(keepends=True)
-        head = [ln for ln in lines[:50] if ln.startswith(b"#")][:1]
-        short = tmp / "short.log"
-        short.write_bytes(b"".join(head + [ln for ln in lines if not ln.startswith(b"#")][:short_samples]))
+        short = short_log_write(log, tmp / "short.log", short_samples)
         for k in kinds:  # warm: numba's cache, the record of checked models
             _one(k, bundle, short, tmp)
         runs: dict = {k: {"short": [], "long": []} for k in kinds}
